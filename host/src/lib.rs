@@ -1,1 +1,23 @@
-//! Plait.
+//! Plait: a WebAssembly step runtime for durable workflow automation.
+//!
+//! A workflow definition names steps; each step is a sandboxed WebAssembly
+//! component implementing the `plait:step/step` world (`wit/step.wit`). The
+//! host runs them in order and persists each step's output before the next
+//! starts, so an interrupted run resumes without re-executing finished steps.
+//!
+//! The modules follow the pipeline:
+//! [`definition`] (parse and validate a workflow file, no wasmtime) →
+//! [`plan`] (components loaded, digests pinned, grants checked) →
+//! [`engine`] (wasmtime, the linker, compiled-component cache) →
+//! [`capabilities`] (what a running step can reach) →
+//! [`executor`] (runs a plan against the journal) →
+//! [`store`] (the run journal, sled behind a trait).
+
+pub mod capabilities;
+pub mod clock;
+pub mod definition;
+pub mod engine;
+pub mod executor;
+pub mod plan;
+pub mod step;
+pub mod store;

@@ -1,0 +1,179 @@
+//! The `plait:step/host` interface: structured logging and granted config.
+
+use serde::{Deserialize, Serialize};
+
+use super::stdio::CapturedText;
+use super::{InvocationLabels, LOG_MESSAGE_LIMIT, LOG_RECORD_LIMIT, StepState};
+use crate::engine::bindings::plait::step::host::{self as wit, LogField};
+
+/// Severity of a step's log record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Very fine detail.
+    Trace,
+    /// Detail for debugging.
+    Debug,
+    /// Normal progress.
+    Info,
+    /// Something unexpected that the step handled.
+    Warn,
+    /// A failure.
+    Error,
+}
+
+/// One structured log record written by a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Milliseconds since the Unix epoch when the host received it.
+    pub at_ms: u64,
+    /// Severity.
+    pub level: LogLevel,
+    /// The message, cut to [`LOG_MESSAGE_LIMIT`] bytes.
+    pub message: String,
+    /// Structured fields, in the order the step gave them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<(String, String)>,
+}
+
+/// Everything one invocation logged or printed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLogs {
+    /// Kept log records.
+    pub records: Vec<LogRecord>,
+    /// Records past [`LOG_RECORD_LIMIT`], counted and dropped.
+    pub dropped_records: u64,
+    /// What the guest wrote to stdout.
+    pub stdout: CapturedText,
+    /// What the guest wrote to stderr.
+    pub stderr: CapturedText,
+}
+
+/// Collects log records and mirrors them to the host's live log.
+pub(super) struct LogBuffer {
+    labels: InvocationLabels,
+    records: Vec<LogRecord>,
+    dropped: u64,
+}
+
+impl LogBuffer {
+    pub(super) fn new(labels: InvocationLabels) -> LogBuffer {
+        LogBuffer {
+            labels,
+            records: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, level: LogLevel, message: String, fields: Vec<LogField>) {
+        if self.records.len() >= LOG_RECORD_LIMIT {
+            self.dropped += 1;
+            return;
+        }
+        let message = truncate(message, LOG_MESSAGE_LIMIT);
+        let fields: Vec<(String, String)> = fields
+            .into_iter()
+            .map(|field| (field.key, truncate(field.value, LOG_MESSAGE_LIMIT)))
+            .collect();
+        self.emit(level, &message, &fields);
+        self.records.push(LogRecord {
+            at_ms: crate::clock::now_ms(),
+            level,
+            message,
+            fields,
+        });
+    }
+
+    /// Writes the record to the host's own log (target `plait::step`), so an
+    /// operator watching `plait run` sees it as it happens.
+    fn emit(&self, level: LogLevel, message: &str, fields: &[(String, String)]) {
+        let labels = &self.labels;
+        let fields = fields
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        macro_rules! event {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "plait::step",
+                    $level,
+                    run = %labels.run_id,
+                    step = %labels.step_id,
+                    attempt = labels.attempt,
+                    "{message}{}{fields}",
+                    if fields.is_empty() { "" } else { " " },
+                )
+            };
+        }
+        match level {
+            LogLevel::Trace => event!(tracing::Level::TRACE),
+            LogLevel::Debug => event!(tracing::Level::DEBUG),
+            LogLevel::Info => event!(tracing::Level::INFO),
+            LogLevel::Warn => event!(tracing::Level::WARN),
+            LogLevel::Error => event!(tracing::Level::ERROR),
+        }
+    }
+
+    pub(super) fn take(&mut self) -> StepLogs {
+        StepLogs {
+            records: std::mem::take(&mut self.records),
+            dropped_records: std::mem::take(&mut self.dropped),
+            ..StepLogs::default()
+        }
+    }
+}
+
+/// Cuts `text` to at most `limit` bytes at a character boundary.
+fn truncate(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("…[truncated]");
+    }
+    text
+}
+
+impl wit::Host for StepState {
+    fn log(&mut self, level: wit::LogLevel, message: String, fields: Vec<LogField>) {
+        let level = match level {
+            wit::LogLevel::Trace => LogLevel::Trace,
+            wit::LogLevel::Debug => LogLevel::Debug,
+            wit::LogLevel::Info => LogLevel::Info,
+            wit::LogLevel::Warn => LogLevel::Warn,
+            wit::LogLevel::Error => LogLevel::Error,
+        };
+        self.log.push(level, message, fields);
+    }
+
+    fn get_config(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        let text = "é".repeat(10); // 20 bytes
+        let cut = truncate(text, 5);
+        assert_eq!(cut, "éé…[truncated]");
+    }
+
+    #[test]
+    fn records_past_the_limit_are_counted_not_kept() {
+        let mut buffer = LogBuffer::new(InvocationLabels::default());
+        for index in 0..LOG_RECORD_LIMIT + 7 {
+            buffer.push(LogLevel::Info, format!("line {index}"), Vec::new());
+        }
+        let logs = buffer.take();
+        assert_eq!(logs.records.len(), LOG_RECORD_LIMIT);
+        assert_eq!(logs.dropped_records, 7);
+        assert_eq!(logs.records[0].message, "line 0");
+    }
+}

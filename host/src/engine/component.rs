@@ -1,0 +1,501 @@
+//! Loading a component: recognising what the bytes are, compiling (or
+//! fetching from the cache), checking the world, and calling it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::Store;
+use wasmtime::component::{Component, types::ComponentExtern};
+
+use super::Engine;
+use super::bindings::{StepPre, plait::step::types as wit};
+use crate::capabilities::{InvocationLabels, StepLogs, StepState};
+use crate::step::{Blob, FailureKind, InvocationInfo, Payload, StepFailure};
+
+/// The world every step implements.
+pub const STEP_WORLD: &str = "plait:step/step@0.1.0";
+
+/// Why a file could not be loaded as a Plait step.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// The file could not be read.
+    #[error("could not read component `{path}`")]
+    Read {
+        /// The component path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not WebAssembly at all.
+    #[error(
+        "`{path}` is not a WebAssembly file: it does not start with the `\\0asm` magic bytes; \
+         point `uses` at a `.wasm` component built for wasm32-wasip2"
+    )]
+    NotWasm {
+        /// The component path.
+        path: PathBuf,
+    },
+    /// A core module where a component was expected.
+    #[error(
+        "`{path}` is a core WebAssembly module, not a component; build the step for the \
+         `wasm32-wasip2` target (`cargo build --target wasm32-wasip2`) or wrap the module \
+         with `wasm-tools component new`"
+    )]
+    CoreModule {
+        /// The component path.
+        path: PathBuf,
+    },
+    /// The bytes start like WebAssembly but do not compile.
+    #[error("`{path}` is not a valid WebAssembly component (is it truncated or corrupt?)")]
+    Invalid {
+        /// The component path.
+        path: PathBuf,
+        /// What wasmtime found.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// The component needs an import the host does not offer.
+    #[error(
+        "`{path}` imports something this host does not provide; a step may import only \
+         `plait:step/host@0.1.0` and WASI 0.2 interfaces"
+    )]
+    MissingImport {
+        /// The component path.
+        path: PathBuf,
+        /// wasmtime's account of the unsatisfied import.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// The component is for some other world.
+    #[error(
+        "`{path}` does not implement the `{STEP_WORLD}` world: it exports {exports}; \
+         a step exports `describe` and `run` (see wit/step.wit)"
+    )]
+    WrongWorld {
+        /// The component path.
+        path: PathBuf,
+        /// What it exports instead, formatted for the message.
+        exports: String,
+    },
+    /// `describe` and `run` exist but with other signatures.
+    #[error(
+        "`{path}` exports `describe` and `run`, but not with the signatures of `{STEP_WORLD}`; \
+         rebuild it against this version of wit/step.wit"
+    )]
+    WrongSignature {
+        /// The component path.
+        path: PathBuf,
+        /// wasmtime's type-check failure.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// Calling `describe` failed.
+    #[error("`describe()` of `{path}` failed")]
+    Describe {
+        /// The component path.
+        path: PathBuf,
+        /// The trap or instantiation error.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// `describe` returned something unusable.
+    #[error("`describe()` of `{path}` returned an invalid description: {problem}")]
+    BadDescription {
+        /// The component path.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// A step's self-description, as returned by `describe()`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepDescription {
+    /// The step's name.
+    pub name: String,
+    /// The step's version.
+    pub version: String,
+    /// What it does.
+    pub description: String,
+    /// JSON Schema of its input, if declared.
+    pub input_schema: Option<serde_json::Value>,
+    /// JSON Schema of its output, if declared.
+    pub output_schema: Option<serde_json::Value>,
+    /// What it needs from the host.
+    pub grants: Vec<Grant>,
+}
+
+/// One thing a step needs from the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Grant {
+    /// A config value.
+    Config {
+        /// Its key.
+        key: String,
+        /// What it means.
+        description: String,
+        /// Whether the step cannot run without it.
+        required: bool,
+    },
+    /// A secret.
+    Secret {
+        /// Its name.
+        name: String,
+    },
+    /// A directory.
+    Directory {
+        /// The path the guest expects.
+        path: String,
+    },
+    /// Outbound HTTP to a host.
+    OutboundHttp {
+        /// `scheme://host[:port]`.
+        url: String,
+    },
+}
+
+/// A compiled, checked step component, ready to be instantiated many times.
+pub struct LoadedComponent {
+    engine: Engine,
+    pre: StepPre<StepState>,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// `sha256:<hex>` of its bytes.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// What `describe()` returned.
+    pub description: StepDescription,
+    /// The names of its imports.
+    pub imports: Vec<String>,
+    /// The names of its exports.
+    pub exports: Vec<String>,
+    /// Whether it came from the compiled-component cache.
+    pub from_cache: bool,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `sha256:<hex>` digest of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut text = String::with_capacity(7 + 64);
+    text.push_str("sha256:");
+    for byte in hash {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+impl Engine {
+    /// Reads, compiles and checks the component at `path`.
+    pub async fn load_component(
+        &self,
+        path: &Path,
+    ) -> Result<Arc<LoadedComponent>, ComponentError> {
+        let bytes = std::fs::read(path).map_err(|source| ComponentError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.load_component_bytes(path, &bytes).await
+    }
+
+    /// Compiles and checks `bytes`; `path` is used in messages.
+    pub async fn load_component_bytes(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<Arc<LoadedComponent>, ComponentError> {
+        let path = path.to_owned();
+        match wasm_layer(bytes) {
+            None => return Err(ComponentError::NotWasm { path }),
+            Some(Layer::Core) => return Err(ComponentError::CoreModule { path }),
+            Some(Layer::Component) => {}
+        }
+        let digest = digest(bytes);
+        let engine = self.wasmtime();
+        let cached = self
+            .inner
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(engine, &digest));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(engine, bytes).map_err(|source| ComponentError::Invalid {
+                        path: path.clone(),
+                        source,
+                    })?;
+                if let Some(cache) = &self.inner.cache {
+                    cache.store(&digest, &component);
+                }
+                component
+            }
+        };
+
+        let component_type = component.component_type();
+        let imports: Vec<String> = component_type
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports: Vec<(String, ComponentExtern<'_>)> = component_type
+            .exports(engine)
+            .map(|(name, item)| (name.to_owned(), item))
+            .collect();
+        let has_export = |name: &str| exports.iter().any(|(export, _)| export == name);
+        if !has_export("describe") || !has_export("run") {
+            let listed = if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports
+                    .iter()
+                    .map(|(name, _)| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(ComponentError::WrongWorld {
+                path,
+                exports: listed,
+            });
+        }
+        let instance_pre = self
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|source| ComponentError::MissingImport {
+                path: path.clone(),
+                source,
+            })?;
+        let pre = StepPre::new(instance_pre).map_err(|source| ComponentError::WrongSignature {
+            path: path.clone(),
+            source,
+        })?;
+
+        let mut loaded = LoadedComponent {
+            engine: self.clone(),
+            pre,
+            path,
+            digest,
+            size: bytes.len() as u64,
+            description: StepDescription {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                input_schema: None,
+                output_schema: None,
+                grants: Vec::new(),
+            },
+            imports,
+            exports: exports.into_iter().map(|(name, _)| name).collect(),
+            from_cache,
+        };
+        loaded.description = loaded.describe().await?;
+        Ok(Arc::new(loaded))
+    }
+}
+
+enum Layer {
+    Core,
+    Component,
+}
+
+/// Reads the preamble: `\0asm`, a 16-bit version, a 16-bit layer (0 for a
+/// core module, 1 for a component).
+fn wasm_layer(bytes: &[u8]) -> Option<Layer> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return None;
+    }
+    match u16::from_le_bytes([bytes[6], bytes[7]]) {
+        0 => Some(Layer::Core),
+        _ => Some(Layer::Component),
+    }
+}
+
+impl LoadedComponent {
+    fn new_store(
+        &self,
+        config: BTreeMap<String, String>,
+        labels: InvocationLabels,
+    ) -> Store<StepState> {
+        let mut store = Store::new(self.engine.wasmtime(), StepState::new(config, labels));
+        // Yield to the async executor at every epoch tick, so a busy guest
+        // never monopolises a worker thread.
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+
+    async fn describe(&self) -> Result<StepDescription, ComponentError> {
+        let path = &self.path;
+        let mut store = self.new_store(BTreeMap::new(), InvocationLabels::default());
+        let describe_error = |source| ComponentError::Describe {
+            path: path.clone(),
+            source,
+        };
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(describe_error)?;
+        let info = instance
+            .call_describe(&mut store)
+            .await
+            .map_err(describe_error)?;
+        let parse_schema = |which: &str,
+                            text: Option<String>|
+         -> Result<Option<serde_json::Value>, ComponentError> {
+            text.map(|text| {
+                serde_json::from_str(&text).map_err(|error| ComponentError::BadDescription {
+                    path: path.clone(),
+                    problem: format!("its {which} schema is not JSON: {error}"),
+                })
+            })
+            .transpose()
+        };
+        if info.name.trim().is_empty() {
+            return Err(ComponentError::BadDescription {
+                path: path.clone(),
+                problem: "its name is empty".to_owned(),
+            });
+        }
+        Ok(StepDescription {
+            input_schema: parse_schema("input", info.input_schema)?,
+            output_schema: parse_schema("output", info.output_schema)?,
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            grants: info
+                .grants
+                .into_iter()
+                .map(|grant| match grant {
+                    wit::Grant::Config(config) => Grant::Config {
+                        key: config.key,
+                        description: config.description,
+                        required: config.required,
+                    },
+                    wit::Grant::Secret(name) => Grant::Secret { name },
+                    wit::Grant::Directory(path) => Grant::Directory { path },
+                    wit::Grant::OutboundHttp(url) => Grant::OutboundHttp { url },
+                })
+                .collect(),
+        })
+    }
+
+    /// Runs the step once in a fresh store and instance that see only
+    /// `config`. Never fails as a Rust error: every failure, traps included,
+    /// is a [`StepFailure`], and the logs are returned either way.
+    pub async fn invoke(
+        &self,
+        invocation: &InvocationInfo,
+        config: BTreeMap<String, String>,
+        input: &Payload,
+    ) -> (Result<Payload, StepFailure>, StepLogs) {
+        let labels = InvocationLabels {
+            run_id: invocation.run_id.clone(),
+            step_id: invocation.step_id.clone(),
+            attempt: invocation.attempt,
+        };
+        let mut store = self.new_store(config, labels);
+        let result = self.call_run(&mut store, invocation, input).await;
+        let logs = store.data_mut().take_logs();
+        (result, logs)
+    }
+
+    async fn call_run(
+        &self,
+        store: &mut Store<StepState>,
+        invocation: &InvocationInfo,
+        input: &Payload,
+    ) -> Result<Payload, StepFailure> {
+        let trap = |error: wasmtime::Error| StepFailure {
+            kind: FailureKind::Trap,
+            message: format!("{error:#}"),
+            details: None,
+        };
+        let instance = self
+            .pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(trap)?;
+        let wit_invocation = wit::Invocation {
+            run_id: invocation.run_id.clone(),
+            step_id: invocation.step_id.clone(),
+            attempt: invocation.attempt,
+            idempotency_key: invocation.idempotency_key.clone(),
+        };
+        let wit_input = wit::Payload {
+            json: input.json.to_string(),
+            blobs: input
+                .blobs
+                .iter()
+                .map(|blob| wit::Blob {
+                    name: blob.name.clone(),
+                    media_type: blob.media_type.clone(),
+                    data: blob.data.clone(),
+                })
+                .collect(),
+        };
+        let result = instance
+            .call_run(&mut *store, &wit_invocation, &wit_input)
+            .await
+            .map_err(trap)?;
+        match result {
+            Ok(output) => payload_from_wit(output),
+            Err(error) => Err(StepFailure {
+                kind: match error.kind {
+                    wit::ErrorKind::Retryable => FailureKind::Retryable,
+                    wit::ErrorKind::Fatal => FailureKind::Fatal,
+                },
+                message: error.message,
+                details: error.details.map(|details| {
+                    // Details that are not JSON are kept as a string rather
+                    // than lost.
+                    serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details))
+                }),
+            }),
+        }
+    }
+}
+
+/// Checks a step's output against the contract.
+fn payload_from_wit(output: wit::Payload) -> Result<Payload, StepFailure> {
+    let invalid = |message: String| StepFailure {
+        kind: FailureKind::InvalidOutput,
+        message,
+        details: None,
+    };
+    let json = serde_json::from_str(&output.json)
+        .map_err(|error| invalid(format!("the step's output is not valid JSON: {error}")))?;
+    let mut blobs: Vec<Blob> = Vec::with_capacity(output.blobs.len());
+    for blob in output.blobs {
+        if blob.name.is_empty() {
+            return Err(invalid(
+                "the step returned a blob with an empty name".to_owned(),
+            ));
+        }
+        if blobs.iter().any(|existing| existing.name == blob.name) {
+            return Err(invalid(format!(
+                "the step returned two blobs named `{}`",
+                blob.name
+            )));
+        }
+        blobs.push(Blob {
+            name: blob.name,
+            media_type: blob.media_type,
+            data: blob.data,
+        });
+    }
+    Ok(Payload { json, blobs })
+}

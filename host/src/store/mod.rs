@@ -1,0 +1,101 @@
+//! The run journal: runs, step states and outputs, blobs and step logs.
+//!
+//! The executor talks to a [`RunStore`]; [`SledStore`] is the embedded
+//! implementation. Every [`Commit`] is atomic (all of its records land, or
+//! none) and durable before `commit` returns, which is what makes a finished
+//! step's output the truth that a resume builds on.
+
+mod records;
+mod sled_store;
+
+pub use records::{BlobRef, RunRecord, RunStatus, StepRecord, StepStatus, WorkflowRef};
+pub use sled_store::SledStore;
+
+use crate::capabilities::StepLogs;
+
+/// Errors of the run journal.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the store.
+    #[error(
+        "the store at `{path}` is in use by another plait process; wait for it to finish \
+         or use another store with `--store DIR`"
+    )]
+    Locked {
+        /// The store directory.
+        path: std::path::PathBuf,
+    },
+    /// The directory holds something that is not a Plait journal, or one of
+    /// an unknown format version.
+    #[error(
+        "`{path}` is not a Plait store of a format this version understands ({found}); nothing was changed"
+    )]
+    Foreign {
+        /// The store directory.
+        path: std::path::PathBuf,
+        /// What was found instead.
+        found: String,
+    },
+    /// The database failed.
+    #[error("the store at `{path}` failed")]
+    Database {
+        /// The store directory.
+        path: std::path::PathBuf,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A record could not be decoded (the store is damaged).
+    #[error("a record under `{key}` in the store is damaged")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No run has this id.
+    #[error("no run with id `{0}` in this store; `plait runs list` shows the runs it holds")]
+    UnknownRun(String),
+}
+
+/// One atomic change to the journal.
+#[derive(Debug, Default)]
+pub struct Commit<'a> {
+    /// The run record to write.
+    pub run: Option<&'a RunRecord>,
+    /// Step records to write.
+    pub steps: Vec<&'a StepRecord>,
+    /// New blob contents, by digest. Blobs are content-addressed, so writing
+    /// one that exists is a no-op.
+    pub blobs: Vec<(&'a str, &'a [u8])>,
+    /// The logs of one attempt: (run id, step index, attempt, logs).
+    pub logs: Option<(&'a str, u32, u32, &'a StepLogs)>,
+}
+
+/// The logs of one attempt of one step.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AttemptLogs {
+    /// The attempt number.
+    pub attempt: u32,
+    /// What the attempt logged and printed.
+    #[serde(flatten)]
+    pub logs: StepLogs,
+}
+
+/// Storage for runs, behind which another backend (Postgres) can sit
+/// without the executor changing.
+pub trait RunStore: Send + Sync {
+    /// Applies `commit` atomically and durably.
+    fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError>;
+    /// The run with this id.
+    fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// The run's steps, in definition order.
+    fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
+    /// Every run, oldest first.
+    fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    /// A blob's bytes by digest.
+    fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every attempt's logs of one step.
+    fn logs(&self, run_id: &str, step_index: u32) -> Result<Vec<AttemptLogs>, StoreError>;
+}
