@@ -1,1 +1,13 @@
-fn main(){}
+//! End-to-end tests of the `plait` binary against real components built
+//! from source (`tests/guests/`, `plugins/`) and a real sled store on disk.
+//!
+//! One test binary, one module per story, so the host is linked once.
+
+mod support;
+
+mod chain;
+mod cli;
+mod components;
+mod crash;
+mod failures;
+mod sandbox;

@@ -94,13 +94,12 @@ pub enum ComponentError {
         source: wasmtime::Error,
     },
     /// Calling `describe` failed.
-    #[error("`describe()` of `{path}` failed")]
+    #[error("`describe()` of `{path}` failed: {reason}")]
     Describe {
         /// The component path.
         path: PathBuf,
-        /// The trap or instantiation error.
-        #[source]
-        source: wasmtime::Error,
+        /// The trap, with what the guest wrote to stderr.
+        reason: String,
     },
     /// `describe` returned something unusable.
     #[error("`describe()` of `{path}` returned an invalid description: {problem}")]
@@ -340,19 +339,21 @@ impl LoadedComponent {
     async fn describe(&self) -> Result<StepDescription, ComponentError> {
         let path = &self.path;
         let mut store = self.new_store(BTreeMap::new(), InvocationLabels::default());
-        let describe_error = |source| ComponentError::Describe {
-            path: path.clone(),
-            source,
+        let called = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            instance.call_describe(&mut store).await
+        }
+        .await;
+        let info = match called {
+            Ok(info) => info,
+            Err(error) => {
+                let stderr = store.data_mut().take_logs().stderr.text;
+                return Err(ComponentError::Describe {
+                    path: path.clone(),
+                    reason: trap_message(&error, &stderr),
+                });
+            }
         };
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(describe_error)?;
-        let info = instance
-            .call_describe(&mut store)
-            .await
-            .map_err(describe_error)?;
         let parse_schema = |which: &str,
                             text: Option<String>|
          -> Result<Option<serde_json::Value>, ComponentError> {
@@ -410,6 +411,13 @@ impl LoadedComponent {
         let mut store = self.new_store(config, labels);
         let result = self.call_run(&mut store, invocation, input).await;
         let logs = store.data_mut().take_logs();
+        let result = result.unwrap_or_else(|error| {
+            Err(StepFailure {
+                kind: FailureKind::Trap,
+                message: trap_message(&error, &logs.stderr.text),
+                details: None,
+            })
+        });
         (result, logs)
     }
 
@@ -418,17 +426,8 @@ impl LoadedComponent {
         store: &mut Store<StepState>,
         invocation: &InvocationInfo,
         input: &Payload,
-    ) -> Result<Payload, StepFailure> {
-        let trap = |error: wasmtime::Error| StepFailure {
-            kind: FailureKind::Trap,
-            message: format!("{error:#}"),
-            details: None,
-        };
-        let instance = self
-            .pre
-            .instantiate_async(&mut *store)
-            .await
-            .map_err(trap)?;
+    ) -> wasmtime::Result<Result<Payload, StepFailure>> {
+        let instance = self.pre.instantiate_async(&mut *store).await?;
         let wit_invocation = wit::Invocation {
             run_id: invocation.run_id.clone(),
             step_id: invocation.step_id.clone(),
@@ -449,9 +448,8 @@ impl LoadedComponent {
         };
         let result = instance
             .call_run(&mut *store, &wit_invocation, &wit_input)
-            .await
-            .map_err(trap)?;
-        match result {
+            .await?;
+        Ok(match result {
             Ok(output) => payload_from_wit(output),
             Err(error) => Err(StepFailure {
                 kind: match error.kind {
@@ -465,8 +463,30 @@ impl LoadedComponent {
                     serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details))
                 }),
             }),
-        }
+        })
     }
+}
+
+/// One line saying why a guest trapped: the trap itself (without the wasm
+/// backtrace, which names mangled symbols) and the last lines the guest
+/// wrote to stderr, which for a Rust guest hold the panic message.
+fn trap_message(error: &wasmtime::Error, stderr: &str) -> String {
+    let mut message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    let said: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    if !said.is_empty() {
+        let tail = said[said.len().saturating_sub(3)..].join(" ");
+        let tail: String = tail.chars().take(500).collect();
+        message.push_str("; guest stderr: ");
+        message.push_str(&tail);
+    }
+    message
 }
 
 /// Checks a step's output against the contract.

@@ -9,7 +9,7 @@ mod records;
 mod sled_store;
 
 pub use records::{BlobRef, RunRecord, RunStatus, StepRecord, StepStatus, WorkflowRef};
-pub use sled_store::SledStore;
+pub use sled_store::{BATCH_INTERVAL_MS, Durability, SledStore};
 
 use crate::capabilities::StepLogs;
 
