@@ -179,9 +179,23 @@ fn without_address_space_for_the_pool_the_engine_falls_back_to_on_demand() {
         "ulimit -v 16777216 && exec {} run workflow.yaml --json",
         env!("CARGO_BIN_EXE_plait")
     );
-    sandbox.write("workflow.yaml", format!("name: echo\nsteps:\n  - id: echo\n    uses: {}\n", yaml_path(ECHO_COMPONENT)));
-    let output = sandbox.shell(&command).env("PLAIT_LOG", "warn").output().unwrap();
+    sandbox.write(
+        "workflow.yaml",
+        format!(
+            "name: echo\nsteps:\n  - id: echo\n    uses: {}\n",
+            yaml_path(ECHO_COMPONENT)
+        ),
+    );
+    let output = sandbox
+        .shell(&command)
+        .env("PLAIT_LOG", "warn")
+        .output()
+        .unwrap();
     assert_exit(&output, 0);
-    assert!(stderr(&output).contains("falling back to on-demand allocation"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("falling back to on-demand allocation"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(json(&output)["status"], "succeeded");
 }

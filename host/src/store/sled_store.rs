@@ -314,7 +314,10 @@ mod tests {
         assert_eq!(store.run("r1").unwrap(), Some(record));
         let read: Vec<u32> = store.steps("r1").unwrap().iter().map(|s| s.index).collect();
         assert_eq!(read, (0..11).collect::<Vec<_>>());
-        assert_eq!(store.blob("sha256:ab").unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(
+            store.blob("sha256:ab").unwrap().as_deref(),
+            Some(&b"abc"[..])
+        );
         assert_eq!(store.logs("r1", 0).unwrap().len(), 1);
         assert!(store.logs("r1", 1).unwrap().is_empty());
         assert_eq!(store.runs().unwrap().len(), 1);
@@ -337,17 +340,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            db.open_tree("accounts").unwrap().insert("alice", "42").unwrap();
+            db.open_tree("accounts")
+                .unwrap()
+                .insert("alice", "42")
+                .unwrap();
             db.flush().unwrap();
         }
         match SledStore::open(dir.path()) {
-            Err(StoreError::Foreign { found, .. }) => assert!(found.contains("accounts"), "{found}"),
+            Err(StoreError::Foreign { found, .. }) => {
+                assert!(found.contains("accounts"), "{found}")
+            }
             Err(other) => panic!("expected Foreign, got {other}"),
             Ok(_) => panic!("a foreign database was accepted"),
         }
         let db = sled::open(dir.path()).unwrap();
-        assert_eq!(db.open_tree("accounts").unwrap().get("alice").unwrap().as_deref(), Some(&b"42"[..]));
-        assert!(!db.open_tree("meta").unwrap().contains_key("format").unwrap());
+        assert_eq!(
+            db.open_tree("accounts")
+                .unwrap()
+                .get("alice")
+                .unwrap()
+                .as_deref(),
+            Some(&b"42"[..])
+        );
+        assert!(
+            !db.open_tree("meta")
+                .unwrap()
+                .contains_key("format")
+                .unwrap()
+        );
     }
 
     #[test]
@@ -355,11 +375,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            db.open_tree("meta").unwrap().insert("format", "plait-journal/99").unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert("format", "plait-journal/99")
+                .unwrap();
             db.flush().unwrap();
         }
         match SledStore::open(dir.path()) {
-            Err(StoreError::Foreign { found, .. }) => assert!(found.contains("plait-journal/99"), "{found}"),
+            Err(StoreError::Foreign { found, .. }) => {
+                assert!(found.contains("plait-journal/99"), "{found}")
+            }
             Err(other) => panic!("expected Foreign, got {other}"),
             Ok(_) => panic!("an unknown format was accepted"),
         }
