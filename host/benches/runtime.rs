@@ -1,0 +1,452 @@
+//! Plait's runtime figures, each beside the raw wasmtime floor, measured in
+//! one run on one machine and printed as a markdown table.
+//!
+//! - `cargo bench -p plait --bench runtime`: the full run (minutes).
+//! - `cargo test -p plait --bench runtime` or `-- --quick`: a quick run with
+//!   small counts, which CI uses to check that the benchmark works.
+//!
+//! Results and their analysis live in `docs/benchmarks.md`.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use plait::executor::Executor;
+use plait::plan::Plan;
+use plait::step::Blob;
+use plait::store::{
+    Commit, Durability, RunStatus, RunStore as _, SledStore, StepRecord, StepStatus,
+};
+use serde_json::json;
+use support::{Floor, Samples};
+
+/// Counts for one mode of the benchmark.
+struct Scale {
+    quick: bool,
+    floor_iterations: usize,
+    step_iterations: usize,
+    runs_per_worker: usize,
+    payloads: &'static [(usize, &'static str)],
+    step_counts: &'static [usize],
+    stored_runs: &'static [usize],
+    cold_iterations: usize,
+    in_flight: usize,
+}
+
+const FULL: Scale = Scale {
+    quick: false,
+    floor_iterations: 2000,
+    step_iterations: 500,
+    runs_per_worker: 60,
+    payloads: &[(1 << 10, "1 KiB"), (1 << 20, "1 MiB"), (16 << 20, "16 MiB")],
+    step_counts: &[1, 10, 100],
+    stored_runs: &[0, 100_000, 1_000_000],
+    cold_iterations: 5,
+    in_flight: 64,
+};
+
+const QUICK: Scale = Scale {
+    quick: true,
+    floor_iterations: 20,
+    step_iterations: 10,
+    runs_per_worker: 2,
+    payloads: &[(1 << 10, "1 KiB"), (1 << 20, "1 MiB")],
+    step_counts: &[1, 10],
+    stored_runs: &[0, 1_000],
+    cold_iterations: 1,
+    in_flight: 8,
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench`; `cargo test` does not.
+    let scale = if args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench") {
+        &QUICK
+    } else {
+        &FULL
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(report(scale));
+}
+
+fn ms(duration: Duration) -> String {
+    let ms = duration.as_secs_f64() * 1000.0;
+    if ms < 1.0 {
+        format!("{:.3} ms", ms)
+    } else {
+        format!("{:.2} ms", ms)
+    }
+}
+
+fn ratio(value: Duration, floor: Duration) -> String {
+    format!(
+        "{:.1}×",
+        value.as_secs_f64() / floor.as_secs_f64().max(1e-9)
+    )
+}
+
+async fn time_runs(executor: &Executor, plan: &Plan, iterations: usize, blobs: &[Blob]) -> Samples {
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let started = Instant::now();
+        let report = executor
+            .start(plan, json!({"n": 1}), blobs.to_vec())
+            .await
+            .unwrap();
+        samples.push(started.elapsed());
+        assert_eq!(
+            report.run.status,
+            RunStatus::Succeeded,
+            "{:?}",
+            report.run.error
+        );
+    }
+    Samples::new(samples)
+}
+
+async fn report(scale: &Scale) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = support::engine(None);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default();
+    println!(
+        "# Plait runtime benchmark{}\n",
+        if scale.quick {
+            " (quick mode: small counts, not for quoting)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "commit `{commit}`, {cores} cores, no-op step = `tests/guests/echo`, pooling allocator: {:?}\n",
+        engine.allocator()
+    );
+
+    // The floor.
+    let floor = Floor::new(&engine);
+    for _ in 0..10 {
+        floor.call().await;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..scale.floor_iterations {
+        let started = Instant::now();
+        floor.call().await;
+        samples.push(started.elapsed());
+    }
+    let floor_samples = Samples::new(samples);
+    let floor_median = floor_samples.median();
+
+    println!("## Per step\n");
+    println!("| what | median | p99 | ratio to floor |\n|---|---|---|---|");
+    println!(
+        "| floor: wasmtime store + instantiate (InstancePre, pooling) + call + drop | {} | {} | 1.0× |",
+        ms(floor_median),
+        ms(floor_samples.p99())
+    );
+    let plan1 = support::noop_plan(&engine, dir.path(), 1).await;
+    let plan10 = support::noop_plan(&engine, dir.path(), 10).await;
+    for (name, durability) in [
+        ("durable", Durability::Durable),
+        ("batched", Durability::Batched),
+    ] {
+        let executor = support::executor(&dir.path().join(format!("per-step-{name}")), durability);
+        let _ = time_runs(&executor, &plan1, 5, &[]).await;
+        let one = time_runs(&executor, &plan1, scale.step_iterations, &[]).await;
+        let ten = time_runs(&executor, &plan10, (scale.step_iterations / 5).max(3), &[]).await;
+        let marginal = ten.median().saturating_sub(one.median()) / 9;
+        println!(
+            "| 1-step run through the executor, {name} (run record + 4 commits) | {} | {} | {} |",
+            ms(one.median()),
+            ms(one.p99()),
+            ratio(one.median(), floor_median)
+        );
+        println!(
+            "| each further step, {name} ((10-step − 1-step) / 9) | {} | | {} |",
+            ms(marginal),
+            ratio(marginal, floor_median)
+        );
+    }
+
+    println!("\n## Throughput: 3-step no-op runs\n");
+    println!(
+        "| mode | concurrency | runs/s | p50 latency | p99 latency | CPU s / 1000 runs |\n|---|---|---|---|---|---|"
+    );
+    let plan3 = support::noop_plan(&engine, dir.path(), 3).await;
+    let (mut summary_latency, mut summary_cpu, mut best_durable_rate) =
+        (Duration::ZERO, 0.0f64, 0.0f64);
+    for (name, durability) in [
+        ("durable", Durability::Durable),
+        ("batched", Durability::Batched),
+    ] {
+        let executor =
+            support::executor(&dir.path().join(format!("throughput-{name}")), durability);
+        for concurrency in [1usize, 2, 8, 64] {
+            if scale.quick && concurrency == 64 {
+                continue;
+            }
+            let total = scale.runs_per_worker * concurrency.max(4);
+            let (rate, latencies, cpu_per_1000) =
+                throughput(&executor, &plan3, concurrency, total).await;
+            println!(
+                "| {name} | {concurrency} | {rate:.0} | {} | {} | {:.2} |",
+                ms(latencies.median()),
+                ms(latencies.p99()),
+                cpu_per_1000
+            );
+            if durability == Durability::Durable {
+                if concurrency == 1 {
+                    summary_latency = latencies.median();
+                    summary_cpu = cpu_per_1000;
+                }
+                best_durable_rate = best_durable_rate.max(rate);
+            }
+        }
+    }
+
+    println!("\n## Scaling\n");
+    println!("| what | median | p99 |\n|---|---|---|");
+    let executor = support::executor(&dir.path().join("scaling"), Durability::Durable);
+    for (size, label) in scale.payloads {
+        let blob = Blob {
+            name: "document".into(),
+            media_type: "application/octet-stream".into(),
+            data: (0..*size).map(|i| (i % 251) as u8).collect(),
+        };
+        let iterations = if *size >= 16 << 20 {
+            10
+        } else {
+            scale.step_iterations.min(50)
+        };
+        let samples = time_runs(&executor, &plan3, iterations, std::slice::from_ref(&blob)).await;
+        println!(
+            "| {label} blob through 3 steps (durable) | {} | {} |",
+            ms(samples.median()),
+            ms(samples.p99())
+        );
+    }
+    for steps in scale.step_counts {
+        let plan = support::noop_plan(&engine, dir.path(), *steps).await;
+        let iterations = (scale.step_iterations / steps).clamp(3, 200);
+        let samples = time_runs(&executor, &plan, iterations, &[]).await;
+        println!(
+            "| {steps}-step run (durable) | {} | {} |",
+            ms(samples.median()),
+            ms(samples.p99())
+        );
+    }
+    for stored in scale.stored_runs {
+        let store_dir = dir.path().join(format!("stored-{stored}"));
+        prefill(&store_dir, *stored);
+        let executor = support::executor(&store_dir, Durability::Durable);
+        let samples = time_runs(&executor, &plan3, scale.step_iterations.min(100), &[]).await;
+        println!(
+            "| 3-step run with {stored} finished runs in the store (durable) | {} | {} |",
+            ms(samples.median()),
+            ms(samples.p99())
+        );
+    }
+
+    println!("\n## Cold start\n");
+    println!("| what | median |\n|---|---|");
+    for (label, path) in [
+        ("no-op step (echo)", support::NOOP),
+        (
+            "normalize-text plugin",
+            plait_test_artifacts::NORMALIZE_TEXT_PLUGIN,
+        ),
+    ] {
+        let mut cold = Vec::new();
+        let mut warm = Vec::new();
+        for iteration in 0..scale.cold_iterations {
+            let cache = dir.path().join(format!("cache-{label}-{iteration}"));
+            let engine = support::engine(Some(&cache));
+            let started = Instant::now();
+            engine
+                .load_component(std::path::Path::new(path))
+                .await
+                .unwrap();
+            cold.push(started.elapsed());
+            let engine = support::engine(Some(&cache));
+            let started = Instant::now();
+            let loaded = engine
+                .load_component(std::path::Path::new(path))
+                .await
+                .unwrap();
+            warm.push(started.elapsed());
+            assert!(loaded.from_cache);
+        }
+        let (cold, warm) = (Samples::new(cold), Samples::new(warm));
+        println!("| {label}: first load, compiled | {} |", ms(cold.median()));
+        println!(
+            "| {label}: cached precompiled load | {} ({} faster) |",
+            ms(warm.median()),
+            ratio(cold.median(), warm.median())
+        );
+    }
+
+    println!("\n## Memory\n");
+    let idle = support::rss_bytes();
+    let in_flight = in_flight_rss(&engine, dir.path(), scale.in_flight).await;
+    println!("| what | value |\n|---|---|");
+    println!(
+        "| host RSS, engine + store open, idle | {:.1} MiB |",
+        idle as f64 / (1 << 20) as f64
+    );
+    println!(
+        "| RSS per in-flight run ({} concurrent runs paused inside a step) | {:.0} KiB |",
+        scale.in_flight,
+        in_flight as f64 / 1024.0
+    );
+
+    println!("\n## AI steps\n");
+    println!("OCR and classify: not measured yet; the AI reference steps have not landed.\n");
+
+    println!(
+        "## Summary record (3-step workflow, durable: latency and CPU at concurrency 1, throughput at the best concurrency)\n"
+    );
+    println!(
+        "{}",
+        json!({
+            "latency_ms": (summary_latency.as_secs_f64() * 1e6).round() / 1000.0,
+            "throughput_wf_per_day": (best_durable_rate * 86400.0).round(),
+            "cpu_seconds_per_1000_executions": (summary_cpu * 1000.0).round() / 1000.0,
+        })
+    );
+}
+
+/// Runs `total` 3-step runs with `concurrency` workers; returns runs per
+/// second, per-run latencies, and CPU seconds per 1000 runs.
+async fn throughput(
+    executor: &Executor,
+    plan: &Arc<Plan>,
+    concurrency: usize,
+    total: usize,
+) -> (f64, Samples, f64) {
+    let remaining = Arc::new(AtomicUsize::new(total));
+    let cpu_before = support::cpu_time();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let executor = executor.clone();
+        let plan = plan.clone();
+        let remaining = remaining.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let began = Instant::now();
+                let report = executor.start(&plan, json!({}), Vec::new()).await.unwrap();
+                assert_eq!(report.run.status, RunStatus::Succeeded);
+                latencies.push(began.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let cpu = support::cpu_time().saturating_sub(cpu_before);
+    let rate = total as f64 / elapsed.as_secs_f64();
+    (
+        rate,
+        Samples::new(latencies),
+        cpu.as_secs_f64() / total as f64 * 1000.0,
+    )
+}
+
+/// Writes `count` finished 3-step runs into a fresh store, in batches.
+fn prefill(dir: &std::path::Path, count: usize) {
+    let store = SledStore::open_with(dir, Durability::Batched).unwrap();
+    let template = plait::store::RunRecord {
+        id: String::new(),
+        workflow: plait::store::WorkflowRef {
+            name: "bench".into(),
+            version: "0.0.0".into(),
+            path: "/bench/workflow.yaml".into(),
+            digest: "sha256:00".into(),
+        },
+        status: RunStatus::Succeeded,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        input: json!({"n": 1}),
+        input_blobs: Vec::new(),
+        output: Some(json!({"n": 1})),
+        output_blobs: Vec::new(),
+        error: None,
+    };
+    for _ in 0..count {
+        let run = plait::store::RunRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            ..template.clone()
+        };
+        let steps: Vec<StepRecord> = (0..3)
+            .map(|index| StepRecord {
+                run_id: run.id.clone(),
+                index,
+                id: format!("step{index}"),
+                status: StepStatus::Succeeded,
+                attempts: 1,
+                component_digest: "sha256:00".into(),
+                started_at_ms: Some(0),
+                finished_at_ms: Some(0),
+                duration_ms: Some(0),
+                output: Some(json!({"n": 1})),
+                output_blobs: Vec::new(),
+                error: None,
+            })
+            .collect();
+        store
+            .commit(Commit {
+                run: Some(&run),
+                steps: steps.iter().collect(),
+                ..Commit::default()
+            })
+            .unwrap();
+    }
+    drop(store);
+}
+
+/// RSS growth per run while `count` runs wait inside a sleeping step.
+async fn in_flight_rss(engine: &plait::engine::Engine, dir: &std::path::Path, count: usize) -> u64 {
+    let text = format!(
+        "name: in-flight\nsteps:\n  - id: wait\n    uses: {}\n    config:\n      sleep_ms: 1500\n",
+        serde_json::to_string(plait_test_artifacts::SLOW_COUNTER_COMPONENT).unwrap()
+    );
+    let definition =
+        plait::definition::Definition::parse(&text, &dir.join("in-flight.yaml")).unwrap();
+    let plan = Arc::new(Plan::build(engine, definition).await.unwrap());
+    let executor = support::executor(&dir.join("in-flight"), Durability::Batched);
+    // One run first, so one-time allocations are not counted per run.
+    executor.start(&plan, json!({}), Vec::new()).await.unwrap();
+    let before = support::rss_bytes();
+    let mut runs = Vec::new();
+    for _ in 0..count {
+        let executor = executor.clone();
+        let plan = plan.clone();
+        runs.push(tokio::spawn(async move {
+            executor.start(&plan, json!({}), Vec::new()).await.unwrap()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let during = support::rss_bytes();
+    for run in runs {
+        assert_eq!(run.await.unwrap().run.status, RunStatus::Succeeded);
+    }
+    during.saturating_sub(before) / count as u64
+}

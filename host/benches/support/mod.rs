@@ -1,0 +1,174 @@
+//! Shared by the benchmarks: building engines, plans and stores for the
+//! no-op step, and summarising samples.
+
+#![allow(dead_code)] // each bench target uses a different part
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plait::capabilities::{InvocationLabels, StepState};
+use plait::definition::Definition;
+use plait::engine::bindings::StepPre;
+use plait::engine::bindings::plait::step::types as wit;
+use plait::engine::{Engine, EngineOptions};
+use plait::executor::Executor;
+use plait::plan::Plan;
+use plait::store::{Durability, SledStore};
+use wasmtime::Store;
+
+/// The no-op step: returns its input unchanged.
+pub const NOOP: &str = plait_test_artifacts::ECHO_COMPONENT;
+
+/// An engine configured exactly as `plait run` configures it.
+pub fn engine(cache: Option<&Path>) -> Engine {
+    Engine::new(&EngineOptions {
+        cache_dir: cache.map(Path::to_owned),
+        ..EngineOptions::default()
+    })
+    .expect("creating the engine")
+}
+
+/// A workflow of `steps` no-op steps, each passing its input and blobs on.
+pub fn noop_workflow(dir: &Path, steps: usize) -> Definition {
+    let mut text = String::from("name: bench\nsteps:\n");
+    for index in 0..steps {
+        text.push_str(&format!(
+            "  - id: step{index}\n    uses: {}\n",
+            serde_json::to_string(NOOP).unwrap()
+        ));
+    }
+    Definition::parse(&text, &dir.join("workflow.yaml")).expect("the bench workflow is valid")
+}
+
+/// A plan for [`noop_workflow`].
+pub async fn noop_plan(engine: &Engine, dir: &Path, steps: usize) -> Arc<Plan> {
+    Arc::new(
+        Plan::build(engine, noop_workflow(dir, steps))
+            .await
+            .expect("planning"),
+    )
+}
+
+/// An executor over a fresh sled store in `dir`.
+pub fn executor(dir: &Path, durability: Durability) -> Executor {
+    let store = SledStore::open_with(dir, durability).expect("opening the store");
+    Executor::new(Arc::new(store))
+}
+
+/// The floor: what wasmtime alone needs to run the no-op step once, with the
+/// same engine configuration, the same linker and an `InstancePre`.
+pub struct Floor {
+    engine: Engine,
+    pre: StepPre<StepState>,
+}
+
+impl Floor {
+    /// Compiles the no-op step and pre-instantiates it.
+    pub fn new(engine: &Engine) -> Floor {
+        let component =
+            wasmtime::component::Component::from_file(engine.wasmtime(), NOOP).expect("compiling");
+        let instance_pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .expect("pre-instantiating");
+        Floor {
+            engine: engine.clone(),
+            pre: StepPre::new(instance_pre).expect("the no-op step implements the world"),
+        }
+    }
+
+    /// Fresh store + instantiate + `run` + drop.
+    pub async fn call(&self) {
+        let mut store = Store::new(
+            self.engine.wasmtime(),
+            StepState::new(BTreeMap::new(), InvocationLabels::default()),
+        );
+        store.epoch_deadline_async_yield_and_update(1);
+        let step = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiating");
+        let invocation = wit::Invocation {
+            run_id: "bench".into(),
+            step_id: "noop".into(),
+            attempt: 1,
+            idempotency_key: "bench/noop".into(),
+        };
+        let input = wit::Payload {
+            json: "{}".into(),
+            blobs: Vec::new(),
+        };
+        step.call_run(&mut store, &invocation, &input)
+            .await
+            .expect("calling run")
+            .expect("the no-op step succeeds");
+    }
+}
+
+/// Sorted durations with percentiles.
+pub struct Samples(Vec<Duration>);
+
+impl Samples {
+    /// Sorts `samples`.
+    pub fn new(mut samples: Vec<Duration>) -> Samples {
+        samples.sort();
+        Samples(samples)
+    }
+
+    /// The nearest-rank percentile.
+    pub fn percentile(&self, percent: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((percent / 100.0) * (self.0.len() - 1) as f64).round() as usize;
+        self.0[rank.min(self.0.len() - 1)]
+    }
+
+    /// The 50th percentile.
+    pub fn median(&self) -> Duration {
+        self.percentile(50.0)
+    }
+
+    /// The 99th percentile.
+    pub fn p99(&self) -> Duration {
+        self.percentile(99.0)
+    }
+}
+
+/// CPU time (user + system) of this process so far. `/proc` reports it in
+/// USER_HZ ticks, which Linux fixes at 100 per second.
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold
+    // spaces): state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Resident set size of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
