@@ -179,6 +179,25 @@ async fn report(scale: &Scale) {
         );
     }
 
+    println!("\n## Where a step's time goes\n");
+    println!("| part | median | p99 |\n|---|---|---|");
+    let mut samples = Vec::new();
+    for _ in 0..scale.floor_iterations {
+        let started = Instant::now();
+        floor.instantiate().await;
+        samples.push(started.elapsed());
+    }
+    let instantiate = Samples::new(samples);
+    println!("| fresh store + instantiate + drop | {} | {} |", ms(instantiate.median()), ms(instantiate.p99()));
+    println!(
+        "| `run` call (floor − instantiate) | {} | |",
+        ms(floor_median.saturating_sub(instantiate.median()))
+    );
+    for (name, durability) in [("durable", Durability::Durable), ("batched", Durability::Batched)] {
+        let commits = commit_times(&dir.path().join(format!("commits-{name}")), durability, scale.step_iterations * 2);
+        println!("| one step-record commit to sled, {name} | {} | {} |", ms(commits.median()), ms(commits.p99()));
+    }
+
     println!("\n## Throughput: 3-step no-op runs\n");
     println!(
         "| mode | concurrency | runs/s | p50 latency | p99 latency | CPU s / 1000 runs |\n|---|---|---|---|---|---|"
@@ -370,7 +389,39 @@ async fn throughput(
     )
 }
 
-/// Writes `count` finished 3-step runs into a fresh store, in batches.
+/// Times `count` commits of one succeeded step record, as the executor
+/// writes after each step.
+fn commit_times(dir: &std::path::Path, durability: Durability, count: usize) -> Samples {
+    let store = SledStore::open_with(dir, durability).unwrap();
+    let mut samples = Vec::with_capacity(count);
+    for index in 0..count {
+        let record = StepRecord {
+            run_id: "bench".into(),
+            index: index as u32,
+            id: "step".into(),
+            status: StepStatus::Succeeded,
+            attempts: 1,
+            component_digest: "sha256:00".into(),
+            started_at_ms: Some(0),
+            finished_at_ms: Some(0),
+            duration_ms: Some(0),
+            output: Some(json!({"n": 1})),
+            output_blobs: Vec::new(),
+            error: None,
+        };
+        let started = Instant::now();
+        store
+            .commit(Commit {
+                steps: vec![&record],
+                ..Commit::default()
+            })
+            .unwrap();
+        samples.push(started.elapsed());
+    }
+    Samples::new(samples)
+}
+
+/// Writes `count` finished 3-step runs into a fresh store.
 fn prefill(dir: &std::path::Path, count: usize) {
     let store = SledStore::open_with(dir, Durability::Batched).unwrap();
     let template = plait::store::RunRecord {

@@ -79,6 +79,16 @@ impl Floor {
         }
     }
 
+    /// Fresh store + instantiate + drop, without calling anything.
+    pub async fn instantiate(&self) {
+        let mut store = Store::new(
+            self.engine.wasmtime(),
+            StepState::new(BTreeMap::new(), InvocationLabels::default()),
+        );
+        store.epoch_deadline_async_yield_and_update(1);
+        self.pre.instantiate_async(&mut store).await.expect("instantiating");
+    }
+
     /// Fresh store + instantiate + `run` + drop.
     pub async fn call(&self) {
         let mut store = Store::new(

@@ -26,11 +26,11 @@ pub enum Durability {
     #[default]
     Durable,
     /// Commits are flushed together in the background every
-    /// [`BATCH_INTERVAL_MS`]: much higher throughput, but a power cut or
-    /// kernel crash can lose up to that window of commits (a process crash
-    /// loses nothing: sled's log is in the page cache). A lost step commit
-    /// means that step runs again on resume, never that a later step sees
-    /// an output that is gone, because commits are applied in order.
+    /// [`BATCH_INTERVAL_MS`]: fewer fsyncs, but a crash of the process or
+    /// the machine can lose up to that window of commits (sled keeps
+    /// unflushed writes in its own buffers). A lost commit means a step
+    /// runs again on resume, never that a later step sees an output that is
+    /// gone: sled's log is ordered, so a crash loses a suffix of commits.
     Batched,
 }
 
