@@ -188,14 +188,29 @@ async fn report(scale: &Scale) {
         samples.push(started.elapsed());
     }
     let instantiate = Samples::new(samples);
-    println!("| fresh store + instantiate + drop | {} | {} |", ms(instantiate.median()), ms(instantiate.p99()));
+    println!(
+        "| fresh store + instantiate + drop | {} | {} |",
+        ms(instantiate.median()),
+        ms(instantiate.p99())
+    );
     println!(
         "| `run` call (floor − instantiate) | {} | |",
         ms(floor_median.saturating_sub(instantiate.median()))
     );
-    for (name, durability) in [("durable", Durability::Durable), ("batched", Durability::Batched)] {
-        let commits = commit_times(&dir.path().join(format!("commits-{name}")), durability, scale.step_iterations * 2);
-        println!("| one step-record commit to sled, {name} | {} | {} |", ms(commits.median()), ms(commits.p99()));
+    for (name, durability) in [
+        ("durable", Durability::Durable),
+        ("batched", Durability::Batched),
+    ] {
+        let commits = commit_times(
+            &dir.path().join(format!("commits-{name}")),
+            durability,
+            scale.step_iterations * 2,
+        );
+        println!(
+            "| one step-record commit to sled, {name} | {} | {} |",
+            ms(commits.median()),
+            ms(commits.p99())
+        );
     }
 
     println!("\n## Throughput: 3-step no-op runs\n");

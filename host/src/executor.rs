@@ -103,7 +103,9 @@ impl Executor {
             workflow: WorkflowRef {
                 name: plan.definition.name.clone(),
                 version: plan.definition.version.clone(),
-                path: plan.definition.source.path.clone(),
+                // Absolute, so that `resume` finds it from any directory.
+                path: std::path::absolute(&plan.definition.source.path)
+                    .unwrap_or_else(|_| plan.definition.source.path.clone()),
                 digest: plan.digest.clone(),
             },
             status: RunStatus::Running,

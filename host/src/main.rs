@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             let code = cli::exit_code(&error);
-            eprintln!("error: {error:#}");
+            cli::print_error(&error);
             ExitCode::from(code)
         }
     }

@@ -96,6 +96,14 @@ fn outputs_are_persisted_and_a_finished_run_is_never_executed_again() {
     assert_eq!(shown["output"], first["output"]);
     assert_eq!(shown["input_blobs"][0]["name"], "document");
     assert_eq!(shown["input_blobs"][0]["media_type"], "text/plain");
+    // The run was started with a relative path; the journal keeps it
+    // absolute so `resume` works from any directory.
+    let workflow_path = std::path::PathBuf::from(shown["workflow"]["path"].as_str().unwrap());
+    assert!(workflow_path.is_absolute(), "{workflow_path:?}");
+    assert!(
+        workflow_path.ends_with("chain/workflow.yaml"),
+        "{workflow_path:?}"
+    );
     assert_eq!(shown["steps"][0]["logs"].as_array().unwrap().len(), 1);
 
     // Resuming a finished run reports it without running anything: the

@@ -86,7 +86,10 @@ impl Floor {
             StepState::new(BTreeMap::new(), InvocationLabels::default()),
         );
         store.epoch_deadline_async_yield_and_update(1);
-        self.pre.instantiate_async(&mut store).await.expect("instantiating");
+        self.pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiating");
     }
 
     /// Fresh store + instantiate + `run` + drop.

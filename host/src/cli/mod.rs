@@ -101,6 +101,33 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     EXIT_RUN_FAILED
 }
 
+/// Prints an error that ended a command, once, on stderr. Definition errors
+/// are already rendered blocks (`error: ...` with the source line), followed
+/// by a count; anything else is printed as its whole chain on one line.
+pub fn print_error(error: &anyhow::Error) {
+    let definition_errors = error.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<plait::definition::DefinitionErrors>()
+            .or_else(
+                || match cause.downcast_ref::<plait::definition::LoadError>() {
+                    Some(plait::definition::LoadError::Invalid(errors)) => Some(errors),
+                    _ => None,
+                },
+            )
+    });
+    match definition_errors {
+        Some(errors) => {
+            eprintln!("{errors}");
+            let count = errors.len();
+            eprintln!(
+                "{count} error{} found; nothing was run",
+                if count == 1 { "" } else { "s" }
+            );
+        }
+        None => eprintln!("error: {error:#}"),
+    }
+}
+
 /// Logs go to stderr; `PLAIT_LOG` filters them (default: warnings from the
 /// host, info and above from steps).
 pub fn init_logging() {
