@@ -6,7 +6,7 @@
 //! arguments, no sockets, and stdin is empty. The guest's stdout and stderr
 //! are captured, bounded, into the step's log instead of the host's terminal.
 //! Beyond WASI, a step sees only the `plait:step/host` interface
-//! ([`host`]): structured logging and the configuration values its workflow
+//! (`host`): structured logging and the configuration values its workflow
 //! granted.
 
 mod host;
