@@ -71,6 +71,19 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if args.iter().any(|a| a == "--profile-steps") {
+        // A steady loop of 10-step batched runs and nothing else, for
+        // `perf record` of the executor's own per-step cost.
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = support::engine(None);
+            let plan = support::noop_plan(&engine, dir.path(), 10).await;
+            let executor = support::executor(&dir.path().join("profile"), Durability::Batched);
+            let samples = time_runs(&executor, &plan, 3000, &[]).await;
+            println!("10-step batched run: median {}", ms(samples.median()));
+        });
+        return;
+    }
     runtime.block_on(report(scale));
 }
 
@@ -135,6 +148,10 @@ async fn report(scale: &Scale) {
     );
 
     // The floor.
+    // Idle: the engine exists and one store is open, nothing has run.
+    let idle_store = support::executor(&dir.path().join("idle"), Durability::Durable);
+    let idle = support::rss_bytes();
+    drop(idle_store);
     let floor = Floor::new(&engine);
     for _ in 0..10 {
         floor.call().await;
@@ -331,7 +348,6 @@ async fn report(scale: &Scale) {
     }
 
     println!("\n## Memory\n");
-    let idle = support::rss_bytes();
     let in_flight = in_flight_rss(&engine, dir.path(), scale.in_flight).await;
     println!("| what | value |\n|---|---|");
     println!(

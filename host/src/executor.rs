@@ -42,14 +42,6 @@ pub enum ExecutorError {
     /// Resume was asked of a run whose workflow or components changed.
     #[error("{0}")]
     Changed(String),
-    /// A blob the journal refers to is missing: the store is damaged.
-    #[error("blob {digest} (`{name}`) is missing from the store")]
-    MissingBlob {
-        /// The blob's digest.
-        digest: String,
-        /// Its name.
-        name: String,
-    },
 }
 
 /// A run's records after the executor is done with it.

@@ -127,3 +127,28 @@ fn stdout_stderr_and_logs_are_captured_and_bounded() {
     assert_eq!(logs["stdout"]["dropped_bytes"], 2 * 1024 * 1024 - 64 * 1024);
     assert_eq!(logs["stderr"]["dropped_bytes"], 2 * 1024 * 1024 - 64 * 1024);
 }
+
+#[test]
+fn a_run_resumes_only_on_the_definition_it_started_with() {
+    let (output, report, sandbox) =
+        run_failing(FAIL_COMPONENT, "    config:\n      kind: retryable\n");
+    assert_exit(&output, 1);
+    let run_id = report["run_id"].as_str().unwrap();
+    let path = sandbox.dir.path().join("workflow.yaml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("# edited after the run started\n");
+    std::fs::write(&path, text).unwrap();
+
+    let resumed = sandbox.run(&["resume", run_id, "--json"]);
+    assert_exit(&resumed, 2);
+    assert!(
+        stderr(&resumed).contains("changed since run"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert!(stdout(&resumed).is_empty());
+    // The refused resume changed nothing.
+    let shown = json(&sandbox.run(&["runs", "show", run_id, "--json"]));
+    assert_eq!(shown["steps"][0]["attempts"], 1);
+    assert_eq!(shown["status"], "failed");
+}
