@@ -56,7 +56,8 @@ pub struct SledStore {
     path: PathBuf,
     durability: Durability,
     commit_lock: Arc<Mutex<()>>,
-    flusher: Option<Flusher>,
+    // Held for its Drop: stops the flush thread after a last flush.
+    _flusher: Option<Flusher>,
     db: sled::Db,
     runs: sled::Tree,
     steps: sled::Tree,
@@ -126,7 +127,7 @@ impl SledStore {
             logs: db.open_tree("logs").map_err(database)?,
             path: path.to_owned(),
             durability,
-            flusher: (durability == Durability::Batched)
+            _flusher: (durability == Durability::Batched)
                 .then(|| Flusher::spawn(db.clone(), commit_lock.clone())),
             commit_lock,
             db,
