@@ -420,26 +420,31 @@ async fn throughput(
     )
 }
 
+/// A succeeded step record with a small output, as the executor writes it.
+fn finished_step(run_id: &str, index: u32) -> StepRecord {
+    StepRecord {
+        run_id: run_id.to_owned(),
+        index,
+        id: format!("step{index}"),
+        status: StepStatus::Succeeded,
+        attempts: 1,
+        component_digest: "sha256:00".into(),
+        started_at_ms: Some(0),
+        finished_at_ms: Some(0),
+        duration_ms: Some(0),
+        output: Some(json!({"n": 1})),
+        output_blobs: Vec::new(),
+        error: None,
+    }
+}
+
 /// Times `count` commits of one succeeded step record, as the executor
 /// writes after each step.
 fn commit_times(dir: &std::path::Path, durability: Durability, count: usize) -> Samples {
     let store = SledStore::open_with(dir, durability).unwrap();
     let mut samples = Vec::with_capacity(count);
     for index in 0..count {
-        let record = StepRecord {
-            run_id: "bench".into(),
-            index: index as u32,
-            id: "step".into(),
-            status: StepStatus::Succeeded,
-            attempts: 1,
-            component_digest: "sha256:00".into(),
-            started_at_ms: Some(0),
-            finished_at_ms: Some(0),
-            duration_ms: Some(0),
-            output: Some(json!({"n": 1})),
-            output_blobs: Vec::new(),
-            error: None,
-        };
+        let record = finished_step("bench", index as u32);
         let started = Instant::now();
         store
             .commit(Commit {
@@ -477,22 +482,7 @@ fn prefill(dir: &std::path::Path, count: usize) {
             id: uuid::Uuid::now_v7().to_string(),
             ..template.clone()
         };
-        let steps: Vec<StepRecord> = (0..3)
-            .map(|index| StepRecord {
-                run_id: run.id.clone(),
-                index,
-                id: format!("step{index}"),
-                status: StepStatus::Succeeded,
-                attempts: 1,
-                component_digest: "sha256:00".into(),
-                started_at_ms: Some(0),
-                finished_at_ms: Some(0),
-                duration_ms: Some(0),
-                output: Some(json!({"n": 1})),
-                output_blobs: Vec::new(),
-                error: None,
-            })
-            .collect();
+        let steps: Vec<StepRecord> = (0..3).map(|index| finished_step(&run.id, index)).collect();
         store
             .commit(Commit {
                 run: Some(&run),
