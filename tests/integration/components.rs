@@ -71,8 +71,16 @@ fn core_module() {
 
 #[test]
 fn truncated_component() {
-    let bytes = read(ECHO_COMPONENT);
-    check("truncated-component", &bytes[..bytes.len() / 2]);
+    // Assembled from text rather than cut from a built guest: a guest's
+    // exact bytes depend on the path it was built in, and the golden
+    // message quotes byte offsets.
+    let component = wat::parse_str(
+        r#"(component
+             (core module $m (func (export "answer") (result i32) i32.const 42))
+             (core instance $i (instantiate $m)))"#,
+    )
+    .unwrap();
+    check("truncated-component", &component[..component.len() - 7]);
 }
 
 #[test]
