@@ -103,6 +103,21 @@ fn ratio(value: Duration, floor: Duration) -> String {
     )
 }
 
+fn ratio_of(value: f64, floor: f64) -> String {
+    format!("{:.1}×", value / floor.max(1e-9))
+}
+
+/// Times `iterations` floor chains of `steps` calls carrying `blobs`.
+async fn floor_chain(floor: &Floor, steps: usize, blobs: &[Blob], iterations: usize) -> Samples {
+    let mut samples = Vec::with_capacity(iterations.max(3));
+    for _ in 0..iterations.max(3) {
+        let started = Instant::now();
+        floor.chain(steps, blobs).await;
+        samples.push(started.elapsed());
+    }
+    Samples::new(samples)
+}
+
 async fn time_runs(executor: &Executor, plan: &Plan, iterations: usize, blobs: &[Blob]) -> Samples {
     let mut samples = Vec::with_capacity(iterations);
     for _ in 0..iterations {
@@ -149,6 +164,7 @@ async fn report(scale: &Scale) {
 
     // The floor.
     // Idle: the engine exists and one store is open, nothing has run.
+    let engine_only = support::rss_bytes();
     let idle_store = support::executor(&dir.path().join("idle"), Durability::Durable);
     let idle = support::rss_bytes();
     drop(idle_store);
@@ -164,6 +180,7 @@ async fn report(scale: &Scale) {
     }
     let floor_samples = Samples::new(samples);
     let floor_median = floor_samples.median();
+    let floor3 = floor_chain(&floor, 3, &[], scale.floor_iterations / 3).await;
 
     println!("## Per step\n");
     println!("| what | median | p99 | ratio to floor |\n|---|---|---|---|");
@@ -232,7 +249,13 @@ async fn report(scale: &Scale) {
 
     println!("\n## Throughput: 3-step no-op runs\n");
     println!(
-        "| mode | concurrency | runs/s | p50 latency | p99 latency | CPU s / 1000 runs |\n|---|---|---|---|---|---|"
+        "| mode | concurrency | runs/s | p50 latency | p99 latency | CPU s / 1000 runs | p50 ÷ floor |\n|---|---|---|---|---|---|---|"
+    );
+    println!(
+        "| floor: 3 wasmtime calls in a row, no executor or store | 1 | {:.0} | {} | {} | | 1.0× |",
+        1.0 / floor3.median().as_secs_f64().max(1e-9),
+        ms(floor3.median()),
+        ms(floor3.p99())
     );
     let plan3 = support::noop_plan(&engine, dir.path(), 3).await;
     let (mut summary_latency, mut summary_cpu, mut best_durable_rate) =
@@ -251,10 +274,11 @@ async fn report(scale: &Scale) {
             let (rate, latencies, cpu_per_1000) =
                 throughput(&executor, &plan3, concurrency, total).await;
             println!(
-                "| {name} | {concurrency} | {rate:.0} | {} | {} | {:.2} |",
+                "| {name} | {concurrency} | {rate:.0} | {} | {} | {:.2} | {} |",
                 ms(latencies.median()),
                 ms(latencies.p99()),
-                cpu_per_1000
+                cpu_per_1000,
+                ratio(latencies.median(), floor3.median())
             );
             if durability == Durability::Durable {
                 if concurrency == 1 {
@@ -267,7 +291,10 @@ async fn report(scale: &Scale) {
     }
 
     println!("\n## Scaling\n");
-    println!("| what | median | p99 |\n|---|---|---|");
+    println!(
+        "Each floor is the same chain of wasmtime calls with the same payload, without executor or store.\n"
+    );
+    println!("| what | median | p99 | floor median | ratio to floor |\n|---|---|---|---|---|");
     let executor = support::executor(&dir.path().join("scaling"), Durability::Durable);
     for (size, label) in scale.payloads {
         let blob = Blob {
@@ -281,20 +308,26 @@ async fn report(scale: &Scale) {
             scale.step_iterations.min(50)
         };
         let samples = time_runs(&executor, &plan3, iterations, std::slice::from_ref(&blob)).await;
+        let base = floor_chain(&floor, 3, std::slice::from_ref(&blob), iterations).await;
         println!(
-            "| {label} blob through 3 steps (durable) | {} | {} |",
+            "| {label} blob through 3 steps (durable) | {} | {} | {} | {} |",
             ms(samples.median()),
-            ms(samples.p99())
+            ms(samples.p99()),
+            ms(base.median()),
+            ratio(samples.median(), base.median())
         );
     }
     for steps in scale.step_counts {
         let plan = support::noop_plan(&engine, dir.path(), *steps).await;
         let iterations = (scale.step_iterations / steps).clamp(3, 200);
         let samples = time_runs(&executor, &plan, iterations, &[]).await;
+        let base = floor_chain(&floor, *steps, &[], iterations).await;
         println!(
-            "| {steps}-step run (durable) | {} | {} |",
+            "| {steps}-step run (durable) | {} | {} | {} | {} |",
             ms(samples.median()),
-            ms(samples.p99())
+            ms(samples.p99()),
+            ms(base.median()),
+            ratio(samples.median(), base.median())
         );
     }
     for stored in scale.stored_runs {
@@ -303,14 +336,19 @@ async fn report(scale: &Scale) {
         let executor = support::executor(&store_dir, Durability::Durable);
         let samples = time_runs(&executor, &plan3, scale.step_iterations.min(100), &[]).await;
         println!(
-            "| 3-step run with {stored} finished runs in the store (durable) | {} | {} |",
+            "| 3-step run with {stored} finished runs in the store (durable) | {} | {} | {} | {} |",
             ms(samples.median()),
-            ms(samples.p99())
+            ms(samples.p99()),
+            ms(floor3.median()),
+            ratio(samples.median(), floor3.median())
         );
     }
 
     println!("\n## Cold start\n");
-    println!("| what | median |\n|---|---|");
+    println!(
+        "Floors: wasmtime `Component::new` on the bytes (compile), and `Component::deserialize_file` of a serialized component (cached).\n"
+    );
+    println!("| what | median | floor median | ratio to floor |\n|---|---|---|---|");
     for (label, path) in [
         ("no-op step (echo)", support::NOOP),
         (
@@ -320,6 +358,8 @@ async fn report(scale: &Scale) {
     ] {
         let mut cold = Vec::new();
         let mut warm = Vec::new();
+        let mut floor_compile = Vec::new();
+        let mut floor_deserialize = Vec::new();
         for iteration in 0..scale.cold_iterations {
             let cache = dir.path().join(format!("cache-{label}-{iteration}"));
             let engine = support::engine(Some(&cache));
@@ -337,27 +377,55 @@ async fn report(scale: &Scale) {
                 .unwrap();
             warm.push(started.elapsed());
             assert!(loaded.from_cache);
+
+            let bytes = std::fs::read(path).unwrap();
+            let started = Instant::now();
+            let component = wasmtime::component::Component::new(engine.wasmtime(), &bytes).unwrap();
+            floor_compile.push(started.elapsed());
+            let serialized = dir.path().join(format!("floor-{label}-{iteration}.cwasm"));
+            std::fs::write(&serialized, component.serialize().unwrap()).unwrap();
+            let started = Instant::now();
+            // SAFETY: the file was serialized just above by this engine.
+            unsafe {
+                wasmtime::component::Component::deserialize_file(engine.wasmtime(), &serialized)
+                    .unwrap();
+            }
+            floor_deserialize.push(started.elapsed());
         }
         let (cold, warm) = (Samples::new(cold), Samples::new(warm));
-        println!("| {label}: first load, compiled | {} |", ms(cold.median()));
+        let (floor_compile, floor_deserialize) =
+            (Samples::new(floor_compile), Samples::new(floor_deserialize));
         println!(
-            "| {label}: cached precompiled load | {} ({} faster) |",
+            "| {label}: first load, compiled | {} | {} | {} |",
+            ms(cold.median()),
+            ms(floor_compile.median()),
+            ratio(cold.median(), floor_compile.median())
+        );
+        println!(
+            "| {label}: cached precompiled load ({} faster than first) | {} | {} | {} |",
+            ratio(cold.median(), warm.median()),
             ms(warm.median()),
-            ratio(cold.median(), warm.median())
+            ms(floor_deserialize.median()),
+            ratio(warm.median(), floor_deserialize.median())
         );
     }
 
     println!("\n## Memory\n");
     let in_flight = in_flight_rss(&engine, dir.path(), scale.in_flight).await;
-    println!("| what | value |\n|---|---|");
+    let in_flight_floor = in_flight_floor_rss(&engine, scale.in_flight).await;
+    println!("| what | value | floor | ratio to floor |\n|---|---|---|---|");
     println!(
-        "| host RSS, engine + store open, idle | {:.1} MiB |",
-        idle as f64 / (1 << 20) as f64
+        "| host RSS idle: engine + store open (floor: engine only) | {:.1} MiB | {:.1} MiB | {} |",
+        idle as f64 / (1 << 20) as f64,
+        engine_only as f64 / (1 << 20) as f64,
+        ratio_of(idle as f64, engine_only as f64)
     );
     println!(
-        "| RSS per in-flight run ({} concurrent runs paused inside a step) | {:.0} KiB |",
+        "| RSS per in-flight run, {} concurrent runs paused inside a step (floor: the same step called by wasmtime alone) | {:.0} KiB | {:.0} KiB | {} |",
         scale.in_flight,
-        in_flight as f64 / 1024.0
+        in_flight as f64 / 1024.0,
+        in_flight_floor as f64 / 1024.0,
+        ratio_of(in_flight as f64, in_flight_floor as f64)
     );
 
     println!("\n## AI steps\n");
@@ -492,6 +560,37 @@ fn prefill(dir: &std::path::Path, count: usize) {
             .unwrap();
     }
     drop(store);
+}
+
+/// The floor of [`in_flight_rss`]: RSS growth per call while `count` calls
+/// of the same sleeping step, made by wasmtime alone, wait inside it.
+async fn in_flight_floor_rss(engine: &plait::engine::Engine, count: usize) -> u64 {
+    let floor = Arc::new(Floor::of(
+        engine,
+        plait_test_artifacts::SLOW_COUNTER_COMPONENT,
+    ));
+    let sleeping = |ms: u64| {
+        let floor = floor.clone();
+        async move {
+            let config = [("sleep_ms".to_owned(), ms.to_string())]
+                .into_iter()
+                .collect();
+            let input = plait::engine::bindings::plait::step::types::Payload {
+                json: "{}".into(),
+                blobs: Vec::new(),
+            };
+            floor.call_with(config, input).await;
+        }
+    };
+    sleeping(0).await;
+    let before = support::rss_bytes();
+    let calls: Vec<_> = (0..count).map(|_| tokio::spawn(sleeping(1500))).collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let during = support::rss_bytes();
+    for call in calls {
+        call.await.unwrap();
+    }
+    during.saturating_sub(before) / count as u64
 }
 
 /// RSS growth per run while `count` runs wait inside a sleeping step.

@@ -57,8 +57,9 @@ pub fn executor(dir: &Path, durability: Durability) -> Executor {
     Executor::new(Arc::new(store))
 }
 
-/// The floor: what wasmtime alone needs to run the no-op step once, with the
-/// same engine configuration, the same linker and an `InstancePre`.
+/// The floor: what wasmtime alone needs to run a step once, with the same
+/// engine configuration, the same linker and an `InstancePre`, but no
+/// definition, executor or store.
 pub struct Floor {
     engine: Engine,
     pre: StepPre<StepState>,
@@ -67,38 +68,58 @@ pub struct Floor {
 impl Floor {
     /// Compiles the no-op step and pre-instantiates it.
     pub fn new(engine: &Engine) -> Floor {
+        Floor::of(engine, NOOP)
+    }
+
+    /// Compiles the component at `path` and pre-instantiates it.
+    pub fn of(engine: &Engine, path: &str) -> Floor {
         let component =
-            wasmtime::component::Component::from_file(engine.wasmtime(), NOOP).expect("compiling");
+            wasmtime::component::Component::from_file(engine.wasmtime(), path).expect("compiling");
         let instance_pre = engine
             .linker()
             .instantiate_pre(&component)
             .expect("pre-instantiating");
         Floor {
             engine: engine.clone(),
-            pre: StepPre::new(instance_pre).expect("the no-op step implements the world"),
+            pre: StepPre::new(instance_pre).expect("the component implements the world"),
         }
+    }
+
+    fn store(&self, config: BTreeMap<String, String>) -> Store<StepState> {
+        let mut store = Store::new(
+            self.engine.wasmtime(),
+            StepState::new(config, InvocationLabels::default()),
+        );
+        store.epoch_deadline_async_yield_and_update(1);
+        store
     }
 
     /// Fresh store + instantiate + drop, without calling anything.
     pub async fn instantiate(&self) {
-        let mut store = Store::new(
-            self.engine.wasmtime(),
-            StepState::new(BTreeMap::new(), InvocationLabels::default()),
-        );
-        store.epoch_deadline_async_yield_and_update(1);
+        let mut store = self.store(BTreeMap::new());
         self.pre
             .instantiate_async(&mut store)
             .await
             .expect("instantiating");
     }
 
-    /// Fresh store + instantiate + `run` + drop.
+    /// Fresh store + instantiate + `run` with an empty payload + drop.
     pub async fn call(&self) {
-        let mut store = Store::new(
-            self.engine.wasmtime(),
-            StepState::new(BTreeMap::new(), InvocationLabels::default()),
-        );
-        store.epoch_deadline_async_yield_and_update(1);
+        let input = wit::Payload {
+            json: "{}".into(),
+            blobs: Vec::new(),
+        };
+        self.call_with(BTreeMap::new(), input).await;
+    }
+
+    /// Fresh store + instantiate + `run` with `input` and `config` + drop;
+    /// returns the step's output payload.
+    pub async fn call_with(
+        &self,
+        config: BTreeMap<String, String>,
+        input: wit::Payload,
+    ) -> wit::Payload {
+        let mut store = self.store(config);
         let step = self
             .pre
             .instantiate_async(&mut store)
@@ -110,14 +131,29 @@ impl Floor {
             attempt: 1,
             idempotency_key: "bench/noop".into(),
         };
-        let input = wit::Payload {
-            json: "{}".into(),
-            blobs: Vec::new(),
-        };
         step.call_run(&mut store, &invocation, &input)
             .await
             .expect("calling run")
-            .expect("the no-op step succeeds");
+            .expect("the floor's step succeeds")
+    }
+
+    /// `steps` calls in a row, each fed the previous one's output, starting
+    /// from `{"n": 1}` and `blobs`: the floor of a `steps`-step run.
+    pub async fn chain(&self, steps: usize, blobs: &[plait::step::Blob]) {
+        let mut payload = wit::Payload {
+            json: r#"{"n":1}"#.into(),
+            blobs: blobs
+                .iter()
+                .map(|blob| wit::Blob {
+                    name: blob.name.clone(),
+                    media_type: blob.media_type.clone(),
+                    data: blob.data.clone(),
+                })
+                .collect(),
+        };
+        for _ in 0..steps {
+            payload = self.call_with(BTreeMap::new(), payload).await;
+        }
     }
 }
 
