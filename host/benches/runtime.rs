@@ -503,6 +503,7 @@ fn finished_step(run_id: &str, index: u32) -> StepRecord {
         output: Some(json!({"n": 1})),
         output_blobs: Vec::new(),
         error: None,
+        fuel_consumed: None,
     }
 }
 

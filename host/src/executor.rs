@@ -126,6 +126,7 @@ impl Executor {
                 output: None,
                 output_blobs: Vec::new(),
                 error: None,
+                fuel_consumed: None,
             })
             .collect();
         self.store.commit(Commit {
@@ -250,11 +251,13 @@ impl Executor {
             };
             tracing::debug!(run = %run.id, step = %step_id, attempt = invocation.attempt, "step started");
             let started = Instant::now();
-            let (result, logs) = planned
+            let invoked = planned
                 .component
-                .invoke(&invocation, planned.config.clone(), &input)
+                .invoke(&invocation, &planned.sandbox, &input)
                 .await;
+            let (result, logs) = (invoked.result, invoked.logs);
             let record = &mut steps[index];
+            record.fuel_consumed = invoked.fuel_consumed;
             record.duration_ms = Some(started.elapsed().as_millis() as u64);
             record.finished_at_ms = Some(now_ms());
             match result {

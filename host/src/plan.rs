@@ -1,17 +1,30 @@
 //! From a validated definition to a runnable plan: every component loaded,
-//! compiled and checked, digests pinned, grants checked against what each
-//! component declares.
+//! compiled and checked, digests pinned, and each step's sandbox resolved.
+//!
+//! A step's sandbox is what three parties agree on: the component declares
+//! what it may need (`describe()`), the workflow grants some of that
+//! (`config`, `grants`, `limits`), and the operator's [`Policy`] caps what
+//! any workflow may grant. A workflow granting what its component did not
+//! declare, or what the policy forbids, is refused here, before anything
+//! runs; what a component declared but the workflow did not grant, the step
+//! simply does not get.
 //!
 //! Problems found here (a missing or broken component, a required config
-//! key left out) are reported like definition errors, at the line of the
-//! step's `uses` or `config`, so `plait validate` lists them all at once.
+//! key left out, a grant past the policy) are reported like definition
+//! errors, at the line of the step's `uses`, `config` or grant, so
+//! `plait validate` lists them all at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::definition::{Definition, DefinitionError, DefinitionErrors, StepDefinition};
+use crate::capabilities::redact::MIN_SECRET_LEN;
+use crate::capabilities::{PreopenDir, Sandbox};
+use crate::definition::{Definition, DefinitionError, DefinitionErrors, Span, StepDefinition};
 use crate::engine::{Engine, Grant, LoadedComponent, digest};
+use crate::grants::{OutboundRule, is_private};
+use crate::limits::{Limit, LimitSettings, Limits};
+use crate::policy::Policy;
 
 /// A workflow ready to run.
 #[derive(Debug)]
@@ -31,17 +44,36 @@ pub struct PlannedStep {
     pub definition: StepDefinition,
     /// The component it runs.
     pub component: Arc<LoadedComponent>,
-    /// The config values granted to the step (only keys it declared).
-    pub config: BTreeMap<String, String>,
+    /// What the step may reach and use: config, secrets, directories,
+    /// outbound HTTP, limits.
+    pub sandbox: Sandbox,
 }
 
 impl Plan {
-    /// Loads every component of `definition` and checks each step against
-    /// its component. Reports every problem found, not only the first.
+    /// [`Plan::build_with`] under the default policy.
     pub async fn build(engine: &Engine, definition: Definition) -> Result<Plan, DefinitionErrors> {
+        Plan::build_with(engine, definition, &Policy::default()).await
+    }
+
+    /// Loads every component of `definition`, checks each step against its
+    /// component and `policy`, and resolves each step's sandbox. Reports
+    /// every problem found, not only the first.
+    pub async fn build_with(
+        engine: &Engine,
+        definition: Definition,
+        policy: &Policy,
+    ) -> Result<Plan, DefinitionErrors> {
         let mut errors = Vec::new();
         let mut loaded: HashMap<PathBuf, Option<Arc<LoadedComponent>>> = HashMap::new();
         let mut steps = Vec::new();
+        let mut checker = Checker {
+            definition: &definition,
+            policy,
+            engine,
+            errors: Vec::new(),
+        };
+        let workflow_limits = checker.limits(&definition.limits, None);
+        errors.append(&mut checker.errors);
         for step in &definition.steps {
             let component = match loaded.get(&step.uses) {
                 Some(component) => component.clone(),
@@ -68,10 +100,13 @@ impl Plan {
             };
             let Some(component) = component else { continue };
             check_grants(&definition, step, &component, &mut errors);
+            let limits = checker.limits(&step.limits, Some(workflow_limits));
+            let sandbox = checker.sandbox(step, &component, limits);
+            errors.append(&mut checker.errors);
             steps.push(PlannedStep {
                 definition: step.clone(),
-                config: step.config.clone(),
                 component,
+                sandbox,
             });
         }
         if !errors.is_empty() {
@@ -111,27 +146,8 @@ fn check_grants(
                     ));
                 }
             }
-            // These grants belong to the sandbox's capability model, which
-            // this host does not offer yet; refusing up front is better than
-            // a step that fails half-way through a run.
-            Grant::Secret { name: secret } => errors.push(unsupported(
-                definition,
-                step,
-                name,
-                &format!("secret `{secret}`"),
-            )),
-            Grant::Directory { path } => errors.push(unsupported(
-                definition,
-                step,
-                name,
-                &format!("directory `{path}`"),
-            )),
-            Grant::OutboundHttp { url } => errors.push(unsupported(
-                definition,
-                step,
-                name,
-                &format!("outbound HTTP to `{url}`"),
-            )),
+            // Checked against the step's `grants:` in `Checker::sandbox`.
+            Grant::Secret { .. } | Grant::Directory { .. } | Grant::OutboundHttp { .. } => {}
         }
     }
     for key in step.config.keys() {
@@ -154,21 +170,281 @@ fn check_grants(
     }
 }
 
-fn unsupported(
-    definition: &Definition,
-    step: &StepDefinition,
-    component: &str,
-    what: &str,
-) -> DefinitionError {
-    DefinitionError::at(
-        &definition.source,
-        step.uses_span,
-        format!(
-            "step `{}`: component `{component}` needs {what}, which this version of Plait cannot grant",
-            step.id
-        ),
-        Some("only `config` grants are supported so far".to_owned()),
-    )
+/// Checks a definition's grants and limits against the components and the
+/// policy, collecting errors.
+struct Checker<'a> {
+    definition: &'a Definition,
+    policy: &'a Policy,
+    engine: &'a Engine,
+    errors: Vec<DefinitionError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Span, message: String, help: Option<String>) {
+        self.errors.push(DefinitionError::at(
+            &self.definition.source,
+            span,
+            message,
+            help,
+        ));
+    }
+
+    /// `settings` over `base` (the policy's defaults when `None`), with
+    /// every value checked against the policy's caps and the engine.
+    fn limits(&mut self, settings: &LimitSettings, base: Option<Limits>) -> Limits {
+        let span = settings
+            .span
+            .unwrap_or_else(|| self.definition.steps[0].span);
+        let origin = self.policy.origin();
+        for (limit, asked, cap) in settings.exceeding(&self.policy.max) {
+            self.error(
+                span,
+                format!("`limits.{limit}` asks for {asked}, above the {cap} that {origin} allows"),
+                Some(format!(
+                    "lower it to at most {cap}, or raise `limits.max.{limit}` in the policy"
+                )),
+            );
+        }
+        let limits = base.unwrap_or(self.policy.defaults).with(settings);
+        let ceiling = self.engine.max_memory_bytes() as u64;
+        if settings.memory.is_some() && limits.memory > ceiling {
+            self.error(
+                span,
+                format!(
+                    "`limits.memory` asks for {}, above this host's largest instance ({})",
+                    Limit::Memory.format(limits.memory),
+                    Limit::Memory.format(ceiling)
+                ),
+                Some("lower it, or raise `limits.max.memory` in the host policy".to_owned()),
+            );
+        }
+        limits
+    }
+
+    /// The step's sandbox: its grants checked against what the component
+    /// declared and what the policy allows.
+    fn sandbox(
+        &mut self,
+        step: &StepDefinition,
+        component: &LoadedComponent,
+        limits: Limits,
+    ) -> Sandbox {
+        let name = component.description.name.clone();
+        let declared = &component.description.grants;
+        let origin = self.policy.origin();
+        let mut sandbox = Sandbox {
+            config: step.config.clone(),
+            limits,
+            private_networks: self.policy.private_networks,
+            ..Sandbox::default()
+        };
+
+        let declared_dirs: Vec<&str> = declared
+            .iter()
+            .filter_map(|g| match g {
+                Grant::Directory { path } => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        for dir in &step.grants.dirs {
+            if !declared_dirs.contains(&dir.guest.as_str()) {
+                self.error(
+                    dir.span,
+                    format!(
+                        "step `{}` grants directory `{}`, which component `{name}` does not ask for",
+                        step.id, dir.guest
+                    ),
+                    Some(asks_for("directories", &declared_dirs)),
+                );
+                continue;
+            }
+            if !dir.host.is_dir() {
+                self.error(
+                    dir.span,
+                    format!(
+                        "directory `{}` is granted as `{}`, which is not a folder on this host",
+                        dir.guest,
+                        dir.host.display()
+                    ),
+                    Some("create it, or fix the path (relative paths start at the workflow file's folder)".to_owned()),
+                );
+                continue;
+            }
+            if let Some(allowed) = &self.policy.dirs
+                && !allowed.iter().any(|prefix| dir.host.starts_with(prefix))
+            {
+                self.error(
+                    dir.span,
+                    format!(
+                        "directory `{}` (`{}`) is outside the folders {origin} allows",
+                        dir.guest,
+                        dir.host.display()
+                    ),
+                    Some(format!(
+                        "allowed: {}",
+                        if allowed.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            allowed
+                                .iter()
+                                .map(|p| format!("`{}`", p.display()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    )),
+                );
+                continue;
+            }
+            if dir.writable && !self.policy.writable_dirs {
+                self.error(
+                    dir.span,
+                    format!(
+                        "directory `{}` is granted read-write, which {origin} does not allow",
+                        dir.guest
+                    ),
+                    Some("grant it read-only (`mode: ro`, the default)".to_owned()),
+                );
+                continue;
+            }
+            sandbox.dirs.push(PreopenDir {
+                host: dir.host.clone(),
+                guest: dir.guest.clone(),
+                writable: dir.writable,
+            });
+        }
+
+        let mut declared_http = Vec::new();
+        for grant in declared {
+            if let Grant::OutboundHttp { url } = grant {
+                match OutboundRule::parse(url, None) {
+                    Ok(rule) => declared_http.push(rule),
+                    Err(problem) => self.error(
+                        step.uses_span,
+                        format!(
+                            "component `{name}` declares an invalid outbound HTTP grant: {problem}"
+                        ),
+                        Some("the component's author must fix its `describe()`".to_owned()),
+                    ),
+                }
+            }
+        }
+        let mut rules = Vec::new();
+        for grant in &step.grants.http {
+            let rule = &grant.rule;
+            if !declared_http.iter().any(|declared| declared.covers(rule)) {
+                let asked: Vec<String> = declared_http.iter().map(ToString::to_string).collect();
+                let asked: Vec<&str> = asked.iter().map(String::as_str).collect();
+                self.error(
+                    grant.span,
+                    format!(
+                        "step `{}` grants outbound HTTP to `{rule}`, which component `{name}` does not ask for",
+                        step.id
+                    ),
+                    Some(asks_for("outbound HTTP", &asked)),
+                );
+                continue;
+            }
+            if let Some(allowed) = &self.policy.outbound_http
+                && !allowed.iter().any(|cap| cap.covers(rule))
+            {
+                self.error(
+                    grant.span,
+                    format!("outbound HTTP to `{rule}` is not allowed by {origin}"),
+                    Some(if allowed.is_empty() {
+                        "this host allows no outbound network at all".to_owned()
+                    } else {
+                        format!(
+                            "allowed: {}",
+                            allowed
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }),
+                );
+                continue;
+            }
+            let names_private = rule.ip().is_some_and(is_private) || rule.host == "localhost";
+            if names_private && !self.policy.private_networks {
+                self.error(
+                    grant.span,
+                    format!("outbound HTTP to `{rule}` reaches a private or loopback address, which {origin} does not allow"),
+                    Some("set `private_networks = true` under `[grants]` in plait.toml to allow it".to_owned()),
+                );
+                continue;
+            }
+            rules.push(rule.clone());
+        }
+        sandbox.http = Arc::new(rules);
+
+        let declared_secrets: Vec<&str> = declared
+            .iter()
+            .filter_map(|g| match g {
+                Grant::Secret { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        for secret in &step.grants.secrets {
+            if !declared_secrets.contains(&secret.name.as_str()) {
+                self.error(
+                    secret.span,
+                    format!(
+                        "step `{}` grants secret `{}`, which component `{name}` does not ask for",
+                        step.id, secret.name
+                    ),
+                    Some(asks_for("secrets", &declared_secrets)),
+                );
+                continue;
+            }
+            if let Some(allowed) = &self.policy.secrets
+                && !allowed.contains(&secret.name)
+            {
+                self.error(
+                    secret.span,
+                    format!(
+                        "secret `{}` is not one {origin} allows workflows to grant",
+                        secret.name
+                    ),
+                    Some(format!(
+                        "allowed: {}",
+                        if allowed.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            allowed.join(", ")
+                        }
+                    )),
+                );
+                continue;
+            }
+            match self.policy.secret_source.resolve(&[secret.name.as_str()]) {
+                Ok(values) => {
+                    let value = values.into_values().next().unwrap_or_default();
+                    if value.len() < MIN_SECRET_LEN {
+                        self.error(
+                            secret.span,
+                            format!("secret `{}` is shorter than {MIN_SECRET_LEN} bytes, too short to redact reliably", secret.name),
+                            Some("use the real credential".to_owned()),
+                        );
+                        continue;
+                    }
+                    sandbox.config.insert(secret.name.clone(), value.clone());
+                    sandbox.secrets.push(value);
+                }
+                Err(error) => self.error(secret.span, error.to_string(), None),
+            }
+        }
+        sandbox
+    }
+}
+
+/// Help naming what a component asks for.
+fn asks_for(what: &str, declared: &[&str]) -> String {
+    if declared.is_empty() {
+        format!("it asks for no {what}; `plait inspect` lists what it needs")
+    } else {
+        format!("it asks for: {}", declared.join(", "))
+    }
 }
 
 /// `error` and its sources on one line, `outer: inner: innermost`.

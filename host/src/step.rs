@@ -56,19 +56,29 @@ pub enum FailureKind {
     Retryable,
     /// The step returned a fatal `step-error`.
     Fatal,
-    /// The guest trapped: a panic, an unreachable, an exceeded limit.
+    /// The guest trapped: a panic, an `unreachable`, a failed host call.
     Trap,
     /// The step returned something that breaks the contract (output that is
     /// not JSON, two blobs with one name).
     InvalidOutput,
+    /// The step ran past its timeout. Retryable: a slow network or a busy
+    /// machine may not be there next time.
+    Timeout,
+    /// The step went past its memory, fuel, output, log or stack limit.
+    /// Fatal: the same code on the same input would go past it again.
+    LimitExceeded,
 }
 
 impl FailureKind {
     /// Whether running the same input again can help: true for retryable
-    /// errors and traps (a trap may come from a transient limit), false for
-    /// fatal errors and contract violations.
+    /// errors, timeouts and traps (a trap may come from a transient host
+    /// condition), false for fatal errors, contract violations and the
+    /// deterministic limits (memory, fuel, output, logs, stack).
     pub fn is_retryable(self) -> bool {
-        matches!(self, FailureKind::Retryable | FailureKind::Trap)
+        matches!(
+            self,
+            FailureKind::Retryable | FailureKind::Trap | FailureKind::Timeout
+        )
     }
 }
 
@@ -79,6 +89,8 @@ impl std::fmt::Display for FailureKind {
             FailureKind::Fatal => "fatal error",
             FailureKind::Trap => "trap",
             FailureKind::InvalidOutput => "invalid output",
+            FailureKind::Timeout => "timeout",
+            FailureKind::LimitExceeded => "limit exceeded",
         })
     }
 }

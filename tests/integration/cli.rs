@@ -130,7 +130,7 @@ fn validate_accepts_a_good_workflow() {
         .unwrap();
     assert_exit(&output, 0);
     assert!(
-        stdout(&output).contains("is valid: 3 steps"),
+        stdout(&output).contains("is valid under the default host policy: 3 steps"),
         "{}",
         stdout(&output)
     );

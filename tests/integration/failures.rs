@@ -100,7 +100,9 @@ fn stdout_stderr_and_logs_are_captured_and_bounded() {
     sandbox.write(
         "workflow.yaml",
         format!(
-            "name: noisy\nsteps:\n  - id: noisy\n    uses: {}\n",
+            // 4 MiB of stdio plus the records: within an 8 MiB log volume,
+            // so the step succeeds and only the capture bounds apply.
+            "name: noisy\nlimits:\n  logs: 8MiB\nsteps:\n  - id: noisy\n    uses: {}\n",
             yaml_path(NOISY_COMPONENT)
         ),
     );

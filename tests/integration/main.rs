@@ -10,4 +10,5 @@ mod cli;
 mod components;
 mod crash;
 mod failures;
+mod hostile;
 mod sandbox;

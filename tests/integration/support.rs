@@ -52,7 +52,8 @@ impl Sandbox {
             // Compiling a component with a debug build of Cranelift takes
             // seconds; share compiled components across tests.
             .env("PLAIT_CACHE_DIR", shared_cache())
-            .env_remove("PLAIT_LOG");
+            .env_remove("PLAIT_LOG")
+            .env_remove("PLAIT_POLICY");
         command
     }
 

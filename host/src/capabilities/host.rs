@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::stdio::CapturedText;
+use super::stdio::{CapturedText, LogVolume};
 use super::{InvocationLabels, LOG_MESSAGE_LIMIT, LOG_RECORD_LIMIT, StepState};
 use crate::engine::bindings::plait::step::host::{self as wit, LogField};
 
@@ -54,21 +54,33 @@ pub(super) struct LogBuffer {
     labels: InvocationLabels,
     records: Vec<LogRecord>,
     dropped: u64,
+    volume: LogVolume,
 }
 
 impl LogBuffer {
-    pub(super) fn new(labels: InvocationLabels) -> LogBuffer {
+    pub(super) fn new(labels: InvocationLabels, volume: LogVolume) -> LogBuffer {
         LogBuffer {
             labels,
             records: Vec::new(),
             dropped: 0,
+            volume,
         }
     }
 
-    fn push(&mut self, level: LogLevel, message: String, fields: Vec<LogField>) {
+    /// Keeps the record if there is room; false when it took the step past
+    /// its log volume, in which case the record is not kept.
+    fn push(&mut self, level: LogLevel, message: String, fields: Vec<LogField>) -> bool {
+        let size = message.len()
+            + fields
+                .iter()
+                .map(|field| field.key.len() + field.value.len())
+                .sum::<usize>();
+        if !self.volume.add(size) {
+            return false;
+        }
         if self.records.len() >= LOG_RECORD_LIMIT {
             self.dropped += 1;
-            return;
+            return true;
         }
         let message = truncate(message, LOG_MESSAGE_LIMIT);
         let fields: Vec<(String, String)> = fields
@@ -82,6 +94,7 @@ impl LogBuffer {
             message,
             fields,
         });
+        true
     }
 
     /// Writes the record to the host's own log (target `plait::step`), so an
@@ -138,7 +151,12 @@ fn truncate(mut text: String, limit: usize) -> String {
 }
 
 impl wit::Host for StepState {
-    fn log(&mut self, level: wit::LogLevel, message: String, fields: Vec<LogField>) {
+    fn log(
+        &mut self,
+        level: wit::LogLevel,
+        message: String,
+        fields: Vec<LogField>,
+    ) -> wasmtime::Result<()> {
         let level = match level {
             wit::LogLevel::Trace => LogLevel::Trace,
             wit::LogLevel::Debug => LogLevel::Debug,
@@ -146,7 +164,12 @@ impl wit::Host for StepState {
             wit::LogLevel::Warn => LogLevel::Warn,
             wit::LogLevel::Error => LogLevel::Error,
         };
-        self.log.push(level, message, fields);
+        if self.log.push(level, message, fields) {
+            Ok(())
+        } else {
+            // Ends the step: the failure is named from the volume counter.
+            Err(wasmtime::Error::msg("log volume limit exceeded"))
+        }
     }
 
     fn get_config(&mut self, key: String) -> Option<String> {
@@ -167,13 +190,24 @@ mod tests {
 
     #[test]
     fn records_past_the_limit_are_counted_not_kept() {
-        let mut buffer = LogBuffer::new(InvocationLabels::default());
+        let mut buffer = LogBuffer::new(InvocationLabels::default(), LogVolume::new(1 << 20));
         for index in 0..LOG_RECORD_LIMIT + 7 {
-            buffer.push(LogLevel::Info, format!("line {index}"), Vec::new());
+            assert!(buffer.push(LogLevel::Info, format!("line {index}"), Vec::new()));
         }
         let logs = buffer.take();
         assert_eq!(logs.records.len(), LOG_RECORD_LIMIT);
         assert_eq!(logs.dropped_records, 7);
         assert_eq!(logs.records[0].message, "line 0");
+    }
+
+    #[test]
+    fn the_record_past_the_volume_is_refused() {
+        let volume = LogVolume::new(10);
+        let mut buffer = LogBuffer::new(InvocationLabels::default(), volume.clone());
+        assert!(buffer.push(LogLevel::Info, "12345".into(), Vec::new()));
+        assert!(volume.exceeded().is_none());
+        assert!(!buffer.push(LogLevel::Info, "123456".into(), Vec::new()));
+        assert_eq!(buffer.take().records.len(), 1);
+        assert_eq!(volume.exceeded().unwrap().limit, crate::limits::Limit::Logs);
     }
 }

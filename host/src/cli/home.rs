@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use plait::engine::{Engine, EngineOptions};
+use plait::policy::Policy;
 use plait::store::SledStore;
+
+/// The policy file looked for in the Plait home.
+pub const POLICY_FILE: &str = "plait.toml";
 
 /// The resolved home directory.
 pub struct Home {
@@ -26,6 +30,19 @@ impl Home {
         Ok(Home { dir })
     }
 
+    /// The host policy: `explicit` (from `--policy`/`PLAIT_POLICY`), else
+    /// `plait.toml` in the home if it exists, else the defaults.
+    pub fn policy(&self, explicit: Option<PathBuf>) -> anyhow::Result<Policy> {
+        let path = explicit.or_else(|| {
+            let path = self.dir.join(POLICY_FILE);
+            path.exists().then_some(path)
+        });
+        Ok(match path {
+            Some(path) => Policy::load(&path)?,
+            None => Policy::default(),
+        })
+    }
+
     /// Opens the run journal.
     pub fn open_store(&self) -> anyhow::Result<Arc<SledStore>> {
         let path = self.dir.join("journal");
@@ -35,20 +52,25 @@ impl Home {
     /// Creates the engine, caching compiled components under the home, or in
     /// `PLAIT_CACHE_DIR` when set (for example to share one cache between
     /// several homes).
-    pub fn engine(&self) -> anyhow::Result<Engine> {
+    /// The engine reserves room for the largest memory `policy` lets a
+    /// step have.
+    pub fn engine(&self, policy: &Policy) -> anyhow::Result<Engine> {
         let cache = match std::env::var_os("PLAIT_CACHE_DIR") {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
             _ => self.dir.join("cache").join("components"),
         };
-        engine(Some(cache))
+        let defaults = EngineOptions::default();
+        let largest = policy
+            .max
+            .memory
+            .unwrap_or(0)
+            .max(policy.defaults.memory)
+            .max(defaults.max_memory_bytes as u64);
+        let options = EngineOptions {
+            cache_dir: Some(cache),
+            max_memory_bytes: usize::try_from(largest).unwrap_or(usize::MAX),
+            ..defaults
+        };
+        Ok(Engine::new(&options)?)
     }
-}
-
-/// An engine with the given compiled-component cache.
-pub fn engine(cache_dir: Option<PathBuf>) -> anyhow::Result<Engine> {
-    let options = EngineOptions {
-        cache_dir,
-        ..EngineOptions::default()
-    };
-    Ok(Engine::new(&options)?)
 }

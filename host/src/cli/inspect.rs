@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use plait::definition::Definition;
 use plait::engine::Grant;
+use plait::limits;
 use plait::plan::Plan;
 use serde_json::json;
 
@@ -39,21 +40,62 @@ pub struct InspectArgs {
 /// `plait validate`: the definition, then every component and grant.
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let definition = Definition::load(&args.workflow)?;
-    let engine = Home::resolve(args.store.store)?.engine()?;
-    let plan = Plan::build(&engine, definition).await?;
-    println!(
-        "workflow `{}` {} is valid: {} step{}",
+    let home = Home::resolve(args.store.store)?;
+    let policy = home.policy(args.store.policy)?;
+    let engine = home.engine(&policy)?;
+    let plan = Plan::build_with(&engine, definition, &policy).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "workflow `{}` {} is valid under {}: {} step{}",
         plan.definition.name,
         plan.definition.version,
+        policy.origin(),
         plan.steps.len(),
         if plan.steps.len() == 1 { "" } else { "s" }
-    );
+    )?;
+    for step in &plan.steps {
+        let sandbox = &step.sandbox;
+        let limits = &sandbox.limits;
+        writeln!(
+            out,
+            "  {}: memory {}, timeout {}, fuel {}, output {}, logs {}",
+            step.definition.id,
+            limits::format_size(limits.memory),
+            humantime::format_duration(limits.timeout),
+            limits
+                .fuel
+                .map_or("unmetered".to_owned(), |f| f.to_string()),
+            limits::format_size(limits.output),
+            limits::format_size(limits.logs),
+        )?;
+        for dir in &sandbox.dirs {
+            writeln!(
+                out,
+                "    dir {} -> {} ({})",
+                dir.guest,
+                dir.host.display(),
+                if dir.writable {
+                    "read-write"
+                } else {
+                    "read-only"
+                }
+            )?;
+        }
+        for rule in sandbox.http.iter() {
+            writeln!(out, "    http {rule}")?;
+        }
+        for secret in &step.definition.grants.secrets {
+            writeln!(out, "    secret {}", secret.name)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `plait inspect`: what `describe()` says, plus imports and exports.
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let engine = Home::resolve(args.store.store)?.engine()?;
+    let home = Home::resolve(args.store.store)?;
+    let engine = home.engine(&home.policy(args.store.policy)?)?;
     let component = engine.load_component(&args.component).await?;
     let description = &component.description;
     if args.json {
@@ -82,7 +124,10 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "component  {}", component.path.display())?;
     writeln!(out, "digest     {}", component.digest)?;
     writeln!(out, "size       {} bytes", component.size)?;
-    writeln!(out, "grants")?;
+    writeln!(
+        out,
+        "grants (what a workflow may give it, under the step's `config:` and `grants:`)"
+    )?;
     if description.grants.is_empty() {
         writeln!(out, "  (none)")?;
     }

@@ -33,6 +33,11 @@ struct StoreArgs {
     /// component cache [default: $PLAIT_HOME, else ~/.local/share/plait].
     #[arg(long, value_name = "DIR", env = "PLAIT_HOME")]
     store: Option<PathBuf>,
+    /// The host policy: limits, what workflows may grant, where secrets
+    /// come from [default: $PLAIT_POLICY, else plait.toml in the Plait
+    /// home if it exists, else the built-in defaults].
+    #[arg(long, value_name = "FILE", env = "PLAIT_POLICY")]
+    policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +82,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
             || cause.is::<plait::definition::DefinitionErrors>()
             || cause.is::<plait::definition::LoadError>()
             || cause.is::<plait::engine::ComponentError>()
+            || cause.is::<plait::policy::PolicyError>()
         {
             return EXIT_USAGE;
         }

@@ -57,9 +57,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let definition = Definition::load(&args.workflow)?;
     let home = Home::resolve(args.store.store)?;
+    let policy = home.policy(args.store.policy)?;
     let store = home.open_store()?;
-    let engine = home.engine()?;
-    let plan = Plan::build(&engine, definition).await?;
+    let engine = home.engine(&policy)?;
+    let plan = Plan::build_with(&engine, definition, &policy).await?;
     let executor = Executor::new(store);
     let report = executor.start(&plan, input, blobs).await?;
     finish(&report, args.json)
@@ -68,6 +69,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `plait resume`.
 pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.store.store)?;
+    let policy = home.policy(args.store.policy)?;
     let store = home.open_store()?;
     let run = store
         .run(&args.run_id)?
@@ -80,8 +82,8 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     }
     let definition = Definition::load(&run.workflow.path)
         .with_context(|| format!("loading the workflow of run `{}`", run.id))?;
-    let engine = home.engine()?;
-    let plan = Plan::build(&engine, definition).await?;
+    let engine = home.engine(&policy)?;
+    let plan = Plan::build_with(&engine, definition, &policy).await?;
     let report = executor.resume(&plan, &run.id).await?;
     finish(&report, args.json)
 }

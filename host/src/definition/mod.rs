@@ -57,6 +57,8 @@ pub struct Definition {
     pub description: Option<String>,
     /// A JSON Schema for the workflow input (a JSON object), not evaluated here.
     pub input_schema: Option<Value>,
+    /// Limits for every step that does not set its own (`limits:`).
+    pub limits: crate::limits::LimitSettings,
     /// The steps, in the order they run; never empty.
     pub steps: Vec<StepDefinition>,
     /// What the run outputs; `None` means the last step's output.
@@ -83,6 +85,10 @@ pub struct StepDefinition {
     pub blobs: Option<BlobMapping>,
     /// Configuration values, as text (`true` is `"true"`, `5` is `"5"`).
     pub config: BTreeMap<String, String>,
+    /// The step's own limits, over the workflow's.
+    pub limits: crate::limits::LimitSettings,
+    /// Directories, outbound HTTP and secrets granted to the step.
+    pub grants: crate::grants::StepGrants,
     /// Where the step is written (its first key).
     pub span: Span,
 }
@@ -367,6 +373,7 @@ fn parse_source(source: SourceFile, base_dir: &Path) -> Result<Definition, Defin
             version: parts.version,
             description: parts.description,
             input_schema: parts.input_schema,
+            limits: parts.limits,
             steps: parts.steps,
             output: parts.output,
             source,

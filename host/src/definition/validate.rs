@@ -16,9 +16,19 @@ use super::template::{BlobMapping, Template};
 use super::yaml::{self, Node, NodeKind, Typed};
 use super::{Span, StepDefinition, StepId, workflow_name_problem};
 
-const WORKFLOW_KEYS: [&str; 6] = ["name", "version", "description", "input", "steps", "output"];
+mod sandbox;
+
+const WORKFLOW_KEYS: [&str; 7] = [
+    "name",
+    "version",
+    "description",
+    "input",
+    "limits",
+    "steps",
+    "output",
+];
 const INPUT_KEYS: [&str; 1] = ["schema"];
-const STEP_KEYS: [&str; 5] = ["id", "uses", "input", "blobs", "config"];
+const STEP_KEYS: [&str; 7] = ["id", "uses", "input", "blobs", "config", "limits", "grants"];
 
 const DEFAULT_VERSION: &str = "0.0.0";
 
@@ -28,6 +38,7 @@ pub(crate) struct Parts {
     pub(crate) version: String,
     pub(crate) description: Option<String>,
     pub(crate) input_schema: Option<Value>,
+    pub(crate) limits: crate::limits::LimitSettings,
     pub(crate) steps: Vec<StepDefinition>,
     pub(crate) output: Option<Template>,
 }
@@ -120,6 +131,9 @@ impl Validator<'_, '_> {
             .get("description")
             .map(|value| self.text(value, "`description`"));
         let input_schema = fields.get("input").map(|value| self.input_section(value));
+        let limits = fields
+            .get("limits")
+            .map(|value| self.limits(value, "the workflow"));
 
         let steps = match fields.get("steps") {
             Some(value) => self.steps(value),
@@ -142,6 +156,7 @@ impl Validator<'_, '_> {
             version: version?,
             description: optional(description)?,
             input_schema: optional(input_schema)?.flatten(),
+            limits: optional(limits)?.unwrap_or_default(),
             steps: steps?,
             output: optional(output)?,
         })
@@ -345,6 +360,8 @@ impl Validator<'_, '_> {
             Some(value) => self.config(value),
             None => Some(BTreeMap::new()),
         };
+        let limits = fields.get("limits").map(|value| self.limits(value, &owner));
+        let grants = fields.get("grants").map(|value| self.grants(value, &owner));
 
         let (uses, uses_span) = uses?;
         Some(StepDefinition {
@@ -354,6 +371,8 @@ impl Validator<'_, '_> {
             input: optional(input)?,
             blobs: optional(blobs)?,
             config: config?,
+            limits: optional(limits)?.unwrap_or_default(),
+            grants: optional(grants)?.unwrap_or_default(),
             span: node.span,
         })
     }

@@ -1,7 +1,6 @@
 //! Loading a component: recognising what the bytes are, compiling (or
 //! fetching from the cache), checking the world, and calling it.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,8 +11,25 @@ use wasmtime::component::{Component, types::ComponentExtern};
 
 use super::Engine;
 use super::bindings::{StepPre, plait::step::types as wit};
-use crate::capabilities::{InvocationLabels, StepLogs, StepState};
+use crate::capabilities::redact::Redactor;
+use crate::capabilities::{InvocationLabels, Sandbox, StepLogs, StepState};
+use crate::limits::{Limit, LimitExceeded};
 use crate::step::{Blob, FailureKind, InvocationInfo, Payload, StepFailure};
+
+/// How long `describe()` may take, instantiation included. It only
+/// returns constants; a component that spins here is broken or hostile.
+pub const DESCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What one invocation produced.
+#[derive(Debug)]
+pub struct Invoked {
+    /// The output, or why there is none.
+    pub result: Result<Payload, StepFailure>,
+    /// Everything the step logged or printed, secrets redacted.
+    pub logs: StepLogs,
+    /// Fuel the invocation consumed, when the engine meters fuel.
+    pub fuel_consumed: Option<u64>,
+}
 
 /// The world every step implements.
 pub const STEP_WORLD: &str = "plait:step/step@0.1.0";
@@ -326,24 +342,41 @@ fn wasm_layer(bytes: &[u8]) -> Option<Layer> {
 impl LoadedComponent {
     fn new_store(
         &self,
-        config: BTreeMap<String, String>,
+        sandbox: &Sandbox,
         labels: InvocationLabels,
-    ) -> Store<StepState> {
-        let mut store = Store::new(self.engine.wasmtime(), StepState::new(config, labels));
+    ) -> Result<Store<StepState>, crate::capabilities::SandboxError> {
+        let mut store = Store::new(
+            self.engine.wasmtime(),
+            StepState::sandboxed(sandbox, labels)?,
+        );
+        store.limiter(|state| &mut state.limiter);
         // Yield to the async executor at every epoch tick, so a busy guest
-        // never monopolises a worker thread.
+        // never monopolises a worker thread and its timeout can fire.
         store.epoch_deadline_async_yield_and_update(1);
-        store
+        if self.engine.fuel_enabled() {
+            store
+                .set_fuel(sandbox.limits.fuel.unwrap_or(u64::MAX))
+                .expect("fuel is enabled on this engine");
+        }
+        Ok(store)
     }
 
     async fn describe(&self) -> Result<StepDescription, ComponentError> {
         let path = &self.path;
-        let mut store = self.new_store(BTreeMap::new(), InvocationLabels::default());
-        let called = async {
+        let mut store = self
+            .new_store(&Sandbox::default(), InvocationLabels::default())
+            .expect("a sandbox without directories always builds");
+        let called = tokio::time::timeout(DESCRIBE_TIMEOUT, async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             instance.call_describe(&mut store).await
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(wasmtime::Error::msg(format!(
+                "`describe` did not return within {}",
+                humantime::format_duration(DESCRIBE_TIMEOUT)
+            )))
+        });
         let info = match called {
             Ok(info) => info,
             Err(error) => {
@@ -394,31 +427,73 @@ impl LoadedComponent {
         })
     }
 
-    /// Runs the step once in a fresh store and instance that see only
-    /// `config`. Never fails as a Rust error: every failure, traps included,
-    /// is a [`StepFailure`], and the logs are returned either way.
+    /// Runs the step once in a fresh store and instance that see only what
+    /// `sandbox` grants, within its limits. Never fails as a Rust error:
+    /// every failure, traps and exceeded limits included, is a
+    /// [`StepFailure`], and the logs are returned either way. Secret values
+    /// are redacted from the output, the failure and the logs.
     pub async fn invoke(
         &self,
         invocation: &InvocationInfo,
-        config: BTreeMap<String, String>,
+        sandbox: &Sandbox,
         input: &Payload,
-    ) -> (Result<Payload, StepFailure>, StepLogs) {
+    ) -> Invoked {
         let labels = InvocationLabels {
             run_id: invocation.run_id.clone(),
             step_id: invocation.step_id.clone(),
             attempt: invocation.attempt,
         };
-        let mut store = self.new_store(config, labels);
-        let result = self.call_run(&mut store, invocation, input).await;
-        let logs = store.data_mut().take_logs();
-        let result = result.unwrap_or_else(|error| {
-            Err(StepFailure {
-                kind: FailureKind::Trap,
-                message: trap_message(&error, &logs.stderr.text),
-                details: None,
-            })
-        });
-        (result, logs)
+        let limits = sandbox.limits;
+        let redactor = Redactor::new(&sandbox.secrets);
+        let mut store = match self.new_store(sandbox, labels) {
+            Ok(store) => store,
+            Err(error) => {
+                return Invoked {
+                    result: Err(StepFailure {
+                        kind: FailureKind::Retryable,
+                        message: crate::plan::error_chain(&error),
+                        details: None,
+                    }),
+                    logs: StepLogs::default(),
+                    fuel_consumed: None,
+                };
+            }
+        };
+        let called = tokio::time::timeout(
+            limits.timeout,
+            self.call_run(&mut store, invocation, input, limits.output),
+        )
+        .await;
+        let fuel_consumed = self
+            .engine
+            .fuel_enabled()
+            .then(|| limits.fuel.unwrap_or(u64::MAX) - store.get_fuel().unwrap_or(0));
+        let exceeded = store.data().exceeded();
+        let mut logs = store.data_mut().take_logs();
+        let mut result = match (called, exceeded) {
+            (Err(_elapsed), _) => Err(limit_failure(LimitExceeded::new(
+                Limit::Timeout,
+                limits.timeout.as_millis() as u64,
+                None,
+            ))),
+            // A limit the guest went past ends the step even if the guest
+            // caught the refusal and returned normally.
+            (Ok(_), Some(exceeded)) => Err(limit_failure(exceeded)),
+            (Ok(Ok(result)), None) => result,
+            (Ok(Err(error)), None) => Err(trap_failure(&error, &logs.stderr.text, &limits)),
+        };
+        if !redactor.is_empty() {
+            match &mut result {
+                Ok(payload) => redactor.payload(payload),
+                Err(failure) => redactor.failure(failure),
+            }
+            redactor.logs(&mut logs);
+        }
+        Invoked {
+            result,
+            logs,
+            fuel_consumed,
+        }
     }
 
     async fn call_run(
@@ -426,6 +501,7 @@ impl LoadedComponent {
         store: &mut Store<StepState>,
         invocation: &InvocationInfo,
         input: &Payload,
+        output_limit: u64,
     ) -> wasmtime::Result<Result<Payload, StepFailure>> {
         let instance = self.pre.instantiate_async(&mut *store).await?;
         let wit_invocation = wit::Invocation {
@@ -450,7 +526,26 @@ impl LoadedComponent {
             .call_run(&mut *store, &wit_invocation, &wit_input)
             .await?;
         Ok(match result {
-            Ok(output) => payload_from_wit(output),
+            Ok(output) => {
+                let size = output.json.len() as u64
+                    + output
+                        .blobs
+                        .iter()
+                        .map(|blob| blob.data.len() as u64)
+                        .sum::<u64>();
+                if size > output_limit {
+                    Err(limit_failure(LimitExceeded::new(
+                        Limit::Output,
+                        output_limit,
+                        Some(format!(
+                            "the step returned {}",
+                            crate::limits::format_size(size)
+                        )),
+                    )))
+                } else {
+                    payload_from_wit(output)
+                }
+            }
             Err(error) => Err(StepFailure {
                 kind: match error.kind {
                     wit::ErrorKind::Retryable => FailureKind::Retryable,
@@ -464,6 +559,57 @@ impl LoadedComponent {
                 }),
             }),
         })
+    }
+}
+
+/// The failure for an exceeded limit: retryable for a timeout, fatal for
+/// the others, with the limit in the details.
+fn limit_failure(exceeded: LimitExceeded) -> StepFailure {
+    StepFailure {
+        kind: if exceeded.limit.is_retryable() {
+            FailureKind::Timeout
+        } else {
+            FailureKind::LimitExceeded
+        },
+        message: exceeded.to_string(),
+        details: Some(serde_json::json!({
+            "limit": exceeded.limit,
+            "value": exceeded.value,
+        })),
+    }
+}
+
+/// The failure for a trap: an exceeded limit when the trap is one (fuel,
+/// stack, a refused memory growth), otherwise a plain trap.
+fn trap_failure(
+    error: &wasmtime::Error,
+    stderr: &str,
+    limits: &crate::limits::Limits,
+) -> StepFailure {
+    if let Some(exceeded) = error.downcast_ref::<LimitExceeded>() {
+        return limit_failure(exceeded.clone());
+    }
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::OutOfFuel) => {
+            return limit_failure(LimitExceeded::new(
+                Limit::Fuel,
+                limits.fuel.unwrap_or(u64::MAX),
+                None,
+            ));
+        }
+        Some(wasmtime::Trap::StackOverflow) => {
+            return limit_failure(LimitExceeded::new(
+                Limit::Stack,
+                super::MAX_WASM_STACK as u64,
+                Some("the step recursed too deeply".into()),
+            ));
+        }
+        _ => {}
+    }
+    StepFailure {
+        kind: FailureKind::Trap,
+        message: trap_message(error, stderr),
+        details: None,
     }
 }
 

@@ -21,12 +21,19 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::capabilities::{self, StepState};
 
-pub use component::{ComponentError, Grant, LoadedComponent, STEP_WORLD, StepDescription, digest};
+pub use component::{
+    ComponentError, DESCRIBE_TIMEOUT, Grant, Invoked, LoadedComponent, STEP_WORLD, StepDescription,
+    digest,
+};
 
 /// How often the epoch ticks. A running guest yields to the async executor
 /// at every tick, so this bounds how long a busy guest can hold a worker
 /// thread before other runs (and, later, timeouts) get a turn.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The native stack a guest may use. A recursion past it ends the step
+/// with a `stack` limit error rather than overflowing the host's stack.
+pub const MAX_WASM_STACK: usize = 512 << 10;
 
 /// Settings for [`Engine::new`].
 #[derive(Debug, Clone)]
@@ -36,8 +43,13 @@ pub struct EngineOptions {
     /// Component instances the pooling allocator keeps slots for: the number
     /// of step invocations that can be in flight at once.
     pub max_instances: u32,
-    /// The largest linear memory a step may grow, in bytes.
+    /// The largest linear memory the engine reserves for one memory, in
+    /// bytes: the ceiling of any step's memory limit.
     pub max_memory_bytes: usize,
+    /// Meter fuel, so a step can have an instruction budget and every
+    /// step's consumption is recorded. Costs some speed on CPU-bound steps
+    /// (see `docs/benchmarks.md`).
+    pub fuel: bool,
     /// Use the pooling allocator when the address space can be reserved.
     pub pooling: bool,
 }
@@ -48,6 +60,7 @@ impl Default for EngineOptions {
             cache_dir: None,
             max_instances: 100,
             max_memory_bytes: 1 << 30,
+            fuel: true,
             pooling: true,
         }
     }
@@ -75,6 +88,8 @@ struct EngineInner {
     linker: Linker<StepState>,
     cache: Option<cache::ComponentCache>,
     allocator: Allocator,
+    fuel: bool,
+    max_memory_bytes: usize,
 }
 
 /// Errors creating the engine.
@@ -125,6 +140,8 @@ impl Engine {
                 linker,
                 cache,
                 allocator,
+                fuel: options.fuel,
+                max_memory_bytes: options.max_memory_bytes,
             }),
         })
     }
@@ -140,6 +157,16 @@ impl Engine {
         &self.inner.linker
     }
 
+    /// Whether the engine meters fuel.
+    pub fn fuel_enabled(&self) -> bool {
+        self.inner.fuel
+    }
+
+    /// The largest memory limit a step can be given on this engine.
+    pub fn max_memory_bytes(&self) -> usize {
+        self.inner.max_memory_bytes
+    }
+
     /// Which instance allocator is in use.
     pub fn allocator(&self) -> Allocator {
         self.inner.allocator
@@ -151,6 +178,8 @@ fn config(options: &EngineOptions, allocator: Allocator) -> Config {
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.memory_init_cow(true);
+    config.consume_fuel(options.fuel);
+    config.max_wasm_stack(MAX_WASM_STACK);
     if allocator == Allocator::Pooling {
         let mut pooling = PoolingAllocationConfig::default();
         let instances = options.max_instances;

@@ -133,4 +133,8 @@ pub struct StepRecord {
     pub output_blobs: Vec<BlobRef>,
     /// The latest failure.
     pub error: Option<StepFailure>,
+    /// Fuel (wasmtime instruction units) the latest attempt consumed, when
+    /// the engine meters fuel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_consumed: Option<u64>,
 }

@@ -353,6 +353,7 @@ mod tests {
             output: None,
             output_blobs: Vec::new(),
             error: None,
+            fuel_consumed: None,
         }
     }
 
@@ -453,7 +454,20 @@ mod tests {
             Err(other) => panic!("expected Foreign, got {other}"),
             Ok(_) => panic!("a foreign database was accepted"),
         }
-        let db = sled::open(dir.path()).unwrap();
+        // sled releases its file lock from a background thread after the
+        // last handle is dropped; give it a moment rather than racing it.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::open(dir.path()) {
+                Ok(db) => break db,
+                Err(error) if attempts < 50 => {
+                    attempts += 1;
+                    let _ = error;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(error) => panic!("the database stays locked: {error}"),
+            }
+        };
         assert_eq!(
             db.open_tree("accounts")
                 .unwrap()

@@ -1,0 +1,530 @@
+//! The operator's policy: `plait.toml`, what any workflow on this host may
+//! grant and how much it may ask for, and where secrets come from.
+//!
+//! ```toml
+//! [limits]                  # defaults for steps whose workflow sets none
+//! memory = "256MiB"
+//! timeout = "5m"
+//! output = "64MiB"
+//! logs = "1MiB"
+//! # fuel = "1e9"            # default: unmetered
+//!
+//! [limits.max]              # the most a workflow may ask for
+//! memory = "1GiB"
+//! timeout = "1h"
+//!
+//! [grants]
+//! dirs = ["/srv/plait"]     # host folders (and below) a workflow may grant; default: any
+//! writable_dirs = false     # may a grant be read-write? default: true
+//! outbound_http = ["https://*.example.com"]  # rules a grant must fall within; [] = no network; default: any
+//! private_networks = false  # may requests reach loopback/private/link-local addresses? default: false
+//! secrets = ["api_token"]   # secret names a workflow may grant; default: any
+//!
+//! [secrets]
+//! file = "/etc/plait/secrets.toml"  # `name = "value"` lines
+//! env_prefix = "PLAIT_SECRET_"      # PLAIT_SECRET_API_TOKEN is secret `api_token`
+//! ```
+//!
+//! Without a file, the policy is [`Policy::default`]: the documented
+//! defaults, no caps beyond them, and private networks refused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::grants::OutboundRule;
+use crate::limits::{self, LimitSettings, Limits};
+
+/// The environment prefix of secrets when the policy names none.
+pub const DEFAULT_SECRET_ENV_PREFIX: &str = "PLAIT_SECRET_";
+
+/// A loaded policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    /// Defaults for steps whose workflow sets none.
+    pub defaults: Limits,
+    /// Caps on what a workflow may ask for.
+    pub max: LimitSettings,
+    /// Host folders a workflow may grant (each with everything below it);
+    /// `None`: any.
+    pub dirs: Option<Vec<PathBuf>>,
+    /// Whether a directory grant may be read-write.
+    pub writable_dirs: bool,
+    /// Rules every outbound HTTP grant must fall within; `None`: any.
+    pub outbound_http: Option<Vec<OutboundRule>>,
+    /// Whether requests may reach non-public addresses.
+    pub private_networks: bool,
+    /// Secret names a workflow may grant; `None`: any.
+    pub secrets: Option<Vec<String>>,
+    /// Where secret values come from.
+    pub secret_source: SecretSource,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            source: None,
+            defaults: Limits::DEFAULT,
+            max: LimitSettings::default(),
+            dirs: None,
+            writable_dirs: true,
+            outbound_http: None,
+            private_networks: false,
+            secrets: None,
+            secret_source: SecretSource::default(),
+        }
+    }
+}
+
+/// Where secret values are read from: a file first, then the environment.
+#[derive(Debug, Clone)]
+pub struct SecretSource {
+    /// A TOML file of `name = "value"`.
+    pub file: Option<PathBuf>,
+    /// `PREFIX` + the upper-cased name, for example `PLAIT_SECRET_API_TOKEN`.
+    pub env_prefix: String,
+}
+
+impl Default for SecretSource {
+    fn default() -> Self {
+        SecretSource {
+            file: None,
+            env_prefix: DEFAULT_SECRET_ENV_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl SecretSource {
+    /// The environment variable that holds secret `name`.
+    pub fn env_var(&self, name: &str) -> String {
+        format!(
+            "{}{}",
+            self.env_prefix,
+            name.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+
+    /// Reads the values of `names`. A name found nowhere is an error that
+    /// says where it was looked for.
+    pub fn resolve(&self, names: &[&str]) -> Result<BTreeMap<String, String>, PolicyError> {
+        let file = match &self.file {
+            Some(path) => read_secrets_file(path)?,
+            None => BTreeMap::new(),
+        };
+        let mut values = BTreeMap::new();
+        for name in names {
+            let value = file
+                .get(*name)
+                .cloned()
+                .or_else(|| std::env::var(self.env_var(name)).ok());
+            match value {
+                Some(value) => {
+                    values.insert((*name).to_owned(), value);
+                }
+                None => {
+                    let mut places = format!("environment variable `{}`", self.env_var(name));
+                    if let Some(path) = &self.file {
+                        places = format!("`{}` or {places}", path.display());
+                    }
+                    return Err(PolicyError::MissingSecret {
+                        name: (*name).to_owned(),
+                        places,
+                    });
+                }
+            }
+        }
+        Ok(values)
+    }
+}
+
+fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: BTreeMap<String, toml::Value> =
+        toml::from_str(&text).map_err(|error| PolicyError::Parse {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+    table
+        .into_iter()
+        .map(|(name, value)| match value {
+            toml::Value::String(text) => Ok((name, text)),
+            other => Err(PolicyError::Invalid {
+                path: path.to_owned(),
+                key: name,
+                message: format!("a secret must be a string, found a {}", other.type_str()),
+            }),
+        })
+        .collect()
+}
+
+/// Why a policy could not be loaded or a secret read.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("could not read `{}`", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("`{}` is not a valid policy file: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// A value is of the right type but not acceptable.
+    #[error("`{}`: `{key}`: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// What is wrong and how to write it.
+        message: String,
+    },
+    /// A granted secret has no value.
+    #[error("secret `{name}` has no value: set {places}")]
+    MissingSecret {
+        /// The secret's name.
+        name: String,
+        /// Where it was looked for.
+        places: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    limits: LimitsTable,
+    #[serde(default)]
+    grants: GrantsTable,
+    #[serde(default)]
+    secrets: SecretsTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsTable {
+    memory: Option<toml::Value>,
+    timeout: Option<toml::Value>,
+    fuel: Option<toml::Value>,
+    output: Option<toml::Value>,
+    logs: Option<toml::Value>,
+    max: Option<LimitValues>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitValues {
+    memory: Option<toml::Value>,
+    timeout: Option<toml::Value>,
+    fuel: Option<toml::Value>,
+    output: Option<toml::Value>,
+    logs: Option<toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GrantsTable {
+    dirs: Option<Vec<PathBuf>>,
+    writable_dirs: Option<bool>,
+    outbound_http: Option<Vec<String>>,
+    private_networks: Option<bool>,
+    secrets: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SecretsTable {
+    file: Option<PathBuf>,
+    env_prefix: Option<String>,
+}
+
+impl Policy {
+    /// Loads a policy file. Relative paths inside it are relative to the
+    /// file's folder.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Policy::parse(&text, path)
+    }
+
+    /// Parses policy `text`, read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+        let file: PolicyFile = toml::from_str(text).map_err(|error| PolicyError::Parse {
+            path: path.to_owned(),
+            message: error.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let invalid = |key: &str, message: String| PolicyError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let settings = |prefix: &str,
+                        values: [(&str, &Option<toml::Value>); 5]|
+         -> Result<LimitSettings, PolicyError> {
+            let mut settings = LimitSettings::default();
+            for (key, value) in values {
+                let Some(value) = value else { continue };
+                let text = match value {
+                    toml::Value::String(text) => text.clone(),
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    other => {
+                        return Err(invalid(
+                            &format!("{prefix}{key}"),
+                            format!(
+                                "expected a string such as \"64MiB\" or \"5s\", found a {}",
+                                other.type_str()
+                            ),
+                        ));
+                    }
+                };
+                let dotted = format!("{prefix}{key}");
+                match key {
+                    "memory" => {
+                        settings.memory =
+                            Some(limits::parse_size(&text).map_err(|m| invalid(&dotted, m))?)
+                    }
+                    "output" => {
+                        settings.output =
+                            Some(limits::parse_size(&text).map_err(|m| invalid(&dotted, m))?)
+                    }
+                    "logs" => {
+                        settings.logs =
+                            Some(limits::parse_size(&text).map_err(|m| invalid(&dotted, m))?)
+                    }
+                    "timeout" => {
+                        settings.timeout =
+                            Some(limits::parse_duration(&text).map_err(|m| invalid(&dotted, m))?)
+                    }
+                    "fuel" => {
+                        settings.fuel =
+                            Some(limits::parse_fuel(&text).map_err(|m| invalid(&dotted, m))?)
+                    }
+                    _ => unreachable!("the keys are listed above"),
+                }
+            }
+            Ok(settings)
+        };
+        let l = &file.limits;
+        let defaults = settings(
+            "limits.",
+            [
+                ("memory", &l.memory),
+                ("timeout", &l.timeout),
+                ("fuel", &l.fuel),
+                ("output", &l.output),
+                ("logs", &l.logs),
+            ],
+        )?;
+        let max_values = l.max.as_ref();
+        let none = None;
+        let max = settings(
+            "limits.max.",
+            [
+                ("memory", max_values.map_or(&none, |m| &m.memory)),
+                ("timeout", max_values.map_or(&none, |m| &m.timeout)),
+                ("fuel", max_values.map_or(&none, |m| &m.fuel)),
+                ("output", max_values.map_or(&none, |m| &m.output)),
+                ("logs", max_values.map_or(&none, |m| &m.logs)),
+            ],
+        )?;
+        // A default above its own cap would refuse every workflow that sets
+        // nothing; say so here rather than at every run.
+        let defaults = Limits::DEFAULT.with(&defaults);
+        let default_settings = LimitSettings {
+            memory: Some(defaults.memory),
+            timeout: Some(defaults.timeout),
+            fuel: defaults.fuel,
+            output: Some(defaults.output),
+            logs: Some(defaults.logs),
+            span: None,
+        };
+        if let Some((limit, asked, cap)) = default_settings.exceeding(&max).into_iter().next() {
+            return Err(invalid(
+                &format!("limits.{limit}"),
+                format!(
+                    "the default {asked} is above `limits.max.{limit}` ({cap}); lower the default or raise the cap"
+                ),
+            ));
+        }
+
+        let outbound_http = match &file.grants.outbound_http {
+            None => None,
+            Some(rules) => Some(
+                rules
+                    .iter()
+                    .map(|rule| {
+                        OutboundRule::parse(rule, None)
+                            .map_err(|m| invalid("grants.outbound_http", m))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let dirs = file.grants.dirs.as_ref().map(|dirs| {
+            dirs.iter()
+                .map(|dir| normalize(&base.join(dir)))
+                .collect::<Vec<_>>()
+        });
+        Ok(Policy {
+            source: Some(path.to_owned()),
+            defaults,
+            max,
+            dirs,
+            writable_dirs: file.grants.writable_dirs.unwrap_or(true),
+            outbound_http,
+            private_networks: file.grants.private_networks.unwrap_or(false),
+            secrets: file.grants.secrets.clone(),
+            secret_source: SecretSource {
+                file: file.secrets.file.as_ref().map(|f| base.join(f)),
+                env_prefix: file
+                    .secrets
+                    .env_prefix
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SECRET_ENV_PREFIX.to_owned()),
+            },
+        })
+    }
+
+    /// Where this policy came from, for messages.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            Some(path) => format!("the host policy `{}`", path.display()),
+            None => "the default host policy".to_owned(),
+        }
+    }
+}
+
+/// `path` made absolute and with `.` and `..` resolved lexically, so a
+/// policy prefix compares with a grant without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut out = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(text, Path::new("/etc/plait/plait.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_is_the_default_policy() {
+        let policy = parse("").unwrap();
+        assert_eq!(policy.defaults, Limits::DEFAULT);
+        assert!(policy.dirs.is_none() && policy.outbound_http.is_none());
+        assert!(!policy.private_networks);
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let policy = parse(
+            r#"
+            [limits]
+            memory = "128MiB"
+            timeout = "10s"
+            fuel = "1e9"
+            [limits.max]
+            memory = "256MiB"
+            [grants]
+            dirs = ["data"]
+            writable_dirs = false
+            outbound_http = ["https://*.example.com"]
+            private_networks = true
+            secrets = ["api_token"]
+            [secrets]
+            file = "secrets.toml"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(policy.defaults.memory, 128 << 20);
+        assert_eq!(policy.defaults.timeout, Duration::from_secs(10));
+        assert_eq!(policy.defaults.fuel, Some(1_000_000_000));
+        assert_eq!(policy.max.memory, Some(256 << 20));
+        assert_eq!(policy.dirs.unwrap(), vec![PathBuf::from("/etc/plait/data")]);
+        assert!(!policy.writable_dirs && policy.private_networks);
+        assert_eq!(
+            policy.secret_source.file.unwrap(),
+            PathBuf::from("/etc/plait/secrets.toml")
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let error = parse("[limits]\nmemroy = \"1GiB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `memroy`"), "{error}");
+        let error = parse("[limits]\nmemory = \"1 gigabyte\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`limits.memory`") && error.contains("unknown size unit"),
+            "{error}"
+        );
+        let error = parse("[limits]\nmemory = \"1GiB\"\n[limits.max]\nmemory = \"512MiB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("above `limits.max.memory`"), "{error}");
+        let error = parse("[grants]\noutbound_http = [\"example.com\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no scheme"), "{error}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_file_then_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.toml");
+        std::fs::write(&file, "api_token = \"from-file\"\n").unwrap();
+        let source = SecretSource {
+            file: Some(file),
+            env_prefix: "PLAIT_TEST_POLICY_SECRET_".into(),
+        };
+        let values = source.resolve(&["api_token"]).unwrap();
+        assert_eq!(values["api_token"], "from-file");
+        let error = source.resolve(&["other-key"]).unwrap_err().to_string();
+        assert!(
+            error.contains("PLAIT_TEST_POLICY_SECRET_OTHER_KEY"),
+            "{error}"
+        );
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+    }
+}
