@@ -465,6 +465,19 @@ mod tests {
     }
 
     #[test]
+    fn tables_and_instance_counts_are_capped() {
+        use wasmtime::ResourceLimiter as _;
+        let mut limiter = StepLimiter::new(1 << 20);
+        assert!(limiter.table_growing(0, 1000, None).unwrap());
+        let error = limiter
+            .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
+            .unwrap_err();
+        assert!(error.to_string().starts_with("instance limit"), "{error}");
+        assert_eq!(limiter.instances(), MAX_INSTANCES);
+        assert_eq!(limiter.memories(), MAX_MEMORIES);
+    }
+
+    #[test]
     fn settings_override_in_order_and_caps_are_checked() {
         let workflow = LimitSettings {
             memory: Some(64 << 20),

@@ -345,18 +345,10 @@ impl Policy {
                 ("logs", max_values.map_or(&none, |m| &m.logs)),
             ],
         )?;
-        // A default above its own cap would refuse every workflow that sets
-        // nothing; say so here rather than at every run.
-        let defaults = Limits::DEFAULT.with(&defaults);
-        let default_settings = LimitSettings {
-            memory: Some(defaults.memory),
-            timeout: Some(defaults.timeout),
-            fuel: defaults.fuel,
-            output: Some(defaults.output),
-            logs: Some(defaults.logs),
-            span: None,
-        };
-        if let Some((limit, asked, cap)) = default_settings.exceeding(&max).into_iter().next() {
+        // An explicit default above its own cap would refuse every workflow
+        // that sets nothing: say so here rather than at every run. A
+        // built-in default above a cap is lowered to the cap.
+        if let Some((limit, asked, cap)) = defaults.exceeding(&max).into_iter().next() {
             return Err(invalid(
                 &format!("limits.{limit}"),
                 format!(
@@ -364,6 +356,22 @@ impl Policy {
                 ),
             ));
         }
+        let builtin = Limits::DEFAULT;
+        let capped = |value: u64, cap: Option<u64>| cap.map_or(value, |cap| value.min(cap));
+        let defaults = Limits {
+            memory: defaults
+                .memory
+                .unwrap_or(capped(builtin.memory, max.memory)),
+            timeout: defaults.timeout.unwrap_or(
+                max.timeout
+                    .map_or(builtin.timeout, |cap| builtin.timeout.min(cap)),
+            ),
+            fuel: defaults.fuel.or(max.fuel),
+            output: defaults
+                .output
+                .unwrap_or(capped(builtin.output, max.output)),
+            logs: defaults.logs.unwrap_or(capped(builtin.logs, max.logs)),
+        };
 
         let outbound_http = match &file.grants.outbound_http {
             None => None,
@@ -496,6 +504,10 @@ mod tests {
             error.contains("`limits.memory`") && error.contains("unknown size unit"),
             "{error}"
         );
+        // A cap below a built-in default lowers the default.
+        let capped = parse("[limits.max]\nmemory = \"64MiB\"\nfuel = \"1e6\"\n").unwrap();
+        assert_eq!(capped.defaults.memory, 64 << 20);
+        assert_eq!(capped.defaults.fuel, Some(1_000_000));
         let error = parse("[limits]\nmemory = \"1GiB\"\n[limits.max]\nmemory = \"512MiB\"\n")
             .unwrap_err()
             .to_string();

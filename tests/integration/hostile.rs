@@ -509,6 +509,17 @@ async fn outbound_http_reaches_only_the_allow_list() {
             "{url}: {out}"
         );
     }
+    // A rule limited to some methods refuses the others.
+    let post_only = format!(
+        "    grants:\n      http:\n        - {{ url: \"http://127.0.0.1:{port}\", methods: [POST] }}\n"
+    );
+    let out = host
+        .output(&hostile("http-get", &[("url", &url)], &post_only))
+        .await;
+    assert!(
+        out["error"].as_str().unwrap().contains("HttpRequestDenied"),
+        "{out}"
+    );
     // A step without an HTTP grant is denied everything.
     let out = host
         .output(&hostile("http-get", &[("url", &url)], ""))
@@ -644,5 +655,36 @@ async fn broken_components_are_refused_while_other_runs_go_on() {
         let report = report.unwrap();
         assert_eq!(report.run.status, RunStatus::Succeeded);
         host.assert_store_intact(&report);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invocation_gets_a_fresh_instance() {
+    let host = Host::new("").await;
+    let leak = |id: &str| {
+        format!(
+            "  - id: {id}\n    uses: {}\n    config:\n      attack: leak\n",
+            yaml_path(HOSTILE_COMPONENT)
+        )
+    };
+    let plan = host
+        .plan(&format!("{}{}{}", leak("one"), leak("two"), leak("three")))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let report = host
+            .executor
+            .start(&plan, json!({}), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(report.run.status, RunStatus::Succeeded);
+        for step in &report.steps {
+            assert_eq!(
+                step.output,
+                Some(json!({"invocations_before": 0})),
+                "{}",
+                step.id
+            );
+        }
     }
 }

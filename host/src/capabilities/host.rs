@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::redact::Redactor;
 use super::stdio::{CapturedText, LogVolume};
 use super::{InvocationLabels, LOG_MESSAGE_LIMIT, LOG_RECORD_LIMIT, StepState};
 use crate::engine::bindings::plait::step::host::{self as wit, LogField};
@@ -55,15 +56,22 @@ pub(super) struct LogBuffer {
     records: Vec<LogRecord>,
     dropped: u64,
     volume: LogVolume,
+    /// Applied before a record is kept or shown in the host's live log.
+    redactor: Redactor,
 }
 
 impl LogBuffer {
-    pub(super) fn new(labels: InvocationLabels, volume: LogVolume) -> LogBuffer {
+    pub(super) fn new(
+        labels: InvocationLabels,
+        volume: LogVolume,
+        redactor: Redactor,
+    ) -> LogBuffer {
         LogBuffer {
             labels,
             records: Vec::new(),
             dropped: 0,
             volume,
+            redactor,
         }
     }
 
@@ -82,10 +90,15 @@ impl LogBuffer {
             self.dropped += 1;
             return true;
         }
-        let message = truncate(message, LOG_MESSAGE_LIMIT);
+        let message = truncate(self.redactor.text(&message), LOG_MESSAGE_LIMIT);
         let fields: Vec<(String, String)> = fields
             .into_iter()
-            .map(|field| (field.key, truncate(field.value, LOG_MESSAGE_LIMIT)))
+            .map(|field| {
+                (
+                    self.redactor.text(&field.key),
+                    truncate(self.redactor.text(&field.value), LOG_MESSAGE_LIMIT),
+                )
+            })
             .collect();
         self.emit(level, &message, &fields);
         self.records.push(LogRecord {
@@ -190,7 +203,11 @@ mod tests {
 
     #[test]
     fn records_past_the_limit_are_counted_not_kept() {
-        let mut buffer = LogBuffer::new(InvocationLabels::default(), LogVolume::new(1 << 20));
+        let mut buffer = LogBuffer::new(
+            InvocationLabels::default(),
+            LogVolume::new(1 << 20),
+            Redactor::default(),
+        );
         for index in 0..LOG_RECORD_LIMIT + 7 {
             assert!(buffer.push(LogLevel::Info, format!("line {index}"), Vec::new()));
         }
@@ -203,7 +220,11 @@ mod tests {
     #[test]
     fn the_record_past_the_volume_is_refused() {
         let volume = LogVolume::new(10);
-        let mut buffer = LogBuffer::new(InvocationLabels::default(), volume.clone());
+        let mut buffer = LogBuffer::new(
+            InvocationLabels::default(),
+            volume.clone(),
+            Redactor::default(),
+        );
         assert!(buffer.push(LogLevel::Info, "12345".into(), Vec::new()));
         assert!(volume.exceeded().is_none());
         assert!(!buffer.push(LogLevel::Info, "123456".into(), Vec::new()));

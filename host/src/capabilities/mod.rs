@@ -166,7 +166,11 @@ impl StepState {
             http_hooks: http::HttpHooks::new(sandbox.http.clone(), sandbox.private_networks),
             table: ResourceTable::new(),
             config: sandbox.config.clone(),
-            log: host::LogBuffer::new(labels, volume.clone()),
+            log: host::LogBuffer::new(
+                labels,
+                volume.clone(),
+                redact::Redactor::new(&sandbox.secrets),
+            ),
             stdout,
             stderr,
             volume,

@@ -62,6 +62,12 @@
 //!   a request to a destination the workflow did not grant, so that the
 //!   output is `{"ok": false}` with an error code such as
 //!   `HttpRequestDenied`.
+//! - `leak`: increments a static counter and returns
+//!   `{"invocations_before": n}`, its value before. The host must give each
+//!   invocation a fresh instance, so `n` is always 0.
+//! - `burn`: config `count` (10 000 000 when unset) rounds of xorshift,
+//!   returned as `{"checksum": n}`: a CPU-bound step with no host calls, for
+//!   measuring what epoch interruption and fuel metering cost.
 //! - `echo-secret`: reads the secret `api_token` and leaks it through every
 //!   channel it has: an info log record whose message is the secret and
 //!   whose field `token` is the secret, a line on stdout and on stderr, the
@@ -83,6 +89,7 @@
 //! valid attacks.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::io::Write;
 use std::net::TcpStream;
 
@@ -109,6 +116,8 @@ const ATTACKS: &[&str] = &[
     "env",
     "http-get",
     "echo-secret",
+    "leak",
+    "burn",
 ];
 
 /// One mebibyte.
@@ -214,12 +223,37 @@ impl Step for Hostile {
             "env" => Ok(env().into()),
             "http-get" => Ok(http_get(&ctx.require_config("url")?).into()),
             "echo-secret" => echo_secret(ctx),
+            "leak" => {
+                let before = INVOCATIONS.fetch_add(1, Ordering::SeqCst);
+                Ok(json!({"invocations_before": before}).into())
+            }
+            "burn" => Ok(json!({"checksum": burn(count(ctx)?)}).into()),
             other => Err(unknown_attack(other)),
         }
     }
 }
 
 plait_sdk::export_step!(Hostile);
+
+/// Invocations this instance has served: the `leak` attack. A host that
+/// reused an instance (or its memory) across invocations would show a
+/// count above zero.
+static INVOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The `burn` workload: `rounds` of xorshift, folded into a checksum. Pure
+/// computation with no host calls, for measuring what epoch interruption
+/// and fuel metering cost a CPU-bound step.
+fn burn(rounds: u64) -> u64 {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut checksum: u64 = 0;
+    for _ in 0..rounds {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        checksum = checksum.wrapping_add(state.rotate_left((state & 31) as u32));
+    }
+    black_box(checksum)
+}
 
 /// The `loop` attack: spins forever without calling the host. The counter
 /// goes through [`black_box`] so the loop cannot be optimized away.
