@@ -89,9 +89,9 @@
 //! valid attacks.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use plait_sdk::{Blob, Context, Input, Level, Output, Step, StepError, StepInfo};
 use serde_json::{Value, json};
