@@ -33,6 +33,8 @@ struct Scale {
     stored_runs: &'static [usize],
     cold_iterations: usize,
     in_flight: usize,
+    burn_rounds: u64,
+    burn_iterations: usize,
 }
 
 const FULL: Scale = Scale {
@@ -45,6 +47,8 @@ const FULL: Scale = Scale {
     stored_runs: &[0, 100_000, 1_000_000],
     cold_iterations: 5,
     in_flight: 64,
+    burn_rounds: 50_000_000,
+    burn_iterations: 15,
 };
 
 const QUICK: Scale = Scale {
@@ -57,6 +61,8 @@ const QUICK: Scale = Scale {
     stored_runs: &[0, 1_000],
     cold_iterations: 1,
     in_flight: 8,
+    burn_rounds: 100_000,
+    burn_iterations: 3,
 };
 
 fn main() {
@@ -407,6 +413,47 @@ async fn report(scale: &Scale) {
             ms(warm.median()),
             ms(floor_deserialize.median()),
             ratio(warm.median(), floor_deserialize.median())
+        );
+    }
+
+    println!("\n## Sandbox overhead on a CPU-bound step\n");
+    println!(
+        "`hostile`'s `burn`: {} rounds of xorshift, no host calls; instantiate + run. Floor: the same engine without epoch interruption or fuel.\n",
+        scale.burn_rounds
+    );
+    println!("| engine | median | p99 | ratio to floor |\n|---|---|---|---|");
+    let mut burn_floor = Duration::ZERO;
+    let mut checksum = None;
+    for (label, epoch, fuel) in [
+        ("floor: no epoch interruption, no fuel", false, false),
+        ("epoch interruption (10 ms tick, async yield)", true, false),
+        (
+            "epoch interruption + fuel metering (Plait's default)",
+            true,
+            true,
+        ),
+        ("fuel metering alone", false, true),
+    ] {
+        let cpu = support::CpuBound::new(epoch, fuel);
+        let sum = cpu.run(1000).await;
+        let mut samples = Vec::new();
+        for _ in 0..scale.burn_iterations {
+            let started = Instant::now();
+            let out = cpu.run(scale.burn_rounds).await;
+            samples.push(started.elapsed());
+            // Every configuration computes the same thing.
+            assert_eq!(checksum.get_or_insert_with(|| out.clone()), &out);
+        }
+        let _ = sum;
+        let samples = Samples::new(samples);
+        if !epoch && !fuel {
+            burn_floor = samples.median();
+        }
+        println!(
+            "| {label} | {} | {} | {} |",
+            ms(samples.median()),
+            ms(samples.p99()),
+            ratio(samples.median(), burn_floor)
         );
     }
 

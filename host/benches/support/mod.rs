@@ -91,6 +91,9 @@ impl Floor {
             StepState::new(config, InvocationLabels::default()),
         );
         store.epoch_deadline_async_yield_and_update(1);
+        if self.engine.fuel_enabled() {
+            store.set_fuel(u64::MAX).expect("fuel is on");
+        }
         store
     }
 
@@ -220,4 +223,96 @@ pub fn rss_bytes() -> u64 {
         })
         .map(|kib| kib * 1024)
         .unwrap_or(0)
+}
+
+/// A CPU-bound step (`hostile`'s `burn`) on a bare wasmtime engine with or
+/// without epoch interruption and fuel metering, to price each.
+pub struct CpuBound {
+    engine: wasmtime::Engine,
+    pre: StepPre<StepState>,
+    epoch: bool,
+    fuel: bool,
+}
+
+impl CpuBound {
+    /// An engine configured like Plait's, but with epoch interruption and
+    /// fuel metering switched as given.
+    pub fn new(epoch: bool, fuel: bool) -> CpuBound {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.async_support(true);
+        config.epoch_interruption(epoch);
+        config.consume_fuel(fuel);
+        let engine = wasmtime::Engine::new(&config).expect("creating the engine");
+        let mut linker = wasmtime::component::Linker::new(&engine);
+        plait::capabilities::add_to_linker(&mut linker).expect("linking");
+        let component = wasmtime::component::Component::from_file(
+            &engine,
+            plait_test_artifacts::HOSTILE_COMPONENT,
+        )
+        .expect("compiling");
+        let pre = StepPre::new(
+            linker
+                .instantiate_pre(&component)
+                .expect("pre-instantiating"),
+        )
+        .expect("the component implements the world");
+        if epoch {
+            let weak = engine.weak();
+            std::thread::spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(plait::engine::EPOCH_TICK);
+                }
+            });
+        }
+        CpuBound {
+            engine,
+            pre,
+            epoch,
+            fuel,
+        }
+    }
+
+    /// Instantiates and runs `burn` for `rounds`; returns the checksum.
+    pub async fn run(&self, rounds: u64) -> serde_json::Value {
+        let config = [
+            ("attack".to_owned(), "burn".to_owned()),
+            ("count".to_owned(), rounds.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let mut store = Store::new(
+            &self.engine,
+            StepState::new(config, InvocationLabels::default()),
+        );
+        if self.epoch {
+            store.epoch_deadline_async_yield_and_update(1);
+        }
+        if self.fuel {
+            store.set_fuel(u64::MAX).expect("fuel is on");
+        }
+        let step = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiating");
+        let invocation = wit::Invocation {
+            run_id: "bench".into(),
+            step_id: "burn".into(),
+            attempt: 1,
+            idempotency_key: "bench/burn".into(),
+        };
+        let input = wit::Payload {
+            json: "{}".into(),
+            blobs: Vec::new(),
+        };
+        let output = step
+            .call_run(&mut store, &invocation, &input)
+            .await
+            .expect("calling run")
+            .expect("burn succeeds");
+        serde_json::from_str(&output.json).expect("JSON output")
+    }
 }
