@@ -35,6 +35,7 @@ struct Scale {
     in_flight: usize,
     burn_rounds: u64,
     burn_iterations: usize,
+    normalize_bytes: usize,
 }
 
 const FULL: Scale = Scale {
@@ -48,7 +49,8 @@ const FULL: Scale = Scale {
     cold_iterations: 5,
     in_flight: 64,
     burn_rounds: 50_000_000,
-    burn_iterations: 15,
+    burn_iterations: 21,
+    normalize_bytes: 4 << 20,
 };
 
 const QUICK: Scale = Scale {
@@ -63,6 +65,7 @@ const QUICK: Scale = Scale {
     in_flight: 8,
     burn_rounds: 100_000,
     burn_iterations: 3,
+    normalize_bytes: 16 << 10,
 };
 
 fn main() {
@@ -416,45 +419,66 @@ async fn report(scale: &Scale) {
         );
     }
 
-    println!("\n## Sandbox overhead on a CPU-bound step\n");
+    println!("\n## Sandbox overhead on CPU-bound steps\n");
     println!(
-        "`hostile`'s `burn`: {} rounds of xorshift, no host calls; instantiate + run. Floor: the same engine without epoch interruption or fuel.\n",
-        scale.burn_rounds
+        "Instantiate + run on a bare wasmtime engine; the floor is the same engine without epoch interruption or fuel metering. `burn`: {} rounds of xorshift in `tests/guests/hostile` (a serial dependency chain, no host calls). `normalize-text`: the reference plugin on {} of text (branches, allocation, copying).\n",
+        scale.burn_rounds,
+        plait::limits::format_size(scale.normalize_bytes as u64)
     );
-    println!("| engine | median | p99 | ratio to floor |\n|---|---|---|---|");
-    let mut burn_floor = Duration::ZERO;
-    let mut checksum = None;
-    for (label, epoch, fuel) in [
-        ("floor: no epoch interruption, no fuel", false, false),
-        ("epoch interruption (10 ms tick, async yield)", true, false),
+    println!("| step | engine | median | p99 | ratio to floor |\n|---|---|---|---|---|");
+    let text: String = "Hello,   World!\tThe  quick brown fox\r\n"
+        .chars()
+        .cycle()
+        .take(scale.normalize_bytes)
+        .collect();
+    let normalize_input = json!({"text": text}).to_string();
+    let burn_config = [
+        ("attack", "burn".to_owned()),
+        ("count", scale.burn_rounds.to_string()),
+    ];
+    for (step, path, config, input) in [
         (
-            "epoch interruption + fuel metering (Plait's default)",
-            true,
-            true,
+            "burn",
+            plait_test_artifacts::HOSTILE_COMPONENT,
+            &burn_config[..],
+            "{}",
         ),
-        ("fuel metering alone", false, true),
+        (
+            "normalize-text",
+            plait_test_artifacts::NORMALIZE_TEXT_PLUGIN,
+            &[][..],
+            normalize_input.as_str(),
+        ),
     ] {
-        let cpu = support::CpuBound::new(epoch, fuel);
-        let sum = cpu.run(1000).await;
-        let mut samples = Vec::new();
-        for _ in 0..scale.burn_iterations {
-            let started = Instant::now();
-            let out = cpu.run(scale.burn_rounds).await;
-            samples.push(started.elapsed());
-            // Every configuration computes the same thing.
-            assert_eq!(checksum.get_or_insert_with(|| out.clone()), &out);
+        let mut floor = Duration::ZERO;
+        let mut expected = None;
+        for (label, epoch, fuel) in [
+            ("floor: neither", false, false),
+            ("epoch interruption (10 ms tick, async yield)", true, false),
+            ("fuel metering alone", false, true),
+            ("epoch + fuel (Plait's default)", true, true),
+        ] {
+            let cpu = support::CpuBound::new(path, epoch, fuel);
+            cpu.run(config, input).await;
+            let mut samples = Vec::new();
+            for _ in 0..scale.burn_iterations {
+                let started = Instant::now();
+                let out = cpu.run(config, input).await;
+                samples.push(started.elapsed());
+                // Every engine computes the same output.
+                assert_eq!(expected.get_or_insert_with(|| out.clone()), &out);
+            }
+            let samples = Samples::new(samples);
+            if !epoch && !fuel {
+                floor = samples.median();
+            }
+            println!(
+                "| {step} | {label} | {} | {} | {:.3}× |",
+                ms(samples.median()),
+                ms(samples.p99()),
+                samples.median().as_secs_f64() / floor.as_secs_f64().max(1e-9)
+            );
         }
-        let _ = sum;
-        let samples = Samples::new(samples);
-        if !epoch && !fuel {
-            burn_floor = samples.median();
-        }
-        println!(
-            "| {label} | {} | {} | {} |",
-            ms(samples.median()),
-            ms(samples.p99()),
-            ratio(samples.median(), burn_floor)
-        );
     }
 
     println!("\n## Memory\n");

@@ -7,7 +7,8 @@
 //!
 //! The modules follow the pipeline:
 //! [`definition`] (parse and validate a workflow file, no wasmtime) →
-//! [`plan`] (components loaded, digests pinned, grants checked) →
+//! [`plan`] (components loaded, digests pinned, each step's sandbox
+//! resolved from its [`grants`], [`limits`] and the operator's [`policy`]) →
 //! [`engine`] (wasmtime, the linker, compiled-component cache) →
 //! [`capabilities`] (what a running step can reach) →
 //! [`executor`] (runs a plan against the journal) →

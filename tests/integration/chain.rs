@@ -60,6 +60,8 @@ fn three_steps_chain_json_and_blobs() {
         assert_eq!(step["status"], "succeeded", "{step}");
         assert_eq!(step["attempts"], 1, "{step}");
         assert!(step["duration_ms"].is_u64(), "{step}");
+        // Fuel is metered by default, so every step reports what it used.
+        assert!(step["fuel_consumed"].as_u64().unwrap() > 0, "{step}");
     }
     // The stats step read the blob the normalize step produced.
     let stats = &report["output"];

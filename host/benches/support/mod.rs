@@ -225,8 +225,8 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// A CPU-bound step (`hostile`'s `burn`) on a bare wasmtime engine with or
-/// without epoch interruption and fuel metering, to price each.
+/// A CPU-bound step on a bare wasmtime engine with or without epoch
+/// interruption and fuel metering, to price each.
 pub struct CpuBound {
     engine: wasmtime::Engine,
     pre: StepPre<StepState>,
@@ -237,20 +237,16 @@ pub struct CpuBound {
 impl CpuBound {
     /// An engine configured like Plait's, but with epoch interruption and
     /// fuel metering switched as given.
-    pub fn new(epoch: bool, fuel: bool) -> CpuBound {
+    pub fn new(path: &str, epoch: bool, fuel: bool) -> CpuBound {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
-        config.async_support(true);
         config.epoch_interruption(epoch);
         config.consume_fuel(fuel);
         let engine = wasmtime::Engine::new(&config).expect("creating the engine");
         let mut linker = wasmtime::component::Linker::new(&engine);
         plait::capabilities::add_to_linker(&mut linker).expect("linking");
-        let component = wasmtime::component::Component::from_file(
-            &engine,
-            plait_test_artifacts::HOSTILE_COMPONENT,
-        )
-        .expect("compiling");
+        let component =
+            wasmtime::component::Component::from_file(&engine, path).expect("compiling");
         let pre = StepPre::new(
             linker
                 .instantiate_pre(&component)
@@ -275,14 +271,13 @@ impl CpuBound {
         }
     }
 
-    /// Instantiates and runs `burn` for `rounds`; returns the checksum.
-    pub async fn run(&self, rounds: u64) -> serde_json::Value {
-        let config = [
-            ("attack".to_owned(), "burn".to_owned()),
-            ("count".to_owned(), rounds.to_string()),
-        ]
-        .into_iter()
-        .collect();
+    /// Instantiates the step and runs it with `config` and `input`;
+    /// returns its output document.
+    pub async fn run(&self, config: &[(&str, String)], input: &str) -> serde_json::Value {
+        let config = config
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone()))
+            .collect();
         let mut store = Store::new(
             &self.engine,
             StepState::new(config, InvocationLabels::default()),
@@ -305,14 +300,14 @@ impl CpuBound {
             idempotency_key: "bench/burn".into(),
         };
         let input = wit::Payload {
-            json: "{}".into(),
+            json: input.to_owned(),
             blobs: Vec::new(),
         };
         let output = step
             .call_run(&mut store, &invocation, &input)
             .await
             .expect("calling run")
-            .expect("burn succeeds");
+            .expect("the step succeeds");
         serde_json::from_str(&output.json).expect("JSON output")
     }
 }

@@ -49,6 +49,7 @@ fn step_json(step: &StepRecord) -> Value {
         "status": step.status.as_str(),
         "attempts": step.attempts,
         "duration_ms": step.duration_ms,
+        "fuel_consumed": step.fuel_consumed,
         "component_digest": step.component_digest,
         "output_blobs": step.output_blobs,
         "error": step.error,
