@@ -206,6 +206,14 @@ impl Checker<'_> {
             );
         }
         let limits = base.unwrap_or(self.policy.defaults).with(settings);
+        if settings.fuel.is_some() && !self.engine.fuel_enabled() {
+            self.error(
+                span,
+                "`limits.fuel` needs fuel metering, which this host's engine has switched off"
+                    .to_owned(),
+                Some("remove the fuel limit, or run on an engine with fuel metering".to_owned()),
+            );
+        }
         let ceiling = self.engine.max_memory_bytes() as u64;
         if settings.memory.is_some() && limits.memory > ceiling {
             self.error(

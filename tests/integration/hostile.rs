@@ -688,3 +688,39 @@ async fn every_invocation_gets_a_fresh_instance() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fuel_budget_is_refused_on_an_engine_without_fuel() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(&EngineOptions {
+        cache_dir: Some(shared_cache()),
+        fuel: false,
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let step = hostile("burn", &[], "    limits:\n      fuel: 1e9\n");
+    let errors = match plan_in(dir.path(), &engine, &Policy::default(), &step).await {
+        Ok(_) => panic!("a fuel budget was accepted without fuel metering"),
+        Err(errors) => errors.to_string(),
+    };
+    assert!(
+        errors.contains("`limits.fuel` needs fuel metering"),
+        "{errors}"
+    );
+    // Without the budget the same step plans and runs, and reports no fuel.
+    let plan = plan_in(
+        dir.path(),
+        &engine,
+        &Policy::default(),
+        &hostile("burn", &[("count", "1000")], ""),
+    )
+    .await
+    .unwrap();
+    let store = Arc::new(SledStore::open(&dir.path().join("journal")).unwrap());
+    let report = Executor::new(store)
+        .start(&plan, json!({}), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(report.run.status, RunStatus::Succeeded);
+    assert_eq!(report.steps[0].fuel_consumed, None);
+}
