@@ -55,7 +55,10 @@ pub struct InvocationLabels {
 
 /// Everything one step may reach and use, resolved from its workflow's
 /// grants, the component's declarations and the operator's policy.
-#[derive(Debug, Clone, Default)]
+///
+/// Its `Debug` output shows secret values as `[REDACTED]`, so a plan can be
+/// logged.
+#[derive(Clone, Default)]
 pub struct Sandbox {
     /// Config values, secrets included, by key.
     pub config: BTreeMap<String, String>,
@@ -69,6 +72,25 @@ pub struct Sandbox {
     pub private_networks: bool,
     /// The step's limits.
     pub limits: Limits,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redactor = redact::Redactor::new(&self.secrets);
+        let config: BTreeMap<&String, String> = self
+            .config
+            .iter()
+            .map(|(key, value)| (key, redactor.text(value)))
+            .collect();
+        f.debug_struct("Sandbox")
+            .field("config", &config)
+            .field("secrets", &self.secrets.len())
+            .field("dirs", &self.dirs)
+            .field("http", &self.http)
+            .field("private_networks", &self.private_networks)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 impl Sandbox {

@@ -153,6 +153,20 @@ mod tests {
     }
 
     #[test]
+    fn a_sandbox_never_prints_its_secrets() {
+        let sandbox = super::super::Sandbox {
+            config: [("api_token".to_owned(), "hunter22".to_owned())].into(),
+            secrets: vec!["hunter22".into()],
+            ..Default::default()
+        };
+        let printed = format!("{sandbox:?}");
+        assert!(
+            !printed.contains("hunter22") && printed.contains("[REDACTED]"),
+            "{printed}"
+        );
+    }
+
+    #[test]
     fn a_longer_secret_containing_a_shorter_one_is_replaced_whole() {
         let redactor = Redactor::new(&["token".into(), "token-extended".into()]);
         assert_eq!(
