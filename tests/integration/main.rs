@@ -11,4 +11,5 @@ mod components;
 mod crash;
 mod failures;
 mod hostile;
+mod reference_steps;
 mod sandbox;

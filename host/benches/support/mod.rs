@@ -123,21 +123,7 @@ impl Floor {
         input: wit::Payload,
     ) -> wit::Payload {
         let mut store = self.store(config);
-        let step = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .expect("instantiating");
-        let invocation = wit::Invocation {
-            run_id: "bench".into(),
-            step_id: "noop".into(),
-            attempt: 1,
-            idempotency_key: "bench/noop".into(),
-        };
-        step.call_run(&mut store, &invocation, &input)
-            .await
-            .expect("calling run")
-            .expect("the floor's step succeeds")
+        call(&self.pre, &mut store, &input).await
     }
 
     /// `steps` calls in a row, each fed the previous one's output, starting
@@ -288,26 +274,34 @@ impl CpuBound {
         if self.fuel {
             store.set_fuel(u64::MAX).expect("fuel is on");
         }
-        let step = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .expect("instantiating");
-        let invocation = wit::Invocation {
-            run_id: "bench".into(),
-            step_id: "burn".into(),
-            attempt: 1,
-            idempotency_key: "bench/burn".into(),
-        };
         let input = wit::Payload {
             json: input.to_owned(),
             blobs: Vec::new(),
         };
-        let output = step
-            .call_run(&mut store, &invocation, &input)
-            .await
-            .expect("calling run")
-            .expect("the step succeeds");
+        let output = call(&self.pre, &mut store, &input).await;
         serde_json::from_str(&output.json).expect("JSON output")
     }
+}
+
+/// Instantiates `pre` in `store` and calls `run` with `input`; panics on any
+/// failure (a benchmark measures only what succeeds).
+async fn call(
+    pre: &StepPre<StepState>,
+    store: &mut Store<StepState>,
+    input: &wit::Payload,
+) -> wit::Payload {
+    let step = pre
+        .instantiate_async(&mut *store)
+        .await
+        .expect("instantiating");
+    let invocation = wit::Invocation {
+        run_id: "bench".into(),
+        step_id: "bench".into(),
+        attempt: 1,
+        idempotency_key: "bench/bench".into(),
+    };
+    step.call_run(&mut *store, &invocation, input)
+        .await
+        .expect("calling run")
+        .expect("the step succeeds")
 }

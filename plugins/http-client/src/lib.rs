@@ -1,0 +1,246 @@
+//! A small blocking HTTP client over `wasi:http/outgoing-handler`, shared
+//! by the `http` and `notify` steps, and the rule that turns a response or
+//! a transport failure into a step result.
+//!
+//! The host decides what may be reached: a request to a host the workflow
+//! did not grant fails with `HttpRequestDenied` (fatal: retrying cannot
+//! help), and one to a private address with `DestinationIpProhibited`
+//! (fatal).
+//!
+//! Retry rule ([`classify`]): 5xx, 408 and 429 responses and transport
+//! failures (connection refused or reset, timeouts, DNS failures) are
+//! retryable; a 429 or 503 with `Retry-After` says so in the error details.
+//! Other 4xx responses and denied requests are fatal.
+
+use std::time::Duration;
+
+use plait_sdk::StepError;
+use serde_json::{Value, json};
+
+/// Bytes of response body kept; the rest is an error (fatal: the same
+/// request would return as much again).
+pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
+
+/// A request to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// An upper-case method: GET, POST, …
+    pub method: String,
+    /// `scheme://host[:port]/path?query`.
+    pub url: String,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// The body, if any.
+    pub body: Option<Vec<u8>>,
+    /// How long to wait for the connection and for the first byte.
+    pub timeout: Duration,
+}
+
+/// A response received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lower-case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body as JSON when it parses, else as text.
+    pub fn body_value(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into_owned()))
+    }
+}
+
+/// A URL split into the parts `wasi:http` takes separately.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Url<'a> {
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// `host` or `host:port`.
+    pub authority: &'a str,
+    /// The path and query, at least `/`.
+    pub path_with_query: String,
+}
+
+/// Splits `scheme://host[:port][/path][?query][#fragment]`; the fragment
+/// is never sent.
+///
+/// # Errors
+///
+/// A fatal error naming the URL when it has no scheme or host, or a
+/// scheme other than `http` and `https`.
+pub fn parse_url(url: &str) -> Result<Url<'_>, StepError> {
+    let invalid = || {
+        StepError::fatal(format!(
+            "invalid URL `{url}`: expected `https://host[:port]/path`"
+        ))
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(invalid)?;
+    if scheme != "http" && scheme != "https" {
+        return Err(StepError::fatal(format!(
+            "invalid URL `{url}`: only `http` and `https` are supported"
+        )));
+    }
+    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(invalid());
+    }
+    let path_with_query = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    Ok(Url {
+        scheme,
+        authority,
+        path_with_query,
+    })
+}
+
+/// Turns a response into the step's result: `Ok` for 2xx and 3xx, an
+/// error following the crate's retry rule otherwise.
+pub fn classify(request: &Request, response: &Response) -> Result<(), StepError> {
+    let status = response.status;
+    if status < 400 {
+        return Ok(());
+    }
+    let body: String = String::from_utf8_lossy(&response.body)
+        .chars()
+        .take(500)
+        .collect();
+    let mut details = json!({"status": status, "url": request.url, "body": body});
+    let retry_after = response.header("retry-after").map(str::to_owned);
+    if let Some(after) = &retry_after {
+        details["retry_after"] = json!(after);
+    }
+    let message = format!("{} {} answered {status}", request.method, request.url);
+    let error = if status >= 500 || status == 408 || status == 429 {
+        StepError::retryable(match &retry_after {
+            Some(after) => format!("{message}; the server asks to retry after {after}"),
+            None => message,
+        })
+    } else {
+        StepError::fatal(message)
+    };
+    Err(error.with_details(details))
+}
+
+/// Whether a `wasi:http` error code (in its `Debug` form) means the host
+/// refused the request: fatal, since the grant will not change by itself.
+pub fn is_refusal(code: &str) -> bool {
+    code.contains("HttpRequestDenied") || code.contains("DestinationIpProhibited")
+}
+
+/// The step error for a transport failure described by `code`.
+pub fn transport_error(request: &Request, code: &str) -> StepError {
+    let details = json!({"url": request.url, "error": code});
+    if is_refusal(code) {
+        StepError::fatal(format!(
+            "{} {} was refused by the host ({code}): grant this host to the step under \
+             `grants: {{ http: [...] }}`, within the host policy",
+            request.method, request.url
+        ))
+        .with_details(details)
+    } else {
+        StepError::retryable(format!("{} {} failed: {code}", request.method, request.url))
+            .with_details(details)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod wasi_send;
+#[cfg(target_arch = "wasm32")]
+pub use wasi_send::send;
+
+/// Sends `request` (only inside a component: natively there is no
+/// `wasi:http`).
+///
+/// # Errors
+///
+/// Always, natively.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn send(request: &Request) -> Result<Response, StepError> {
+    Err(transport_error(
+        request,
+        "not running inside a wasi:http host",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Request {
+        Request {
+            method: "POST".into(),
+            url: "https://api.example.com/v1".into(),
+            headers: Vec::new(),
+            body: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> Response {
+        Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: b"{\"ok\":false}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn urls_split_into_their_parts() {
+        let url = parse_url("https://api.example.com:8443/v1/x?y=1#frag").unwrap();
+        assert_eq!(url.scheme, "https");
+        assert_eq!(url.authority, "api.example.com:8443");
+        assert_eq!(url.path_with_query, "/v1/x?y=1");
+        assert_eq!(parse_url("http://h?q").unwrap().path_with_query, "/?q");
+        assert!(parse_url("ftp://h/").is_err());
+        assert!(parse_url("h/path").is_err());
+        assert!(parse_url("https://user@h/").is_err());
+    }
+
+    #[test]
+    fn statuses_follow_the_retry_rule() {
+        assert!(classify(&request(), &response(204, &[])).is_ok());
+        let error = classify(&request(), &response(503, &[])).unwrap_err();
+        assert!(error.is_retryable());
+        let error = classify(&request(), &response(429, &[("Retry-After", "7")])).unwrap_err();
+        assert!(error.is_retryable());
+        assert!(
+            error.message().contains("retry after 7"),
+            "{}",
+            error.message()
+        );
+        assert_eq!(error.details().unwrap()["retry_after"], "7");
+        let error = classify(&request(), &response(404, &[])).unwrap_err();
+        assert!(!error.is_retryable());
+        assert_eq!(error.details().unwrap()["status"], 404);
+    }
+
+    #[test]
+    fn refusals_are_fatal_and_say_how_to_grant() {
+        let error = transport_error(&request(), "HttpRequestDenied");
+        assert!(!error.is_retryable());
+        assert!(error.message().contains("grants"), "{}", error.message());
+        assert!(!transport_error(&request(), "ErrorCode::DestinationIpProhibited").is_retryable());
+        assert!(transport_error(&request(), "ConnectionRefused").is_retryable());
+    }
+}

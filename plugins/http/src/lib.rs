@@ -1,0 +1,243 @@
+//! `http`: a Plait step that makes one REST call to a host the workflow
+//! grants, the step users reach for first to talk to a SaaS API.
+//!
+//! Config: `url` (required), `method` (default `GET`), `headers` (a JSON
+//! object of header names to values), `auth` (`bearer`, `basic` or
+//! `header:<Name>`, with the granted secret `token` as the credential),
+//! `timeout_ms` (connect and first byte, default 10000). For `POST`, `PUT`
+//! and `PATCH` the step's input document is sent as the JSON body.
+//!
+//! Output: `{"status", "headers": {name: value}, "body"}`, the body parsed
+//! as JSON when it is JSON, else text. Failures follow
+//! [`http_client::classify`]: 5xx, 408, 429 (with `Retry-After` in the
+//! details) and transport failures are retryable; other 4xx, and a host the
+//! workflow did not grant, are fatal.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http_client::{Request, classify, send};
+use plait_sdk::{Context, Input, Output, Step, StepError, StepInfo};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The secret used by `auth`.
+pub const TOKEN_SECRET: &str = "token";
+
+/// The request timeout when `timeout_ms` is not set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `http` step.
+pub struct Http;
+
+/// The output document.
+#[derive(Debug, Serialize)]
+pub struct HttpOutput {
+    /// The response status.
+    pub status: u16,
+    /// Response headers, lower-case names.
+    pub headers: BTreeMap<String, String>,
+    /// The body: JSON when it parses, else text.
+    pub body: Value,
+}
+
+impl Step for Http {
+    type Input = Value;
+    type Output = HttpOutput;
+
+    fn info() -> StepInfo {
+        StepInfo::new("http", env!("CARGO_PKG_VERSION"))
+            .description("Makes one REST call to a granted host; the input is the JSON body of POST, PUT and PATCH.")
+            .config("url", "The URL to call, `https://host[:port]/path?query`.", true)
+            .config("method", "GET (default), POST, PUT, PATCH, DELETE, HEAD or OPTIONS.", false)
+            .config("headers", "Extra headers, as a JSON object of names to values.", false)
+            .config("auth", "`bearer`, `basic` or `header:<Name>`, using the secret `token`.", false)
+            .config("timeout_ms", "Connect and first-byte timeout in milliseconds (default 10000).", false)
+            .secret(TOKEN_SECRET)
+            .outbound_http("https://*:*")
+            .outbound_http("http://*:*")
+    }
+
+    fn run(ctx: &Context, input: Input<Value>) -> Result<Output<HttpOutput>, StepError> {
+        let request = build_request(ctx, &input.data)?;
+        let response = send(&request)?;
+        classify(&request, &response)?;
+        Ok(HttpOutput {
+            status: response.status,
+            headers: response.headers.iter().cloned().collect(),
+            body: response.body_value(),
+        }
+        .into())
+    }
+}
+
+/// The request the config and `input` describe.
+///
+/// # Errors
+///
+/// A fatal error naming the config key that is wrong.
+pub fn build_request(ctx: &Context, input: &Value) -> Result<Request, StepError> {
+    let url = ctx.require_config("url")?;
+    let method = ctx
+        .config("method")
+        .unwrap_or_else(|| "GET".to_owned())
+        .to_ascii_uppercase();
+    if !["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&method.as_str()) {
+        return Err(StepError::fatal(format!(
+            "config `method`: `{method}` is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+        )));
+    }
+    let mut headers: Vec<(String, String)> = match ctx.config("headers") {
+        None => Vec::new(),
+        Some(text) => {
+            let map: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|error| {
+                StepError::fatal(format!(
+                    "config `headers` must be a JSON object of strings, like {{\"accept\": \"application/json\"}}: {error}"
+                ))
+            })?;
+            map.into_iter().collect()
+        }
+    };
+    if let Some(auth) = ctx.config("auth") {
+        let token = ctx.config(TOKEN_SECRET).ok_or_else(|| {
+            StepError::fatal(format!(
+                "config `auth` needs the secret `{TOKEN_SECRET}`: grant it with `grants: {{ secrets: [{TOKEN_SECRET}] }}`"
+            ))
+        })?;
+        headers.push(auth_header(&auth, &token)?);
+    }
+    let body = if matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
+        headers.push(("content-type".into(), "application/json".into()));
+        Some(serde_json::to_vec(input).expect("a JSON value serializes"))
+    } else {
+        None
+    };
+    let timeout = match ctx.config_parsed::<u64>("timeout_ms")? {
+        Some(ms) => Duration::from_millis(ms),
+        None => DEFAULT_TIMEOUT,
+    };
+    http_client::parse_url(&url)?;
+    Ok(Request {
+        method,
+        url,
+        headers,
+        body,
+        timeout,
+    })
+}
+
+/// The header `auth` asks for, carrying `token`.
+///
+/// # Errors
+///
+/// A fatal error for an unknown `auth`.
+pub fn auth_header(auth: &str, token: &str) -> Result<(String, String), StepError> {
+    match auth {
+        "bearer" => Ok(("authorization".into(), format!("Bearer {token}"))),
+        "basic" => Ok((
+            "authorization".into(),
+            format!("Basic {}", base64(token.as_bytes())),
+        )),
+        other => match other.strip_prefix("header:") {
+            Some(name) if !name.is_empty() => Ok((name.to_ascii_lowercase(), token.to_owned())),
+            _ => Err(StepError::fatal(format!(
+                "config `auth`: `{other}` is not `bearer`, `basic` or `header:<Name>`"
+            ))),
+        },
+    }
+}
+
+/// Standard base64 with padding (for `basic`, whose secret is `user:password`).
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+plait_sdk::export_step!(Http);
+
+#[cfg(test)]
+mod tests {
+    use plait_sdk::testing::TestContext;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_post_carries_the_input_and_the_auth_header() {
+        let ctx = TestContext::new()
+            .config("url", "https://api.example.com/v1/items")
+            .config("method", "post")
+            .config("headers", r#"{"X-Trace": "abc"}"#)
+            .config("auth", "bearer")
+            .config(TOKEN_SECRET, "t0ken-value")
+            .build();
+        let request = build_request(&ctx, &json!({"name": "x"})).unwrap();
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.body.as_deref(), Some(&br#"{"name":"x"}"#[..]));
+        assert!(
+            request
+                .headers
+                .contains(&("authorization".into(), "Bearer t0ken-value".into()))
+        );
+        assert!(request.headers.contains(&("X-Trace".into(), "abc".into())));
+    }
+
+    #[test]
+    fn mistakes_in_config_are_fatal_and_named() {
+        let ctx = TestContext::new()
+            .config("url", "https://a.example.com")
+            .config("auth", "bearer")
+            .build();
+        let error = build_request(&ctx, &Value::Null).unwrap_err();
+        assert!(
+            error.message().contains("secret `token`"),
+            "{}",
+            error.message()
+        );
+        let ctx = TestContext::new()
+            .config("url", "https://a.example.com")
+            .config("method", "FETCH")
+            .build();
+        assert!(
+            build_request(&ctx, &Value::Null)
+                .unwrap_err()
+                .message()
+                .contains("FETCH")
+        );
+        let ctx = TestContext::new().config("url", "a.example.com").build();
+        assert!(
+            !build_request(&ctx, &Value::Null)
+                .unwrap_err()
+                .is_retryable()
+        );
+    }
+
+    #[test]
+    fn basic_auth_is_base64() {
+        assert_eq!(
+            auth_header("basic", "user:pass").unwrap().1,
+            "Basic dXNlcjpwYXNz"
+        );
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(
+            auth_header("header:X-Api-Key", "k").unwrap(),
+            ("x-api-key".into(), "k".into())
+        );
+    }
+}

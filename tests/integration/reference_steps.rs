@@ -1,0 +1,404 @@
+//! The reference integration steps in `plugins/` doing their real job
+//! inside the sandbox: `archive` files a document exactly once (under a
+//! retry and under SIGKILL + resume), `http` and `notify` talk to a real
+//! HTTP server on loopback with the retry rule of `http-client`.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plait::definition::Definition;
+use plait::engine::{Engine, EngineOptions};
+use plait::executor::Executor;
+use plait::plan::Plan;
+use plait::policy::Policy;
+use plait::step::{Blob, FailureKind, InvocationInfo, Payload};
+use plait::store::SledStore;
+use plait_test_artifacts::{ARCHIVE_PLUGIN, HTTP_PLUGIN, NOTIFY_PLUGIN};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::support::*;
+
+fn engine() -> Engine {
+    Engine::new(&EngineOptions {
+        cache_dir: Some(shared_cache()),
+        ..EngineOptions::default()
+    })
+    .unwrap()
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_writes_once_however_often_an_attempt_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let component = engine()
+        .load_component(Path::new(ARCHIVE_PLUGIN))
+        .await
+        .unwrap();
+    let sandbox = {
+        let text = format!(
+            "name: a\nsteps:\n  - id: archive\n    uses: {}\n    grants:\n      dirs:\n        /archive: {{ path: ./archive, mode: rw }}\n",
+            yaml_path(ARCHIVE_PLUGIN)
+        );
+        let definition = Definition::parse(&text, &dir.path().join("workflow.yaml")).unwrap();
+        let plan = Plan::build_with(&engine(), definition, &Policy::default())
+            .await
+            .unwrap();
+        plan.steps[0].sandbox.clone()
+    };
+    let input = Payload {
+        json: json!({"label": "invoice", "confidence": 0.91, "text": "Invoice 7"}),
+        blobs: vec![Blob {
+            name: "document".into(),
+            media_type: "application/pdf".into(),
+            data: b"%PDF-1.7 invoice seven".to_vec(),
+        }],
+    };
+    let mut outputs = Vec::new();
+    for attempt in 1..=3 {
+        let invocation = InvocationInfo {
+            run_id: "run-7".into(),
+            step_id: "archive".into(),
+            attempt,
+            idempotency_key: InvocationInfo::idempotency_key("run-7", "archive"),
+        };
+        let invoked = component.invoke(&invocation, &sandbox, &input).await;
+        outputs.push(invoked.result.unwrap().json);
+    }
+    assert_eq!(outputs[0]["already_archived"], false);
+    assert_eq!(outputs[1]["already_archived"], true);
+    assert_eq!(outputs[2]["already_archived"], true);
+    assert_eq!(outputs[1]["record"], outputs[0]["record"]);
+    assert_eq!(files(&archive.join("records")).len(), 1);
+    assert_eq!(files(&archive.join("documents")).len(), 1);
+    assert!(files(&archive.join("tmp")).is_empty());
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            archive
+                .join("records")
+                .join(&files(&archive.join("records"))[0]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["label"], "invoice");
+    assert_eq!(record["run_id"], "run-7");
+    assert_eq!(record["step_id"], "archive");
+    let document = record["document"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(archive.join(document)).unwrap(),
+        b"%PDF-1.7 invoice seven"
+    );
+    // Without the grant, the step says how to give it, and is fatal.
+    let invoked = component
+        .invoke(
+            &InvocationInfo {
+                run_id: "run-8".into(),
+                step_id: "archive".into(),
+                attempt: 1,
+                idempotency_key: "run-8/archive".into(),
+            },
+            &plait::capabilities::Sandbox::default(),
+            &input,
+        )
+        .await;
+    let failure = invoked.result.unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Fatal);
+    assert!(
+        failure.message.contains("grant it to this step"),
+        "{}",
+        failure.message
+    );
+}
+
+#[test]
+fn archive_after_sigkill_mid_write_and_resume_holds_one_copy() {
+    let sandbox = Sandbox::new();
+    let archive = sandbox.dir.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    // Large enough that writing and fsyncing it takes a while.
+    let document: Vec<u8> = (0..48u32 << 20).map(|i| (i % 251) as u8).collect();
+    sandbox.write("scan.pdf", &document);
+    sandbox.write(
+        "workflow.yaml",
+        format!(
+            "name: archive-crash\nsteps:\n  - id: archive\n    uses: {}\n    grants:\n      dirs:\n        /archive: {{ path: ./archive, mode: rw }}\n",
+            yaml_path(ARCHIVE_PLUGIN)
+        ),
+    );
+    let mut child = sandbox
+        .plait()
+        .args([
+            "run",
+            "workflow.yaml",
+            "--file",
+            "document=scan.pdf",
+            "--json",
+        ])
+        .env("PLAIT_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the host as soon as the step starts writing into the archive.
+    let tmp = archive.join("tmp");
+    let started = Instant::now();
+    while files(&tmp).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the archive step never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut printed = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut printed)
+        .unwrap();
+    assert!(
+        printed.is_empty(),
+        "the run finished before the kill: {printed}"
+    );
+
+    let runs = json(&sandbox.run(&["runs", "list", "--json"]));
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(runs[0]["status"], "running");
+    let output = sandbox.run(&["resume", &run_id, "--json"]);
+    assert_exit(&output, 0);
+    let report = json(&output);
+    assert_eq!(report["steps"][0]["attempts"], 2);
+    // One document, one record, nothing half-written left behind.
+    assert_eq!(files(&archive.join("documents")).len(), 1);
+    assert_eq!(files(&archive.join("records")).len(), 1);
+    assert!(files(&tmp).is_empty(), "{:?}", files(&tmp));
+    let location = report["output"]["record"]["document"].as_str().unwrap();
+    assert_eq!(std::fs::read(archive.join(location)).unwrap(), document);
+}
+
+/// What the stand-in server received.
+#[derive(Debug, Clone)]
+struct Received {
+    head: String,
+    body: Vec<u8>,
+}
+
+/// A real HTTP server on loopback that answers each request with the next
+/// of `answers` (status, extra header lines, body), repeating the last.
+async fn server(
+    answers: Vec<(u16, &'static str, &'static str)>,
+) -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    tokio::spawn(async move {
+        let mut index = 0;
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (status, headers, body) = answers[index.min(answers.len() - 1)];
+            index += 1;
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buffer = [0u8; 4096];
+                let header_end = loop {
+                    if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buffer[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&data[..header_end]).to_string();
+                let length = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                while data.len() < header_end + length {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => data.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                log.lock().unwrap().push(Received {
+                    head,
+                    body: data[header_end..].to_vec(),
+                });
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{headers}\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (port, received)
+}
+
+/// Plans and runs a one-step workflow under a policy that allows loopback
+/// and reads secrets from a file; returns the step record's output or
+/// failure.
+async fn run_step(dir: &Path, step: &str, input: Value) -> plait::store::StepRecord {
+    let secrets = dir.join("secrets.toml");
+    std::fs::write(&secrets, "token = \"sk-test-123456\"\n").unwrap();
+    let policy_path = dir.join("plait.toml");
+    std::fs::write(
+        &policy_path,
+        "[grants]\nprivate_networks = true\n[secrets]\nfile = \"secrets.toml\"\n",
+    )
+    .unwrap();
+    let policy = Policy::load(&policy_path).unwrap();
+    let text = format!("name: call\nsteps:\n{step}");
+    let definition = Definition::parse(&text, &dir.join("workflow.yaml")).unwrap();
+    let engine = engine();
+    let plan = Plan::build_with(&engine, definition, &policy)
+        .await
+        .unwrap_or_else(|errors| panic!("{errors}"));
+    let store = Arc::new(SledStore::open(&dir.join(format!("journal-{}", uuid_like()))).unwrap());
+    let report = Executor::new(store)
+        .start(&plan, input, Vec::new())
+        .await
+        .unwrap();
+    report.steps[0].clone()
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn http_step(component: &str, port: u16, config: &str, grant_port: u16) -> String {
+    format!(
+        "  - id: call\n    uses: {}\n    config:\n      url: http://127.0.0.1:{port}/v1/items?x=1\n{config}    grants:\n      http: [\"http://127.0.0.1:{grant_port}\"]\n      secrets: [token]\n",
+        yaml_path(component)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_posts_the_input_with_auth_and_parses_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, received) = server(vec![(201, "", r#"{"id": 42}"#)]).await;
+    let step = http_step(
+        HTTP_PLUGIN,
+        port,
+        "      method: POST\n      auth: bearer\n",
+        port,
+    );
+    let record = run_step(dir.path(), &step, json!({"name": "widget"})).await;
+    assert!(record.error.is_none(), "{:?}", record.error);
+    let output = record.output.unwrap();
+    assert_eq!(output["status"], 201);
+    assert_eq!(output["body"], json!({"id": 42}));
+    let received = received.lock().unwrap()[0].clone();
+    assert!(
+        received.head.starts_with("POST /v1/items?x=1 HTTP/1.1"),
+        "{}",
+        received.head
+    );
+    assert!(
+        received
+            .head
+            .to_ascii_lowercase()
+            .contains("authorization: bearer sk-test-123456")
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&received.body).unwrap(),
+        json!({"name": "widget"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_failures_follow_the_retry_rule() {
+    for (status, headers, kind, needle) in [
+        (503, "", FailureKind::Retryable, "answered 503"),
+        (
+            429,
+            "retry-after: 7\r\n",
+            FailureKind::Retryable,
+            "retry after 7",
+        ),
+        (404, "", FailureKind::Fatal, "answered 404"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, _) = server(vec![(status, headers, r#"{"error": "no"}"#)]).await;
+        let record = run_step(
+            dir.path(),
+            &http_step(HTTP_PLUGIN, port, "", port),
+            json!({}),
+        )
+        .await;
+        let error = record.error.expect("the call failed");
+        assert_eq!(error.kind, kind, "{status}: {}", error.message);
+        assert!(error.message.contains(needle), "{}", error.message);
+        assert_eq!(error.details.unwrap()["status"], status);
+    }
+    // A port the workflow did not grant: refused by the host, fatal.
+    let dir = tempfile::tempdir().unwrap();
+    let (port, received) = server(vec![(200, "", "{}")]).await;
+    let record = run_step(
+        dir.path(),
+        &http_step(HTTP_PLUGIN, port, "", port.wrapping_add(1).max(1)),
+        json!({}),
+    )
+    .await;
+    let error = record.error.expect("the call was refused");
+    assert_eq!(error.kind, FailureKind::Fatal, "{}", error.message);
+    assert!(
+        error
+            .message
+            .contains("was refused by the host (ErrorCode::HttpRequestDenied)"),
+        "{}",
+        error.message
+    );
+    assert!(received.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_delivers_its_input_to_the_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, received) = server(vec![(200, "", "ok")]).await;
+    let message = json!({"text": "Invoice 42 archived", "label": "invoice"});
+    let record = run_step(
+        dir.path(),
+        &http_step(NOTIFY_PLUGIN, port, "", port),
+        message.clone(),
+    )
+    .await;
+    assert!(record.error.is_none(), "{:?}", record.error);
+    assert_eq!(record.output.unwrap()["delivered"], true);
+    let received = received.lock().unwrap()[0].clone();
+    assert!(
+        received.head.starts_with("POST /v1/items?x=1"),
+        "{}",
+        received.head
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&received.body).unwrap(),
+        message
+    );
+}
