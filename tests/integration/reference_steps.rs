@@ -1,7 +1,8 @@
 //! The reference integration steps in `plugins/` doing their real job
 //! inside the sandbox: `archive` files a document exactly once (under a
 //! retry and under SIGKILL + resume), `http` and `notify` talk to a real
-//! HTTP server on loopback with the retry rule of `http-client`.
+//! HTTP server on loopback with the retry rule of `http-client`, and
+//! `email` takes apart the shipped sample invoice for `archive`.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -16,7 +17,7 @@ use plait::plan::Plan;
 use plait::policy::Policy;
 use plait::step::{Blob, FailureKind, InvocationInfo, Payload};
 use plait::store::SledStore;
-use plait_test_artifacts::{ARCHIVE_PLUGIN, HTTP_PLUGIN, NOTIFY_PLUGIN};
+use plait_test_artifacts::{ARCHIVE_PLUGIN, EMAIL_PLUGIN, HTTP_PLUGIN, NOTIFY_PLUGIN};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -401,4 +402,54 @@ async fn notify_delivers_its_input_to_the_webhook() {
         serde_json::from_slice::<Value>(&received.body).unwrap(),
         message
     );
+}
+
+#[test]
+fn an_emailed_invoice_is_taken_apart_and_archived() {
+    let sandbox = Sandbox::new();
+    let example = repo_root().join("examples/email-archive");
+    // The shipped example is valid as it stands.
+    let output = sandbox.run(&["validate", example.to_str().unwrap()]);
+    assert_exit(&output, 0);
+    // Run the same workflow from a scratch folder, so the archive it
+    // writes is not in the repository.
+    let text = std::fs::read_to_string(example.join("workflow.yaml"))
+        .unwrap()
+        .replace(
+            "../../plugins/target/wasm32-wasip2/release/email.wasm",
+            &yaml_path(EMAIL_PLUGIN),
+        )
+        .replace(
+            "../../plugins/target/wasm32-wasip2/release/archive.wasm",
+            &yaml_path(ARCHIVE_PLUGIN),
+        );
+    sandbox.write("workflow.yaml", text);
+    std::fs::create_dir(sandbox.dir.path().join("archive")).unwrap();
+    let eml = example.join("invoice.eml");
+    let output = sandbox.run(&[
+        "run",
+        "workflow.yaml",
+        "--file",
+        &format!("message={}", eml.display()),
+        "--json",
+    ]);
+    assert_exit(&output, 0);
+    let report = json(&output);
+    assert_eq!(
+        report["output"],
+        json!({
+            "subject": "Invoice 2026-0042 for March",
+            "attachment": "invoice-2026-0042.pdf",
+            "archived_as": report["output"]["archived_as"],
+            "already_archived": false,
+        })
+    );
+    let archived = report["output"]["archived_as"].as_str().unwrap();
+    assert!(archived.ends_with(".pdf"), "{archived}");
+    assert_eq!(
+        std::fs::read(sandbox.dir.path().join("archive").join(archived)).unwrap(),
+        std::fs::read(example.join("invoice.pdf")).unwrap()
+    );
+    let email = &report["steps"][0];
+    assert_eq!(email["status"], "succeeded");
 }
