@@ -237,16 +237,23 @@ impl Checker<'_> {
         component: &LoadedComponent,
         limits: Limits,
     ) -> Sandbox {
-        let name = component.description.name.clone();
-        let declared = &component.description.grants;
-        let origin = self.policy.origin();
         let mut sandbox = Sandbox {
             config: step.config.clone(),
             limits,
             private_networks: self.policy.private_networks,
             ..Sandbox::default()
         };
+        self.dirs(step, component, &mut sandbox);
+        self.http(step, component, &mut sandbox);
+        self.secrets(step, component, &mut sandbox);
+        sandbox
+    }
 
+    /// The granted directories that the component declared and the policy allows.
+    fn dirs(&mut self, step: &StepDefinition, component: &LoadedComponent, sandbox: &mut Sandbox) {
+        let name = component.description.name.clone();
+        let declared = &component.description.grants;
+        let origin = self.policy.origin();
         let declared_dirs: Vec<&str> = declared
             .iter()
             .filter_map(|g| match g {
@@ -320,7 +327,13 @@ impl Checker<'_> {
                 writable: dir.writable,
             });
         }
+    }
 
+    /// The granted outbound HTTP rules within the component's declared patterns and the policy.
+    fn http(&mut self, step: &StepDefinition, component: &LoadedComponent, sandbox: &mut Sandbox) {
+        let name = component.description.name.clone();
+        let declared = &component.description.grants;
+        let origin = self.policy.origin();
         let mut declared_http = Vec::new();
         for grant in declared {
             if let Grant::OutboundHttp { url } = grant {
@@ -385,7 +398,18 @@ impl Checker<'_> {
             rules.push(rule.clone());
         }
         sandbox.http = Arc::new(rules);
+    }
 
+    /// The granted secrets the component declared and the policy allows, with their values.
+    fn secrets(
+        &mut self,
+        step: &StepDefinition,
+        component: &LoadedComponent,
+        sandbox: &mut Sandbox,
+    ) {
+        let name = component.description.name.clone();
+        let declared = &component.description.grants;
+        let origin = self.policy.origin();
         let declared_secrets: Vec<&str> = declared
             .iter()
             .filter_map(|g| match g {
@@ -442,7 +466,6 @@ impl Checker<'_> {
                 Err(error) => self.error(secret.span, error.to_string(), None),
             }
         }
-        sandbox
     }
 }
 
