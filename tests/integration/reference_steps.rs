@@ -17,7 +17,9 @@ use plait::plan::Plan;
 use plait::policy::Policy;
 use plait::step::{Blob, FailureKind, InvocationInfo, Payload};
 use plait::store::SledStore;
-use plait_test_artifacts::{ARCHIVE_PLUGIN, EMAIL_PLUGIN, HTTP_PLUGIN, NOTIFY_PLUGIN};
+use plait_test_artifacts::{
+    ARCHIVE_PLUGIN, CLASSIFY_PLUGIN, EMAIL_PLUGIN, HTTP_PLUGIN, NOTIFY_PLUGIN,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -202,8 +204,12 @@ struct Received {
 /// A real HTTP server on loopback that answers each request with the next
 /// of `answers` (status, extra header lines, body), repeating the last.
 async fn server(
-    answers: Vec<(u16, &'static str, &'static str)>,
+    answers: Vec<(u16, &'static str, impl Into<String>)>,
 ) -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let answers: Vec<(u16, &'static str, String)> = answers
+        .into_iter()
+        .map(|(status, headers, body)| (status, headers, body.into()))
+        .collect();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -214,7 +220,7 @@ async fn server(
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
-            let (status, headers, body) = answers[index.min(answers.len() - 1)];
+            let (status, headers, body) = answers[index.min(answers.len() - 1)].clone();
             index += 1;
             let log = log.clone();
             tokio::spawn(async move {
@@ -264,7 +270,11 @@ async fn server(
 /// failure.
 async fn run_step(dir: &Path, step: &str, input: Value) -> plait::store::StepRecord {
     let secrets = dir.join("secrets.toml");
-    std::fs::write(&secrets, "token = \"sk-test-123456\"\n").unwrap();
+    std::fs::write(
+        &secrets,
+        "token = \"sk-test-123456\"\napi_key = \"sk-llm-abcdef\"\n",
+    )
+    .unwrap();
     let policy_path = dir.join("plait.toml");
     std::fs::write(
         &policy_path,
@@ -452,4 +462,143 @@ fn an_emailed_invoice_is_taken_apart_and_archived() {
     );
     let email = &report["steps"][0];
     assert_eq!(email["status"], "succeeded");
+}
+
+/// A `classify` step in `llm` mode against the stand-in server on `port`,
+/// granted `grant_port`.
+fn classify_step(port: u16, grant_port: u16) -> String {
+    format!(
+        "  - id: classify\n    uses: {}\n    config:\n      mode: llm\n      endpoint: http://127.0.0.1:{port}/v1\n      model: stand-in-1\n      labels: '{{\"invoice\": \"a bill asking for payment\", \"letter\": \"correspondence\", \"receipt\": \"proof of a payment made\"}}'\n    grants:\n      http: [\"http://127.0.0.1:{grant_port}\"]\n      secrets: [api_key]\n",
+        yaml_path(CLASSIFY_PLUGIN)
+    )
+}
+
+/// The text of a shipped sample, as its manifest records it.
+fn sample_text(file: &str) -> String {
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("tests/samples/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let entry = manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["file"] == file)
+        .unwrap();
+    entry["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_asks_the_granted_llm_endpoint_and_reads_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let completion = r#"{"id": "c1", "model": "stand-in-1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"label\": \"invoice\", \"confidence\": 0.93, \"scores\": {\"invoice\": 0.93, \"letter\": 0.02, \"receipt\": 0.05}}"}}]}"#;
+    let (port, received) = server(vec![(200, "", completion)]).await;
+    let text = sample_text("invoice.png");
+    let record = run_step(
+        dir.path(),
+        &classify_step(port, port),
+        json!({"text": text}),
+    )
+    .await;
+    assert!(record.error.is_none(), "{:?}", record.error);
+    let output = record.output.unwrap();
+    assert_eq!(output["label"], "invoice");
+    assert_eq!(output["confidence"], 0.93);
+    assert_eq!(output["mode"], "llm");
+    assert_eq!(output["model"], "stand-in-1");
+    let request = received.lock().unwrap()[0].clone();
+    assert!(
+        request
+            .head
+            .starts_with("POST /v1/chat/completions HTTP/1.1"),
+        "{}",
+        request.head
+    );
+    assert!(
+        request
+            .head
+            .to_ascii_lowercase()
+            .contains("authorization: bearer sk-llm-abcdef")
+    );
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["model"], "stand-in-1");
+    let user = body["messages"][1]["content"].as_str().unwrap();
+    assert!(user.contains("Invoice number: 2026-0042"), "{user}");
+    assert!(
+        user.contains("- receipt: proof of a payment made"),
+        "{user}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_failures_follow_its_documented_rule() {
+    let answer = |content: &str| {
+        format!(
+            r#"{{"choices": [{{"message": {{"role": "assistant", "content": {}}}}}]}}"#,
+            serde_json::to_string(content).unwrap()
+        )
+    };
+    for (status, body, kind, needle) in [
+        (
+            200,
+            answer("It looks like an invoice to me."),
+            FailureKind::Retryable,
+            "holds no JSON object",
+        ),
+        (
+            200,
+            answer(r#"{"label": "memo", "confidence": 1}"#),
+            FailureKind::Retryable,
+            "`memo`, which is not one of invoice, letter, receipt",
+        ),
+        (
+            200,
+            "<html>not an API</html>".to_owned(),
+            FailureKind::Fatal,
+            "did not answer with a chat completion",
+        ),
+        (
+            429,
+            r#"{"error": "slow down"}"#.to_owned(),
+            FailureKind::Retryable,
+            "answered 429",
+        ),
+        (
+            401,
+            r#"{"error": "bad key"}"#.to_owned(),
+            FailureKind::Fatal,
+            "answered 401",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, _) = server(vec![(status, "", body.clone())]).await;
+        let record = run_step(dir.path(), &classify_step(port, port), json!({"text": "x"})).await;
+        let error = record.error.expect("the classification failed");
+        assert_eq!(error.kind, kind, "{body}: {}", error.message);
+        assert!(error.message.contains(needle), "{}", error.message);
+    }
+    // An endpoint the workflow did not grant is refused by the host: fatal,
+    // and the server never hears of it.
+    let dir = tempfile::tempdir().unwrap();
+    let (port, received) = server(vec![(200, "", "{}")]).await;
+    let record = run_step(
+        dir.path(),
+        &classify_step(port, port.wrapping_add(1).max(1)),
+        json!({"text": "x"}),
+    )
+    .await;
+    let error = record.error.expect("the endpoint was refused");
+    assert_eq!(error.kind, FailureKind::Fatal, "{}", error.message);
+    assert!(
+        error.message.contains("refused by the host"),
+        "{}",
+        error.message
+    );
+    assert!(received.lock().unwrap().is_empty());
 }
