@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use http_client::{Request, classify, send};
+use http_client::{Request, auth_header, classify, send};
 use plait_sdk::{Context, Input, Output, Step, StepError, StepInfo};
 use serde::Serialize;
 use serde_json::Value;
@@ -126,49 +126,6 @@ pub fn build_request(ctx: &Context, input: &Value) -> Result<Request, StepError>
     })
 }
 
-/// The header `auth` asks for, carrying `token`.
-///
-/// # Errors
-///
-/// A fatal error for an unknown `auth`.
-pub fn auth_header(auth: &str, token: &str) -> Result<(String, String), StepError> {
-    match auth {
-        "bearer" => Ok(("authorization".into(), format!("Bearer {token}"))),
-        "basic" => Ok((
-            "authorization".into(),
-            format!("Basic {}", base64(token.as_bytes())),
-        )),
-        other => match other.strip_prefix("header:") {
-            Some(name) if !name.is_empty() => Ok((name.to_ascii_lowercase(), token.to_owned())),
-            _ => Err(StepError::fatal(format!(
-                "config `auth`: `{other}` is not `bearer`, `basic` or `header:<Name>`"
-            ))),
-        },
-    }
-}
-
-/// Standard base64 with padding (for `basic`, whose secret is `user:password`).
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 plait_sdk::export_step!(Http);
 
 #[cfg(test)]
@@ -234,7 +191,6 @@ mod tests {
             auth_header("basic", "user:pass").unwrap().1,
             "Basic dXNlcjpwYXNz"
         );
-        assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(
             auth_header("header:X-Api-Key", "k").unwrap(),
             ("x-api-key".into(), "k".into())

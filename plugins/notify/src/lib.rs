@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use http_client::{Request, classify, send};
+use http_client::{Request, auth_header, classify, send};
 use plait_sdk::{Context, Input, Output, Step, StepError, StepInfo};
 use serde::Serialize;
 use serde_json::Value;
@@ -65,15 +65,7 @@ impl Step for Notify {
                     "config `auth` needs the secret `{TOKEN_SECRET}`: grant it with `grants: {{ secrets: [{TOKEN_SECRET}] }}`"
                 ))
             })?;
-            let value = match auth.as_str() {
-                "bearer" => format!("Bearer {token}"),
-                other => {
-                    return Err(StepError::fatal(format!(
-                        "config `auth`: `{other}` is not supported by notify; use `bearer`, or the `http` step"
-                    )));
-                }
-            };
-            headers.push(("authorization".to_owned(), value));
+            headers.push(auth_header(&auth, &token)?);
         }
         let timeout =
             Duration::from_millis(ctx.config_parsed::<u64>("timeout_ms")?.unwrap_or(10_000));
