@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use plait_sdk::StepError;
+use plait_sdk::{Context, StepError, StepInfo};
 use serde_json::{Value, json};
 
 /// Bytes of response body kept; the rest is an error (fatal: the same
@@ -204,6 +204,55 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// The secret `auth` uses.
+pub const TOKEN_SECRET: &str = "token";
+
+/// The request timeout when config `timeout_ms` is not set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Declares what every HTTP step shares: config `auth` and `timeout_ms`,
+/// the secret `token`, and outbound HTTP to any host and port, which the
+/// workflow narrows to the hosts it grants.
+pub fn declare(info: StepInfo) -> StepInfo {
+    info.config(
+        "auth",
+        "`bearer`, `basic` or `header:<Name>`, using the secret `token`.",
+        false,
+    )
+    .config(
+        "timeout_ms",
+        "Connect and first-byte timeout in milliseconds (default 10000).",
+        false,
+    )
+    .secret(TOKEN_SECRET)
+    .outbound_http("https://*:*")
+    .outbound_http("http://*:*")
+}
+
+/// The header config `auth` asks for (none when unset), and the timeout.
+///
+/// # Errors
+///
+/// A fatal error naming the key: `auth` without the secret granted, an
+/// unknown `auth`, or a `timeout_ms` that is not a whole number.
+pub fn auth_and_timeout(ctx: &Context) -> Result<(Option<(String, String)>, Duration), StepError> {
+    let header = match ctx.config("auth") {
+        None => None,
+        Some(auth) => {
+            let token = ctx.config(TOKEN_SECRET).ok_or_else(|| {
+                StepError::fatal(format!(
+                    "config `auth` needs the secret `{TOKEN_SECRET}`: grant it with `grants: {{ secrets: [{TOKEN_SECRET}] }}`"
+                ))
+            })?;
+            Some(auth_header(&auth, &token)?)
+        }
+    };
+    let timeout = ctx
+        .config_parsed::<u64>("timeout_ms")?
+        .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+    Ok((header, timeout))
+}
+
 #[cfg(target_arch = "wasm32")]
 mod wasi_send;
 #[cfg(target_arch = "wasm32")]
@@ -286,6 +335,10 @@ mod tests {
             "Basic dXNlcjpwYXNz"
         );
         assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(
+            auth_header("header:X-Api-Key", "k").unwrap(),
+            ("x-api-key".into(), "k".into())
+        );
         assert!(auth_header("digest", "t").is_err());
     }
 

@@ -14,18 +14,11 @@
 //! workflow did not grant, are fatal.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use http_client::{Request, auth_header, classify, send};
+use http_client::{Request, classify, send};
 use plait_sdk::{Context, Input, Output, Step, StepError, StepInfo};
 use serde::Serialize;
 use serde_json::Value;
-
-/// The secret used by `auth`.
-pub const TOKEN_SECRET: &str = "token";
-
-/// The request timeout when `timeout_ms` is not set.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `http` step.
 pub struct Http;
@@ -46,16 +39,13 @@ impl Step for Http {
     type Output = HttpOutput;
 
     fn info() -> StepInfo {
-        StepInfo::new("http", env!("CARGO_PKG_VERSION"))
-            .description("Makes one REST call to a granted host; the input is the JSON body of POST, PUT and PATCH.")
-            .config("url", "The URL to call, `https://host[:port]/path?query`.", true)
-            .config("method", "GET (default), POST, PUT, PATCH, DELETE, HEAD or OPTIONS.", false)
-            .config("headers", "Extra headers, as a JSON object of names to values.", false)
-            .config("auth", "`bearer`, `basic` or `header:<Name>`, using the secret `token`.", false)
-            .config("timeout_ms", "Connect and first-byte timeout in milliseconds (default 10000).", false)
-            .secret(TOKEN_SECRET)
-            .outbound_http("https://*:*")
-            .outbound_http("http://*:*")
+        http_client::declare(
+            StepInfo::new("http", env!("CARGO_PKG_VERSION"))
+                .description("Makes one REST call to a granted host; the input is the JSON body of POST, PUT and PATCH.")
+                .config("url", "The URL to call, `https://host[:port]/path?query`.", true)
+                .config("method", "GET (default), POST, PUT, PATCH, DELETE, HEAD or OPTIONS.", false)
+                .config("headers", "Extra headers, as a JSON object of names to values.", false),
+        )
     }
 
     fn run(ctx: &Context, input: Input<Value>) -> Result<Output<HttpOutput>, StepError> {
@@ -98,23 +88,13 @@ pub fn build_request(ctx: &Context, input: &Value) -> Result<Request, StepError>
             map.into_iter().collect()
         }
     };
-    if let Some(auth) = ctx.config("auth") {
-        let token = ctx.config(TOKEN_SECRET).ok_or_else(|| {
-            StepError::fatal(format!(
-                "config `auth` needs the secret `{TOKEN_SECRET}`: grant it with `grants: {{ secrets: [{TOKEN_SECRET}] }}`"
-            ))
-        })?;
-        headers.push(auth_header(&auth, &token)?);
-    }
+    let (auth, timeout) = http_client::auth_and_timeout(ctx)?;
+    headers.extend(auth);
     let body = if matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
         headers.push(("content-type".into(), "application/json".into()));
         Some(serde_json::to_vec(input).expect("a JSON value serializes"))
     } else {
         None
-    };
-    let timeout = match ctx.config_parsed::<u64>("timeout_ms")? {
-        Some(ms) => Duration::from_millis(ms),
-        None => DEFAULT_TIMEOUT,
     };
     http_client::parse_url(&url)?;
     Ok(Request {
@@ -130,6 +110,7 @@ plait_sdk::export_step!(Http);
 
 #[cfg(test)]
 mod tests {
+    use http_client::TOKEN_SECRET;
     use plait_sdk::testing::TestContext;
     use serde_json::json;
 
@@ -182,18 +163,6 @@ mod tests {
             !build_request(&ctx, &Value::Null)
                 .unwrap_err()
                 .is_retryable()
-        );
-    }
-
-    #[test]
-    fn basic_auth_is_base64() {
-        assert_eq!(
-            auth_header("basic", "user:pass").unwrap().1,
-            "Basic dXNlcjpwYXNz"
-        );
-        assert_eq!(
-            auth_header("header:X-Api-Key", "k").unwrap(),
-            ("x-api-key".into(), "k".into())
         );
     }
 }

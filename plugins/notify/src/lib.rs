@@ -8,15 +8,10 @@
 //! failure is retryable; another 4xx, or a webhook host the workflow did
 //! not grant, is fatal.
 
-use std::time::Duration;
-
-use http_client::{Request, auth_header, classify, send};
+use http_client::{Request, classify, send};
 use plait_sdk::{Context, Input, Output, Step, StepError, StepInfo};
 use serde::Serialize;
 use serde_json::Value;
-
-/// The secret used by `auth`.
-pub const TOKEN_SECRET: &str = "token";
 
 /// The `notify` step.
 pub struct Notify;
@@ -37,38 +32,19 @@ impl Step for Notify {
     type Output = Delivered;
 
     fn info() -> StepInfo {
-        StepInfo::new("notify", env!("CARGO_PKG_VERSION"))
-            .description("POSTs the input document as JSON to a granted webhook.")
-            .config("url", "The webhook URL.", true)
-            .config(
-                "auth",
-                "`bearer`, `basic` or `header:<Name>`, using the secret `token`.",
-                false,
-            )
-            .config(
-                "timeout_ms",
-                "Connect and first-byte timeout in milliseconds (default 10000).",
-                false,
-            )
-            .secret(TOKEN_SECRET)
-            .outbound_http("https://*:*")
-            .outbound_http("http://*:*")
+        http_client::declare(
+            StepInfo::new("notify", env!("CARGO_PKG_VERSION"))
+                .description("POSTs the input document as JSON to a granted webhook.")
+                .config("url", "The webhook URL.", true),
+        )
     }
 
     fn run(ctx: &Context, input: Input<Value>) -> Result<Output<Delivered>, StepError> {
         let url = ctx.require_config("url")?;
         http_client::parse_url(&url)?;
         let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-        if let Some(auth) = ctx.config("auth") {
-            let token = ctx.config(TOKEN_SECRET).ok_or_else(|| {
-                StepError::fatal(format!(
-                    "config `auth` needs the secret `{TOKEN_SECRET}`: grant it with `grants: {{ secrets: [{TOKEN_SECRET}] }}`"
-                ))
-            })?;
-            headers.push(auth_header(&auth, &token)?);
-        }
-        let timeout =
-            Duration::from_millis(ctx.config_parsed::<u64>("timeout_ms")?.unwrap_or(10_000));
+        let (auth, timeout) = http_client::auth_and_timeout(ctx)?;
+        headers.extend(auth);
         let request = Request {
             method: "POST".to_owned(),
             url: url.clone(),
