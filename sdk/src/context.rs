@@ -114,8 +114,10 @@ impl Context {
         })
     }
 
-    /// Writes a structured log record into the step's log. The host bounds
-    /// how much a step may log and drops records past the bound.
+    /// Writes a structured log record into the step's log. The host keeps a
+    /// bounded number of records (dropping and counting the rest), and a
+    /// record that takes the step past its `logs` volume limit ends the
+    /// step with a `logs` limit error.
     pub fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]) {
         self.host.log(level, message, fields);
     }
