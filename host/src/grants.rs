@@ -59,6 +59,9 @@ pub struct HttpGrant {
 pub struct SecretGrant {
     /// The secret's name, as the component declared it.
     pub name: String,
+    /// The host's name for it: the same as `name` unless the workflow maps
+    /// it (`secrets: [{ token: github_pat }]`).
+    pub source: String,
     /// Where it is written.
     pub span: Span,
 }

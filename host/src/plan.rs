@@ -429,14 +429,15 @@ impl Checker<'_> {
                 );
                 continue;
             }
+            // The policy and the secret store speak of the host's name.
             if let Some(allowed) = &self.policy.secrets
-                && !allowed.contains(&secret.name)
+                && !allowed.contains(&secret.source)
             {
                 self.error(
                     secret.span,
                     format!(
                         "secret `{}` is not one {origin} allows workflows to grant",
-                        secret.name
+                        secret.source
                     ),
                     Some(format!(
                         "allowed: {}",
@@ -449,13 +450,13 @@ impl Checker<'_> {
                 );
                 continue;
             }
-            match self.policy.secret_source.resolve(&[secret.name.as_str()]) {
+            match self.policy.secret_source.resolve(&[secret.source.as_str()]) {
                 Ok(values) => {
                     let value = values.into_values().next().unwrap_or_default();
                     if value.len() < MIN_SECRET_LEN {
                         self.error(
                             secret.span,
-                            format!("secret `{}` is shorter than {MIN_SECRET_LEN} bytes, too short to redact reliably", secret.name),
+                            format!("secret `{}` is shorter than {MIN_SECRET_LEN} bytes, too short to redact reliably", secret.source),
                             Some("use the real credential".to_owned()),
                         );
                         continue;

@@ -203,3 +203,57 @@ fn secrets_come_from_the_environment_and_are_redacted() {
     assert!(!stdout(&shown).contains(SECRET));
     assert!(stdout(&shown).contains("[REDACTED]"));
 }
+
+#[test]
+fn a_secret_can_be_read_under_the_hosts_name_for_it() {
+    const SECRET: &str = "mapped-secret-5a4b3c";
+    let sandbox = Sandbox::new();
+    // The step reads `api_token`; the host keeps it as `billing_key`, and
+    // the policy allows only that name.
+    sandbox.write("plait.toml", "[grants]\nsecrets = [\"billing_key\"]\n");
+    hostile_workflow(
+        &sandbox,
+        "echo-secret",
+        "    grants:\n      secrets: [{ api_token: billing_key }]\n",
+    );
+    let output = sandbox
+        .plait()
+        .args(["validate", "workflow.yaml", "--policy", "plait.toml"])
+        .env("PLAIT_SECRET_BILLING_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("secret api_token (the host's `billing_key`)"),
+        "{}",
+        stdout(&output)
+    );
+    let output = sandbox
+        .plait()
+        .args(["run", "workflow.yaml", "--policy", "plait.toml", "--json"])
+        .env("PLAIT_SECRET_BILLING_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(json(&output)["output"]["token"], "[REDACTED]");
+    assert!(!stdout(&output).contains(SECRET));
+    // Granting it under its own name is what the policy forbids.
+    hostile_workflow(
+        &sandbox,
+        "echo-secret",
+        "    grants:\n      secrets: [api_token]\n",
+    );
+    let output = sandbox
+        .plait()
+        .args(["validate", "workflow.yaml", "--policy", "plait.toml"])
+        .env("PLAIT_SECRET_API_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output)
+            .contains("secret `api_token` is not one the host policy `plait.toml` allows"),
+        "{}",
+        stderr(&output)
+    );
+}

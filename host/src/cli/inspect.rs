@@ -86,7 +86,15 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "    http {rule}")?;
         }
         for secret in &step.definition.grants.secrets {
-            writeln!(out, "    secret {}", secret.name)?;
+            if secret.source == secret.name {
+                writeln!(out, "    secret {}", secret.name)?;
+            } else {
+                writeln!(
+                    out,
+                    "    secret {} (the host's `{}`)",
+                    secret.name, secret.source
+                )?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -302,20 +302,31 @@ impl Validator<'_, '_> {
         };
         let mut secrets: Vec<SecretGrant> = Vec::new();
         let mut ok = true;
+        let string = |node: &Node| match node.as_scalar() {
+            Some(scalar)
+                if matches!(scalar.typed(), Ok(Typed::String(_))) && !scalar.value.is_empty() =>
+            {
+                Some(scalar.value.clone())
+            }
+            _ => None,
+        };
         for item in items {
-            let name = match item.as_scalar() {
-                Some(scalar) if matches!(scalar.typed(), Ok(Typed::String(_))) => {
-                    scalar.value.clone()
+            // `name`, or `{ name: host-name }` to read the host's secret
+            // `host-name` as the step's `name`.
+            let pair = match &item.kind {
+                NodeKind::Mapping(entries) if entries.len() == 1 => {
+                    string(&entries[0].0).zip(string(&entries[0].1))
                 }
-                _ => {
-                    self.diag.error(
-                        item.span,
-                        format!("a secret is named by a string, found {}", item.describe()),
-                        None,
-                    );
-                    ok = false;
-                    continue;
-                }
+                _ => string(item).map(|name| (name.clone(), name)),
+            };
+            let Some((name, source)) = pair else {
+                self.diag.error(
+                    item.span,
+                    format!("a secret is a name, or `{{ name: host-name }}`, found {}", item.describe()),
+                    Some("write for example `secrets: [api_token]` or `secrets: [{ token: github_pat }]`".to_owned()),
+                );
+                ok = false;
+                continue;
             };
             if secrets.iter().any(|secret| secret.name == name) {
                 self.diag
@@ -325,6 +336,7 @@ impl Validator<'_, '_> {
             }
             secrets.push(SecretGrant {
                 name,
+                source,
                 span: item.span,
             });
         }
