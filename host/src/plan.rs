@@ -254,13 +254,10 @@ impl Checker<'_> {
         let name = component.description.name.clone();
         let declared = &component.description.grants;
         let origin = self.policy.origin();
-        let declared_dirs: Vec<&str> = declared
-            .iter()
-            .filter_map(|g| match g {
-                Grant::Directory { path } => Some(path.as_str()),
-                _ => None,
-            })
-            .collect();
+        let declared_dirs = declared_names(declared, |g| match g {
+            Grant::Directory { path } => Some(path),
+            _ => None,
+        });
         for dir in &step.grants.dirs {
             if !declared_dirs.contains(&dir.guest.as_str()) {
                 self.error(
@@ -295,17 +292,8 @@ impl Checker<'_> {
                         dir.guest,
                         dir.host.display()
                     ),
-                    Some(format!(
-                        "allowed: {}",
-                        if allowed.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            allowed
-                                .iter()
-                                .map(|p| format!("`{}`", p.display()))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        }
+                    Some(allowed_help(
+                        allowed.iter().map(|p| format!("`{}`", p.display())),
                     )),
                 );
                 continue;
@@ -410,13 +398,10 @@ impl Checker<'_> {
         let name = component.description.name.clone();
         let declared = &component.description.grants;
         let origin = self.policy.origin();
-        let declared_secrets: Vec<&str> = declared
-            .iter()
-            .filter_map(|g| match g {
-                Grant::Secret { name } => Some(name.as_str()),
-                _ => None,
-            })
-            .collect();
+        let declared_secrets = declared_names(declared, |g| match g {
+            Grant::Secret { name } => Some(name),
+            _ => None,
+        });
         for secret in &step.grants.secrets {
             if !declared_secrets.contains(&secret.name.as_str()) {
                 self.error(
@@ -439,14 +424,7 @@ impl Checker<'_> {
                         "secret `{}` is not one {origin} allows workflows to grant",
                         secret.source
                     ),
-                    Some(format!(
-                        "allowed: {}",
-                        if allowed.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            allowed.join(", ")
-                        }
-                    )),
+                    Some(allowed_help(allowed.iter().cloned())),
                 );
                 continue;
             }
@@ -467,6 +445,21 @@ impl Checker<'_> {
                 Err(error) => self.error(secret.span, error.to_string(), None),
             }
         }
+    }
+}
+
+/// The names of the grants of one kind a component declared.
+fn declared_names(grants: &[Grant], pick: impl Fn(&Grant) -> Option<&String>) -> Vec<&str> {
+    grants.iter().filter_map(pick).map(String::as_str).collect()
+}
+
+/// Help listing what the policy allows.
+fn allowed_help(allowed: impl Iterator<Item = String>) -> String {
+    let allowed: Vec<String> = allowed.collect();
+    if allowed.is_empty() {
+        "allowed: none".to_owned()
+    } else {
+        format!("allowed: {}", allowed.join(", "))
     }
 }
 

@@ -131,14 +131,7 @@ impl Floor {
     pub async fn chain(&self, steps: usize, blobs: &[plait::step::Blob]) {
         let mut payload = wit::Payload {
             json: r#"{"n":1}"#.into(),
-            blobs: blobs
-                .iter()
-                .map(|blob| wit::Blob {
-                    name: blob.name.clone(),
-                    media_type: blob.media_type.clone(),
-                    data: blob.data.clone(),
-                })
-                .collect(),
+            blobs: blobs.iter().map(wit::Blob::from).collect(),
         };
         for _ in 0..steps {
             payload = self.call_with(BTreeMap::new(), payload).await;

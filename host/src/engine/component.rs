@@ -512,15 +512,7 @@ impl LoadedComponent {
         };
         let wit_input = wit::Payload {
             json: input.json.to_string(),
-            blobs: input
-                .blobs
-                .iter()
-                .map(|blob| wit::Blob {
-                    name: blob.name.clone(),
-                    media_type: blob.media_type.clone(),
-                    data: blob.data.clone(),
-                })
-                .collect(),
+            blobs: input.blobs.iter().map(wit::Blob::from).collect(),
         };
         let result = instance
             .call_run(&mut *store, &wit_invocation, &wit_input)
@@ -664,4 +656,14 @@ fn payload_from_wit(output: wit::Payload) -> Result<Payload, StepFailure> {
         });
     }
     Ok(Payload { json, blobs })
+}
+
+impl From<&Blob> for wit::Blob {
+    fn from(blob: &Blob) -> Self {
+        wit::Blob {
+            name: blob.name.clone(),
+            media_type: blob.media_type.clone(),
+            data: blob.data.clone(),
+        }
+    }
 }
