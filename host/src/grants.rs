@@ -1,5 +1,5 @@
 //! What a workflow may grant a step beyond its input: directories,
-//! outbound HTTP and secrets, as written in a definition and as capped by
+//! outbound HTTP, secrets and models, as written in a definition and as capped by
 //! the operator's policy. No wasmtime here; [`crate::capabilities`] turns
 //! these into what a running step can reach.
 //!
@@ -23,12 +23,17 @@ pub struct StepGrants {
     pub http: Vec<HttpGrant>,
     /// Secret names.
     pub secrets: Vec<SecretGrant>,
+    /// Models the step may run through the host's inference interface.
+    pub models: Vec<ModelGrant>,
 }
 
 impl StepGrants {
     /// Whether nothing is granted.
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty() && self.http.is_empty() && self.secrets.is_empty()
+        self.dirs.is_empty()
+            && self.http.is_empty()
+            && self.secrets.is_empty()
+            && self.models.is_empty()
     }
 }
 
@@ -62,6 +67,15 @@ pub struct SecretGrant {
     /// The host's name for it: the same as `name` unless the workflow maps
     /// it (`secrets: [{ token: github_pat }]`).
     pub source: String,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A model granted to a step, by its name in the model store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelGrant {
+    /// The model's name, for example `ppocrv6-tiny-det`.
+    pub name: String,
     /// Where it is written.
     pub span: Span,
 }

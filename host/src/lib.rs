@@ -10,7 +10,8 @@
 //! [`plan`] (components loaded, digests pinned, each step's sandbox
 //! resolved from its [`grants`], [`limits`] and the operator's [`policy`]) →
 //! [`engine`] (wasmtime, the linker, compiled-component cache) →
-//! [`capabilities`] (what a running step can reach) →
+//! [`capabilities`] (what a running step can reach, the models of
+//! [`inference`] included) →
 //! [`executor`] (runs a plan against the journal) →
 //! [`store`] (the run journal, sled behind a trait).
 
@@ -20,6 +21,7 @@ pub mod definition;
 pub mod engine;
 pub mod executor;
 pub mod grants;
+pub mod inference;
 pub mod limits;
 pub mod plan;
 pub mod policy;

@@ -147,7 +147,10 @@ fn check_grants(
                 }
             }
             // Checked against the step's `grants:` in `Checker::sandbox`.
-            Grant::Secret { .. } | Grant::Directory { .. } | Grant::OutboundHttp { .. } => {}
+            Grant::Secret { .. }
+            | Grant::Directory { .. }
+            | Grant::OutboundHttp { .. }
+            | Grant::Model { .. } => {}
         }
     }
     for key in step.config.keys() {
@@ -246,6 +249,7 @@ impl Checker<'_> {
         self.dirs(step, component, &mut sandbox);
         self.http(step, component, &mut sandbox);
         self.secrets(step, component, &mut sandbox);
+        self.models(step, component, &mut sandbox);
         sandbox
     }
 
@@ -443,6 +447,55 @@ impl Checker<'_> {
                     sandbox.secrets.push(value);
                 }
                 Err(error) => self.error(secret.span, error.to_string(), None),
+            }
+        }
+    }
+
+    /// The granted models the component declared, the policy allows and
+    /// the model store holds.
+    fn models(
+        &mut self,
+        step: &StepDefinition,
+        component: &LoadedComponent,
+        sandbox: &mut Sandbox,
+    ) {
+        let name = component.description.name.clone();
+        let origin = self.policy.origin();
+        let declared = declared_names(&component.description.grants, |g| match g {
+            Grant::Model { name } => Some(name),
+            _ => None,
+        });
+        let store = self.policy.model_store();
+        for model in &step.grants.models {
+            if !declared.contains(&model.name.as_str()) {
+                self.error(
+                    model.span,
+                    format!(
+                        "step `{}` grants model `{}`, which component `{name}` does not ask for",
+                        step.id, model.name
+                    ),
+                    Some(asks_for("models", &declared)),
+                );
+                continue;
+            }
+            if let Some(allowed) = &self.policy.models
+                && !allowed.contains(&model.name)
+            {
+                self.error(
+                    model.span,
+                    format!(
+                        "model `{}` is not one {origin} allows workflows to grant",
+                        model.name
+                    ),
+                    Some(allowed_help(allowed.iter().cloned())),
+                );
+                continue;
+            }
+            match crate::inference::find_model(&store, &model.name) {
+                Ok(folder) => {
+                    sandbox.models.insert(model.name.clone(), folder);
+                }
+                Err(message) => self.error(model.span, message, None),
             }
         }
     }

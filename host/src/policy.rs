@@ -19,6 +19,10 @@
 //! outbound_http = ["https://*.example.com"]  # rules a grant must fall within; [] = no network; default: any
 //! private_networks = false  # may requests reach loopback/private/link-local addresses? default: false
 //! secrets = ["api_token"]   # secret names a workflow may grant; default: any
+//! models = ["ppocrv6-tiny-det"]  # models a workflow may grant; default: any
+//!
+//! [models]
+//! dir = "/var/lib/plait/models"  # the model store; default: $PLAIT_MODELS, else ~/.cache/plait/models
 //!
 //! [secrets]
 //! file = "/etc/plait/secrets.toml"  # `name = "value"` lines
@@ -61,6 +65,11 @@ pub struct Policy {
     pub secrets: Option<Vec<String>>,
     /// Where secret values come from.
     pub secret_source: SecretSource,
+    /// Model names a workflow may grant; `None`: any.
+    pub models: Option<Vec<String>>,
+    /// The model store folder, when the policy names one; otherwise
+    /// [`crate::inference::default_model_dir`].
+    pub model_dir: Option<PathBuf>,
 }
 
 impl Default for Policy {
@@ -75,6 +84,8 @@ impl Default for Policy {
             private_networks: false,
             secrets: None,
             secret_source: SecretSource::default(),
+            models: None,
+            model_dir: None,
         }
     }
 }
@@ -212,6 +223,14 @@ struct PolicyFile {
     grants: GrantsTable,
     #[serde(default)]
     secrets: SecretsTable,
+    #[serde(default)]
+    models: ModelsTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ModelsTable {
+    dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -243,6 +262,7 @@ struct GrantsTable {
     outbound_http: Option<Vec<String>>,
     private_networks: Option<bool>,
     secrets: Option<Vec<String>>,
+    models: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -407,7 +427,17 @@ impl Policy {
                     .clone()
                     .unwrap_or_else(|| DEFAULT_SECRET_ENV_PREFIX.to_owned()),
             },
+            models: file.grants.models.clone(),
+            model_dir: file.models.dir.as_ref().map(|dir| base.join(dir)),
         })
+    }
+
+    /// The model store: the policy's `[models] dir`, else
+    /// [`crate::inference::default_model_dir`].
+    pub fn model_store(&self) -> PathBuf {
+        self.model_dir
+            .clone()
+            .unwrap_or_else(crate::inference::default_model_dir)
     }
 
     /// Where this policy came from, for messages.

@@ -1,5 +1,6 @@
 //! What a running step knows about its invocation, and its line to the host.
 
+use crate::inference::{InferenceError, Model};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub(crate) trait HostApi: Send + Sync {
     fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]);
     /// Reads a configuration value; `None` when unset or undeclared.
     fn get_config(&self, key: &str) -> Option<String>;
+    /// Loads a granted model.
+    fn load_model(&self, name: &str) -> Result<Model, InferenceError>;
 }
 
 /// Everything a running step may ask of the host: facts about the
@@ -74,6 +77,18 @@ impl Context {
     /// with [`crate::StepInfo::config`] or [`crate::StepInfo::secret`].
     pub fn config(&self, key: &str) -> Option<String> {
         self.host.get_config(key)
+    }
+
+    /// Loads model `name`, which the step declared with
+    /// [`crate::StepInfo::model`] and the workflow granted under
+    /// `grants.models`. The host keeps it loaded between invocations.
+    ///
+    /// # Errors
+    ///
+    /// An [`InferenceError`] (which converts into a fatal [`StepError`] with
+    /// `?`) when the model is not granted or not installed.
+    pub fn load_model(&self, name: &str) -> Result<Model, InferenceError> {
+        self.host.load_model(name)
     }
 
     /// The configuration value `key`.

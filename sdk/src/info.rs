@@ -23,6 +23,9 @@ pub enum Grant {
     Directory(String),
     /// Outbound HTTP to a host, written as `scheme://host[:port]`.
     OutboundHttp(String),
+    /// A model the host runs for the step, by its name in the model store,
+    /// loaded with [`crate::Context::load_model`].
+    Model(String),
 }
 
 /// What a step says about itself, returned by [`crate::Step::info`] and
@@ -124,6 +127,14 @@ impl StepInfo {
         self
     }
 
+    /// Declares a model the step loads with [`crate::Context::load_model`],
+    /// by its name in the operator's model store.
+    #[must_use]
+    pub fn model(mut self, name: impl Into<String>) -> Self {
+        self.grants.push(Grant::Model(name.into()));
+        self
+    }
+
     /// The step's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -145,7 +156,7 @@ impl StepInfo {
         self.grants.iter().filter_map(|grant| match grant {
             Grant::Config { key, .. } => Some(key.as_str()),
             Grant::Secret(name) => Some(name.as_str()),
-            Grant::Directory(_) | Grant::OutboundHttp(_) => None,
+            Grant::Directory(_) | Grant::OutboundHttp(_) | Grant::Model(_) => None,
         })
     }
 }

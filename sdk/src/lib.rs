@@ -77,6 +77,7 @@ extern crate self as plait_sdk;
 mod blob;
 mod context;
 mod error;
+pub mod inference;
 mod info;
 mod payload;
 mod runtime;

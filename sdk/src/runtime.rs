@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::__private::bindings::{self, plait::step::host, plait::step::types as wit};
 use crate::context::HostApi;
+use crate::inference::{InferenceError, Model};
 use crate::{Blob, Blobs, Context, ErrorKind, Grant, Input, Invocation, Level, Step, StepError};
 use crate::{StepInfo, payload::Output};
 
@@ -128,6 +129,23 @@ impl HostApi for WitHost {
     fn get_config(&self, key: &str) -> Option<String> {
         host::get_config(key)
     }
+
+    fn load_model(&self, name: &str) -> Result<Model, InferenceError> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let model = crate::inference::wit::load(name)?;
+            Ok(Model::new(Arc::new(model)))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            Err(InferenceError {
+                code: crate::inference::InferenceErrorCode::NotGranted,
+                message: format!(
+                    "model `{name}`: the host's inference interface exists only inside a component"
+                ),
+            })
+        }
+    }
 }
 
 impl From<Level> for host::LogLevel {
@@ -216,6 +234,7 @@ impl From<Grant> for wit::Grant {
             Grant::Secret(name) => Self::Secret(name),
             Grant::Directory(path) => Self::Directory(path),
             Grant::OutboundHttp(url) => Self::OutboundHttp(url),
+            Grant::Model(name) => Self::Model(name),
         }
     }
 }

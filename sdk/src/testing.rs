@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::Value;
 
 use crate::context::HostApi;
+use crate::inference::{InferenceError, InferenceErrorCode, Model, ModelBackend};
 use crate::runtime::run_json;
 use crate::{Blob, Context, Invocation, Level, Step, StepError};
 
@@ -71,14 +72,27 @@ impl LogRecord {
 /// Defaults: run id `test-run`, step id `test-step`, attempt 1, idempotency
 /// key `<run id>/<step id>`, no configuration. Keep the `TestContext` after
 /// [`TestContext::build`] to read the captured [`TestContext::logs`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TestContext {
     run_id: String,
     step_id: String,
     attempt: u32,
     idempotency_key: Option<String>,
     config: BTreeMap<String, String>,
+    models: BTreeMap<String, Arc<dyn ModelBackend + Send + Sync>>,
     logs: Arc<Mutex<Vec<LogRecord>>>,
+}
+
+impl std::fmt::Debug for TestContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestContext")
+            .field("run_id", &self.run_id)
+            .field("step_id", &self.step_id)
+            .field("attempt", &self.attempt)
+            .field("config", &self.config)
+            .field("models", &self.models.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for TestContext {
@@ -89,6 +103,7 @@ impl Default for TestContext {
             attempt: 1,
             idempotency_key: None,
             config: BTreeMap::new(),
+            models: BTreeMap::new(),
             logs: Arc::default(),
         }
     }
@@ -104,6 +119,19 @@ impl TestContext {
     #[must_use]
     pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.insert(key.into(), value.into());
+        self
+    }
+
+    /// Grants model `name`, run natively by `backend` (for example the
+    /// model run with an ONNX runtime in the test), as the workflow's
+    /// `grants.models` and the host's inference interface would.
+    #[must_use]
+    pub fn model(
+        mut self,
+        name: impl Into<String>,
+        backend: impl ModelBackend + Send + Sync + 'static,
+    ) -> Self {
+        self.models.insert(name.into(), Arc::new(backend));
         self
     }
 
@@ -151,6 +179,7 @@ impl TestContext {
         };
         let host = TestHost {
             config: self.config.clone(),
+            models: self.models.clone(),
             logs: Arc::clone(&self.logs),
         };
         Context::new(invocation, Arc::new(host))
@@ -186,6 +215,14 @@ pub fn run<S: Step>(
     let info = S::info();
     let host = DeclaredOnly {
         declared: info.readable_keys().map(str::to_owned).collect(),
+        models: info
+            .grants()
+            .iter()
+            .filter_map(|grant| match grant {
+                crate::Grant::Model(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect(),
         inner: Arc::clone(ctx.host()),
     };
     let ctx = Context::new(ctx.invocation().clone(), Arc::new(host));
@@ -198,6 +235,7 @@ pub fn run<S: Step>(
 /// Holds a test's configuration and captures log records.
 struct TestHost {
     config: BTreeMap<String, String>,
+    models: BTreeMap<String, Arc<dyn ModelBackend + Send + Sync>>,
     logs: Arc<Mutex<Vec<LogRecord>>>,
 }
 
@@ -221,11 +259,22 @@ impl HostApi for TestHost {
     fn get_config(&self, key: &str) -> Option<String> {
         self.config.get(key).cloned()
     }
+
+    fn load_model(&self, name: &str) -> Result<Model, InferenceError> {
+        match self.models.get(name) {
+            Some(backend) => Ok(Model::new(backend.clone())),
+            None => Err(InferenceError {
+                code: InferenceErrorCode::NotGranted,
+                message: format!("model `{name}` is not granted to this step"),
+            }),
+        }
+    }
 }
 
 /// Hides configuration keys the step did not declare, as the host does.
 struct DeclaredOnly {
     declared: BTreeSet<String>,
+    models: BTreeSet<String>,
     inner: Arc<dyn HostApi>,
 }
 
@@ -239,6 +288,17 @@ impl HostApi for DeclaredOnly {
             self.inner.get_config(key)
         } else {
             None
+        }
+    }
+
+    fn load_model(&self, name: &str) -> Result<Model, InferenceError> {
+        if self.models.contains(name) {
+            self.inner.load_model(name)
+        } else {
+            Err(InferenceError {
+                code: InferenceErrorCode::NotGranted,
+                message: format!("model `{name}` is not declared in the step's info()"),
+            })
         }
     }
 }

@@ -135,7 +135,7 @@ fn inspect_shows_the_contract() {
         .iter()
         .map(|i| i.as_str().unwrap())
         .collect();
-    assert!(imports.contains(&"plait:step/host@0.1.0"), "{imports:?}");
+    assert!(imports.contains(&"plait:step/host@0.2.0"), "{imports:?}");
     let exports: Vec<_> = info["exports"]
         .as_array()
         .unwrap()

@@ -10,12 +10,14 @@
 //! one thing: a preopened directory (read-only unless granted read-write),
 //! outbound HTTP to allow-listed hosts ([`http`]), or a secret readable
 //! through `get-config`, redacted from everything the step produces
-//! ([`redact`]). Beyond WASI, a step sees only the `plait:step/host`
-//! interface: structured logging and the configuration values its workflow
-//! granted.
+//! ([`redact`]), or a model it may run through `plait:step/inference`
+//! ([`inference`]). Beyond WASI, a step sees only the `plait:step/host`
+//! interface (structured logging and the configuration values its workflow
+//! granted) and `plait:step/inference`, which loads granted models only.
 
 mod host;
 pub mod http;
+pub mod inference;
 pub mod redact;
 mod stdio;
 
@@ -28,6 +30,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::engine::bindings::plait::step::host as host_bindings;
+use crate::engine::bindings::plait::step::inference as inference_bindings;
 use crate::grants::OutboundRule;
 use crate::limits::{LimitExceeded, Limits, StepLimiter};
 
@@ -72,6 +75,8 @@ pub struct Sandbox {
     pub private_networks: bool,
     /// The step's limits.
     pub limits: Limits,
+    /// Granted models: name to folder in the model store.
+    pub models: BTreeMap<String, PathBuf>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -89,6 +94,7 @@ impl std::fmt::Debug for Sandbox {
             .field("http", &self.http)
             .field("private_networks", &self.private_networks)
             .field("limits", &self.limits)
+            .field("models", &self.models)
             .finish()
     }
 }
@@ -125,6 +131,7 @@ pub struct StepState {
     stdout: CapturedOutput,
     stderr: CapturedOutput,
     volume: LogVolume,
+    models: BTreeMap<String, PathBuf>,
     /// Counts memory and instances against the step's limits.
     pub limiter: StepLimiter,
 }
@@ -196,6 +203,7 @@ impl StepState {
             stdout,
             stderr,
             volume,
+            models: sandbox.models.clone(),
             limiter: StepLimiter::new(sandbox.limits.memory),
         })
     }
@@ -253,11 +261,12 @@ impl WasiHttpView for StepState {
     }
 }
 
-/// Adds WASI 0.2, `wasi:http` (both deny everything unless granted) and
-/// `plait:step/host` to `linker`.
+/// Adds WASI 0.2, `wasi:http` (both deny everything unless granted),
+/// `plait:step/host` and `plait:step/inference` to `linker`.
 pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     host_bindings::add_to_linker::<StepState, HasSelf<StepState>>(linker, |state| state)?;
+    inference_bindings::add_to_linker::<StepState, HasSelf<StepState>>(linker, |state| state)?;
     Ok(())
 }

@@ -153,6 +153,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             Grant::Secret { name } => writeln!(out, "  secret {name}")?,
             Grant::Directory { path } => writeln!(out, "  directory {path}")?,
             Grant::OutboundHttp { url } => writeln!(out, "  outbound http {url}")?,
+            Grant::Model { name } => writeln!(out, "  model {name}")?,
         }
     }
     for (label, schema) in [

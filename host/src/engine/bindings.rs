@@ -11,6 +11,20 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "plait:step/step",
     exports: { default: async },
-    // `log` may end the step: the record past the log volume limit traps.
-    imports: { "plait:step/host.log": trappable },
+    imports: {
+        // `log` may end the step: the record past the log volume limit traps.
+        "plait:step/host.log": trappable,
+        // Loading and running a model block on files and CPU: they run on
+        // a blocking thread while the step's future waits (and can be
+        // dropped by its timeout). A handle missing from the resource
+        // table is a host bug, hence trappable.
+        "plait:step/inference.load": async | trappable,
+        "plait:step/inference.[method]model.run": async | trappable,
+        "plait:step/inference.[method]model.read-file": async | trappable,
+        "plait:step/inference.[method]model.inputs": trappable,
+        "plait:step/inference.[drop]model": trappable,
+    },
+    with: {
+        "plait:step/inference.model": crate::capabilities::inference::ModelHandle,
+    },
 });

@@ -32,7 +32,7 @@ pub struct Invoked {
 }
 
 /// The world every step implements.
-pub const STEP_WORLD: &str = "plait:step/step@0.1.0";
+pub const STEP_WORLD: &str = "plait:step/step@0.2.0";
 
 /// Why a file could not be loaded as a Plait step.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,8 @@ pub enum ComponentError {
     /// The component needs an import the host does not offer.
     #[error(
         "`{path}` imports something this host does not provide; a step may import only \
-         `plait:step/host@0.1.0` and WASI 0.2 interfaces"
+         `plait:step/host@0.2.0`, `plait:step/inference@0.2.0` and WASI 0.2 interfaces \
+         (a step built against an older `plait:step` must be rebuilt with this SDK)"
     )]
     MissingImport {
         /// The component path.
@@ -171,6 +172,11 @@ pub enum Grant {
     OutboundHttp {
         /// `scheme://host[:port]`.
         url: String,
+    },
+    /// A model run through `plait:step/inference`.
+    Model {
+        /// Its name in the model store.
+        name: String,
     },
 }
 
@@ -422,6 +428,7 @@ impl LoadedComponent {
                     wit::Grant::Secret(name) => Grant::Secret { name },
                     wit::Grant::Directory(path) => Grant::Directory { path },
                     wit::Grant::OutboundHttp(url) => Grant::OutboundHttp { url },
+                    wit::Grant::Model(name) => Grant::Model { name },
                 })
                 .collect(),
         })

@@ -4,9 +4,11 @@
 //! Mode `llm` asks an OpenAI-compatible chat-completions endpoint (OpenAI,
 //! a local llama.cpp or vLLM server, …) through `wasi:http`: only a host the
 //! workflow grants and the operator's policy allows can be reached, and the
-//! API key comes from the granted secret `api_key`. The offline `local`
-//! mode (sentence embeddings) is not in this version; asking for it is a
-//! fatal error that says so.
+//! API key comes from the granted secret `api_key`. Mode `local` runs
+//! offline: the all-MiniLM-L6-v2 sentence-embedding model (run by the host,
+//! granted as `models: [all-minilm-l6-v2-int8]`) embeds the text and every
+//! label's description, and the cosine similarities, softened by a
+//! temperature, become the scores (zero-shot classification).
 //!
 //! Input: `{"text": string}`, or the blob `text`. Output:
 //! `{"label", "confidence", "scores": {label: score}, "mode", "model"}`.
@@ -23,6 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http_client::{Request, classify as check_status, send};
+use plait_ai::embed;
 use plait_sdk::{Context, Input, Output, Step, StepError, StepInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -66,10 +69,14 @@ pub struct Classification {
     pub confidence: f64,
     /// A score per offered label, 0 to 1, summing to 1.
     pub scores: BTreeMap<String, f64>,
-    /// `llm`.
+    /// `llm` or `local`.
     pub mode: String,
     /// The model that answered.
     pub model: String,
+    /// Whether the confidence is below config `review_below`, so that a
+    /// person should check the label (always false without that config).
+    #[serde(default)]
+    pub needs_review: bool,
 }
 
 impl Step for Classify {
@@ -79,10 +86,11 @@ impl Step for Classify {
     fn info() -> StepInfo {
         StepInfo::new("classify", env!("CARGO_PKG_VERSION"))
             .description(
-                "Puts a text into one of the labels the workflow gives, with a confidence, \
-                 through an OpenAI-compatible chat-completions endpoint (mode `llm`).",
+                "Puts a text into one of the labels the workflow gives, with a confidence: \
+                 offline with sentence embeddings (mode `local`), or through an \
+                 OpenAI-compatible chat-completions endpoint (mode `llm`).",
             )
-            .config("mode", "`llm`.", true)
+            .config("mode", "`local` or `llm`.", true)
             .config(
                 "labels",
                 "The labels, as a JSON object of label to description, e.g. {\"invoice\": \"a bill asking for payment\"}.",
@@ -93,6 +101,22 @@ impl Step for Classify {
             .config("prompt", "The user message; `{labels}` and `{text}` are replaced.", false)
             .config("max_chars", "Characters of text sent at most (default 8000).", false)
             .config("timeout_ms", "Connect and first-byte timeout in ms (default 30000).", false)
+            .config(
+                "temperature",
+                "Mode `local`: the softmax temperature turning similarities into scores (default 0.05).",
+                false,
+            )
+            .config(
+                "max_tokens",
+                "Mode `local`: tokens of the text embedded, at most 256 (default 128).",
+                false,
+            )
+            .config(
+                "review_below",
+                "A confidence (0 to 1) below which the output sets `needs_review`.",
+                false,
+            )
+            .model(embed::MODEL)
             .secret(API_KEY_SECRET)
             .outbound_http("https://*:*")
             .outbound_http("http://*:*")
@@ -111,15 +135,10 @@ impl Step for Classify {
         let labels = labels(&ctx.require_config("labels")?)?;
         match ctx.require_config("mode")?.as_str() {
             "llm" => {}
-            "local" => {
-                return Err(StepError::fatal(
-                    "mode `local` (offline sentence embeddings) is not available in this version \
-                     of the classify step; use `mode: llm` with a granted endpoint",
-                ));
-            }
+            "local" => return review(ctx, local(ctx, &text, &labels)?).map(Output::from),
             other => {
                 return Err(StepError::fatal(format!(
-                    "config `mode`: `{other}` is not `llm`"
+                    "config `mode`: `{other}` is neither `local` nor `llm`"
                 )));
             }
         }
@@ -147,13 +166,134 @@ impl Step for Classify {
         check_status(&request, &response)?;
         let reply: Value = serde_json::from_slice(&response.body)
             .map_err(|_| not_a_completion(&endpoint, &String::from_utf8_lossy(&response.body)))?;
-        let classification = reply_to_classification(&reply, &labels, &model, &endpoint)?;
+        let classification = review(
+            ctx,
+            reply_to_classification(&reply, &labels, &model, &endpoint)?,
+        )?;
         ctx.info(&format!(
             "classified as {} ({:.2})",
             classification.label, classification.confidence
         ));
         Ok(classification.into())
     }
+}
+
+/// Sets `needs_review` by config `review_below`.
+fn review(ctx: &Context, mut classification: Classification) -> Result<Classification, StepError> {
+    if let Some(threshold) = ctx.config_parsed::<f64>("review_below")? {
+        classification.needs_review = classification.confidence < threshold;
+        if classification.needs_review {
+            ctx.warn(&format!(
+                "confidence {:.2} is below review_below {threshold}: a person should check the label",
+                classification.confidence
+            ));
+        }
+    }
+    Ok(classification)
+}
+
+/// Mode `local`: zero-shot classification by sentence embeddings.
+fn local(
+    ctx: &Context,
+    text: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<Classification, StepError> {
+    let temperature = ctx
+        .config_parsed::<f32>("temperature")?
+        .unwrap_or(DEFAULT_TEMPERATURE);
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(StepError::fatal(
+            "config `temperature` must be a number above 0",
+        ));
+    }
+    let max_tokens = ctx
+        .config_parsed::<usize>("max_tokens")?
+        .unwrap_or(embed::DEFAULT_MAX_TOKENS);
+    let embedder = embed::Embedder::new(ctx.load_model(embed::MODEL)?, max_tokens)?;
+    let classification = zero_shot(&embedder, text, labels, temperature)?;
+    ctx.info(&format!(
+        "classified as {} ({:.2})",
+        classification.label, classification.confidence
+    ));
+    Ok(classification)
+}
+
+/// Lines of the text compared with the labels one by one, at most.
+pub const MAX_LINES: usize = 32;
+
+/// The softmax temperature of mode `local` when config sets none: cosine
+/// similarities of MiniLM embeddings differ by a few hundredths between a
+/// right and a wrong label, which this spreads into usable confidences.
+pub const DEFAULT_TEMPERATURE: f32 = 0.05;
+
+/// Classifies `text` by the similarity of its embedding to each label's
+/// (`label: description`, or the label alone).
+///
+/// # Errors
+///
+/// A fatal error when the model fails.
+pub fn zero_shot(
+    embedder: &embed::Embedder,
+    text: &str,
+    labels: &BTreeMap<String, String>,
+    temperature: f32,
+) -> Result<Classification, StepError> {
+    let prompts: Vec<String> = labels
+        .iter()
+        .map(|(label, description)| {
+            if description.is_empty() {
+                label.clone()
+            } else {
+                format!("{label}: {description}")
+            }
+        })
+        .collect();
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let label_vectors = embedder.embed(&prompts)?;
+    let text_vector = embedder.embed(&[text])?.remove(0);
+    // The whole text says what it is about; its most telling line
+    // (`Dear Ms Patel,`, `Total due: …`) says what kind of document it is.
+    // The score is the mean of the two similarities.
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.chars().filter(|c| c.is_alphabetic()).count() >= 3)
+        .take(MAX_LINES)
+        .collect();
+    let line_vectors = embedder.embed(&lines)?;
+    let similarities: Vec<f32> = label_vectors
+        .iter()
+        .map(|label| {
+            let whole = embed::cosine(&text_vector, label);
+            let best_line = line_vectors
+                .iter()
+                .map(|line| embed::cosine(line, label))
+                .fold(whole, f32::max);
+            (whole + best_line) / 2.0
+        })
+        .collect();
+    let probabilities = embed::softmax(&similarities, temperature);
+    let (best, confidence) =
+        probabilities
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::MIN),
+                |(bi, bp), (i, &p)| if p > bp { (i, p) } else { (bi, bp) },
+            );
+    let round = |p: f32| (f64::from(p) * 10_000.0).round() / 10_000.0;
+    Ok(Classification {
+        label: labels.keys().nth(best).cloned().unwrap_or_default(),
+        confidence: round(confidence),
+        scores: labels
+            .keys()
+            .cloned()
+            .zip(probabilities.iter().map(|&p| round(p)))
+            .collect(),
+        mode: "local".to_owned(),
+        model: embed::MODEL.to_owned(),
+        needs_review: false,
+    })
 }
 
 /// Parses config `labels`: a JSON object of label to description (or a
@@ -316,6 +456,7 @@ pub fn reply_to_classification(
             .collect();
     }
     Ok(Classification {
+        needs_review: false,
         label,
         confidence,
         scores,

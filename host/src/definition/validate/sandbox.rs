@@ -14,17 +14,18 @@
 //!         - https://api.example.com
 //!         - { url: "https://*.example.org", methods: [GET] }
 //!       secrets: [api_token]
+//!       models: [ppocrv6-tiny-det, ppocrv6-tiny-rec]
 //! ```
 
 use std::path::PathBuf;
 
 use super::super::yaml::{self, Node, NodeKind, Typed};
 use super::{Validator, list};
-use crate::grants::{DirGrant, HttpGrant, OutboundRule, SecretGrant, StepGrants};
+use crate::grants::{DirGrant, HttpGrant, ModelGrant, OutboundRule, SecretGrant, StepGrants};
 use crate::limits::{self, LimitSettings};
 
 const LIMIT_KEYS: [&str; 5] = ["memory", "timeout", "fuel", "output", "logs"];
-const GRANT_KEYS: [&str; 3] = ["dirs", "http", "secrets"];
+const GRANT_KEYS: [&str; 4] = ["dirs", "http", "secrets", "models"];
 const DIR_KEYS: [&str; 2] = ["path", "mode"];
 const HTTP_KEYS: [&str; 2] = ["url", "methods"];
 const METHODS: [&str; 9] = [
@@ -86,10 +87,12 @@ impl Validator<'_, '_> {
         let dirs = fields.get("dirs").map(|node| self.dirs(node));
         let http = fields.get("http").map(|node| self.http(node));
         let secrets = fields.get("secrets").map(|node| self.secrets(node));
+        let models = fields.get("models").map(|node| self.models(node));
         Some(StepGrants {
             dirs: dirs.unwrap_or(Some(Vec::new()))?,
             http: http.unwrap_or(Some(Vec::new()))?,
             secrets: secrets.unwrap_or(Some(Vec::new()))?,
+            models: models.unwrap_or(Some(Vec::new()))?,
         })
     }
 
@@ -341,5 +344,54 @@ impl Validator<'_, '_> {
             });
         }
         ok.then_some(secrets)
+    }
+
+    fn models(&mut self, node: &Node) -> Option<Vec<ModelGrant>> {
+        let help = || Some("write for example `models: [ppocrv6-tiny-det]`".to_owned());
+        let NodeKind::Sequence(items) = &node.kind else {
+            self.diag.error(
+                node.span,
+                format!(
+                    "`grants.models` must be a list of model names, found {}",
+                    node.describe()
+                ),
+                help(),
+            );
+            return None;
+        };
+        let mut models: Vec<ModelGrant> = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let name = match item.as_scalar() {
+                Some(scalar) if matches!(scalar.typed(), Ok(Typed::String(_))) => {
+                    scalar.value.clone()
+                }
+                _ => {
+                    self.diag.error(
+                        item.span,
+                        format!("a model is a name, found {}", item.describe()),
+                        help(),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            if let Err(message) = crate::inference::check_model_name(&name) {
+                self.diag.error(item.span, message, help());
+                ok = false;
+                continue;
+            }
+            if models.iter().any(|model| model.name == name) {
+                self.diag
+                    .error(item.span, format!("model `{name}` is granted twice"), None);
+                ok = false;
+                continue;
+            }
+            models.push(ModelGrant {
+                name,
+                span: item.span,
+            });
+        }
+        ok.then_some(models)
     }
 }

