@@ -5,6 +5,7 @@
 
 mod support;
 
+mod ai_steps;
 mod chain;
 mod cli;
 mod components;

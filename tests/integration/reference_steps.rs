@@ -196,14 +196,14 @@ fn archive_after_sigkill_mid_write_and_resume_holds_one_copy() {
 
 /// What the stand-in server received.
 #[derive(Debug, Clone)]
-struct Received {
-    head: String,
-    body: Vec<u8>,
+pub(crate) struct Received {
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A real HTTP server on loopback that answers each request with the next
 /// of `answers` (status, extra header lines, body), repeating the last.
-async fn server(
+pub(crate) async fn server(
     answers: Vec<(u16, &'static str, impl Into<String>)>,
 ) -> (u16, Arc<Mutex<Vec<Received>>>) {
     let answers: Vec<(u16, &'static str, String)> = answers

@@ -233,12 +233,35 @@ impl LoadedModel {
                     .map_err(|error| invalid(format!("input `{}`: {error}", tensor.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let outputs = plan.run(values.into_iter().collect()).map_err(|error| {
-            InferenceError::new(
-                ErrorCode::Failed,
-                format!("model `{}` failed to run: {error:#}", self.name),
-            )
-        })?;
+        // tract indexes with the values it is given (a token id past the
+        // vocabulary, say) and panics on some out-of-range ones: a step's
+        // bad input must be its error, never the host's crash.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            plan.run(values.into_iter().collect())
+        }));
+        let outputs = match run {
+            Ok(Ok(outputs)) => outputs,
+            Ok(Err(error)) => {
+                return Err(InferenceError::new(
+                    ErrorCode::Failed,
+                    format!("model `{}` failed to run: {error:#}", self.name),
+                ));
+            }
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                return Err(InferenceError::new(
+                    ErrorCode::InvalidInput,
+                    format!(
+                        "model `{}` cannot run on these input values (an index out of range?): {reason}",
+                        self.name
+                    ),
+                ));
+            }
+        };
         let outputs = outputs
             .into_iter()
             .zip(&self.outputs)
