@@ -140,6 +140,13 @@ impl Model {
         Model { backend }
     }
 
+    /// A model run by `backend` rather than the host: for running a step's
+    /// model code natively, as the benchmarks do to compare the sandbox
+    /// with native.
+    pub fn from_backend(backend: Arc<dyn ModelBackend>) -> Model {
+        Model { backend }
+    }
+
     /// The model's input names, in order.
     pub fn inputs(&self) -> Vec<String> {
         self.backend.inputs()

@@ -313,3 +313,154 @@ fn inputs_that_do_not_fit_the_model_are_refused_with_the_reason() {
         ErrorCode::NotFound
     );
 }
+
+/// `type: ai_inference` with `model: local`: the classify component's
+/// offline mode, its model granted by the shorthand.
+#[test]
+fn ai_inference_with_the_local_model_classifies_offline() {
+    let sandbox = Sandbox::new();
+    let workflow = sandbox.write(
+        "w.yaml",
+        r#"name: shorthand
+steps:
+  - id: kind
+    type: ai_inference
+    model: local
+    input:
+      text: ${ .input.text }
+    config:
+      labels: '{"receipt": "a till receipt: items bought and the total paid", "letter": "a letter: Dear someone, Yours sincerely"}'
+"#,
+    );
+    let input = sandbox.write(
+        "input.json",
+        r#"{"text": "Dear Mr Jones,\nThank you for your call today.\nYours sincerely,\nAnna Berg"}"#,
+    );
+    let output = sandbox.run(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert_exit(&output, 0);
+    let result = json(&output);
+    assert_eq!(result["label"], "letter", "{result}");
+    assert_eq!(result["mode"], "local");
+    assert!(result["confidence"].as_f64().unwrap() > 0.5, "{result}");
+}
+
+/// `type: ai_inference` with an LLM: mode `llm` against the endpoint, its
+/// host granted by the shorthand (within the operator's policy), the key
+/// from the host's secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_inference_with_an_llm_calls_the_endpoint_it_names() {
+    let completion = r#"{"choices": [{"message": {"role": "assistant", "content": "{\"label\": \"letter\", \"confidence\": 0.9}"}}]}"#;
+    let (port, received) = server(vec![(200, "", completion)]).await;
+    let sandbox = Sandbox::new();
+    let workflow = sandbox.write(
+        "w.yaml",
+        format!(
+            r#"name: shorthand
+steps:
+  - id: kind
+    type: ai_inference
+    model: stand-in-1
+    endpoint: http://127.0.0.1:{port}/v1
+    api_key: llm_key
+    prompt: "Label this as one of {{labels}}: {{text}}"
+    input:
+      text: ${{ .input.text }}
+    config: {{ labels: '["receipt", "letter"]' }}
+"#
+        ),
+    );
+    let input = sandbox.write("input.json", r#"{"text": "Dear Mr Jones"}"#);
+    let policy = sandbox.write("plait.toml", "[grants]\nprivate_networks = true\n");
+    let args = [
+        "run",
+        workflow.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ];
+    let output = tokio::task::block_in_place(|| {
+        sandbox
+            .plait()
+            .args(args)
+            .env("PLAIT_SECRET_LLM_KEY", "sk-stand-in-key")
+            .output()
+            .unwrap()
+    });
+    assert_exit(&output, 0);
+    let result = json(&output);
+    assert_eq!(result["label"], "letter", "{result}");
+    assert_eq!(result["mode"], "llm");
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), 1);
+    assert!(
+        received[0].head.starts_with("POST /v1/chat/completions"),
+        "{}",
+        received[0].head
+    );
+    assert!(
+        received[0]
+            .head
+            .to_ascii_lowercase()
+            .contains("authorization: bearer sk-stand-in-key")
+    );
+    let body: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(body["model"], "stand-in-1");
+    assert_eq!(
+        body["messages"][1]["content"],
+        "Label this as one of - letter\n- receipt: Dear Mr Jones"
+    );
+
+    // Without a policy allowing private networks, the same workflow is
+    // refused its loopback endpoint before anything runs.
+    let output = tokio::task::block_in_place(|| {
+        sandbox
+            .plait()
+            .args(&args[..4])
+            .env("PLAIT_SECRET_LLM_KEY", "sk-stand-in-key")
+            .output()
+            .unwrap()
+    });
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains("reaches a private or loopback address"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// A timeout ends a step even while the host runs a model for it: the call
+/// runs on a blocking thread and the step's future is dropped.
+#[test]
+fn a_timeout_ends_a_step_in_the_middle_of_inference() {
+    let sandbox = Sandbox::new();
+    let workflow = ocr_workflow(
+        &sandbox,
+        "    limits: { timeout: 100ms }\n    grants:\n      models: [ppocrv6-tiny-det, ppocrv6-tiny-rec]\n",
+    );
+    let output = sandbox.run(&["run", &workflow, "--file", &sample("contract.png")]);
+    assert_exit(&output, 1);
+    assert!(
+        stderr(&output).contains("timeout limit 100ms exceeded"),
+        "{}",
+        stderr(&output)
+    );
+    // The host is fine: the same step without the limit reads the page.
+    let workflow = ocr_workflow(
+        &sandbox,
+        "    grants:\n      models: [ppocrv6-tiny-det, ppocrv6-tiny-rec]\n",
+    );
+    let output = sandbox.run(&["run", &workflow, "--file", &sample("contract.png")]);
+    assert_exit(&output, 0);
+    assert!(
+        json(&output)["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("SERVICE AGREEMENT")
+    );
+}

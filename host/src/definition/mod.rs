@@ -39,6 +39,7 @@ use serde_json::Value;
 pub use error::{DefinitionError, DefinitionErrors, SourceFile, Span};
 pub use expr::{Accessor, BlobRef, BlobSource, ExprError, Expression, JsonRef};
 pub use template::{BlobMapping, Context, EvalContext, EvalError, Template, select};
+pub use validate::{LOCAL_MODEL, PLUGINS_ENV, reference_plugin};
 
 /// The file names [`Definition::load`] looks for in a directory, in order.
 pub const DEFINITION_FILE_NAMES: [&str; 3] = ["workflow.yaml", "workflow.yml", "workflow.json"];

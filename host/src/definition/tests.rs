@@ -390,3 +390,50 @@ fn step_ids_and_names_are_checked() {
     assert_eq!(workflow_name_problem("1-flow"), None);
     assert!(workflow_name_problem("-flow").is_some());
 }
+
+#[test]
+fn ai_inference_expands_to_the_classify_component() {
+    let text = r#"
+name: shorthand
+steps:
+  - id: local
+    type: ai_inference
+    model: local
+    config: { labels: '["a", "b"]', review_below: 0.6 }
+  - id: llm
+    type: ai_inference
+    model: gpt-4o-mini
+    endpoint: https://api.example.com/v1
+    api_key: example_key
+    prompt: "Pick one of {labels} for {text}"
+    config: { labels: '["a", "b"]' }
+"#;
+    let definition = Definition::parse(text, Path::new("/work/workflow.yaml")).unwrap();
+    let local = &definition.steps[0];
+    assert_eq!(local.uses, reference_plugin("classify"));
+    assert!(local.uses.ends_with("classify.wasm"));
+    assert_eq!(local.config["mode"], "local");
+    assert_eq!(local.config["review_below"], "0.6");
+    let models: Vec<&str> = local
+        .grants
+        .models
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(models, [LOCAL_MODEL]);
+    assert!(local.grants.http.is_empty() && local.grants.secrets.is_empty());
+
+    let llm = &definition.steps[1];
+    assert_eq!(llm.config["mode"], "llm");
+    assert_eq!(llm.config["model"], "gpt-4o-mini");
+    assert_eq!(llm.config["endpoint"], "https://api.example.com/v1");
+    assert_eq!(llm.config["prompt"], "Pick one of {labels} for {text}");
+    assert_eq!(llm.grants.http.len(), 1);
+    assert_eq!(
+        llm.grants.http[0].rule.to_string(),
+        "https://api.example.com (POST)"
+    );
+    assert_eq!(llm.grants.secrets[0].name, "api_key");
+    assert_eq!(llm.grants.secrets[0].source, "example_key");
+    assert!(llm.grants.models.is_empty());
+}

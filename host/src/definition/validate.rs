@@ -17,6 +17,9 @@ use super::yaml::{self, Node, NodeKind, Typed};
 use super::{Span, StepDefinition, StepId, workflow_name_problem};
 
 mod sandbox;
+mod shorthand;
+
+pub use shorthand::{LOCAL_MODEL, PLUGINS_ENV, reference_plugin};
 
 const WORKFLOW_KEYS: [&str; 7] = [
     "name",
@@ -28,7 +31,10 @@ const WORKFLOW_KEYS: [&str; 7] = [
     "output",
 ];
 const INPUT_KEYS: [&str; 1] = ["schema"];
-const STEP_KEYS: [&str; 7] = ["id", "uses", "input", "blobs", "config", "limits", "grants"];
+const STEP_KEYS: [&str; 12] = [
+    "id", "uses", "type", "input", "blobs", "config", "limits", "grants", "model", "prompt",
+    "endpoint", "api_key",
+];
 
 const DEFAULT_VERSION: &str = "0.0.0";
 
@@ -337,21 +343,51 @@ impl Validator<'_, '_> {
             index,
             id: id.as_ref().map(StepId::as_str),
         };
-        let uses = match fields.get("uses") {
-            Some(value) => self.uses(value),
-            None if fields.suggested("uses") => None,
-            None => {
+        let step_type = fields
+            .get("type")
+            .map(|value| (self.step_type(value), value.span));
+        let uses = match (fields.get("uses"), &step_type) {
+            (Some(value), None) => self.uses(value),
+            (Some(value), Some(_)) => {
+                self.diag.error(
+                    value.span,
+                    format!("{owner} has both `uses` and `type`"),
+                    Some(
+                        "keep `uses: PATH` to run a component, or `type:` for a shorthand"
+                            .to_owned(),
+                    ),
+                );
+                None
+            }
+            // Expanded below, once config and grants are known.
+            (None, Some(_)) => None,
+            (None, None) if fields.suggested("uses") => None,
+            (None, None) => {
                 self.diag.error(
                     node.span,
                     format!("{owner} has no `uses`"),
                     Some(
-                        "add `uses: PATH`, the step's component (`.wasm`) relative to this file"
+                        "add `uses: PATH`, the step's component (`.wasm`) relative to this file \
+                         (or `type: ai_inference` for a model call)"
                             .to_owned(),
                     ),
                 );
                 None
             }
         };
+        if step_type.is_none() {
+            for key in shorthand::SHORTHAND_KEYS {
+                if let Some(value) = fields.get(key) {
+                    self.diag.error(
+                        value.span,
+                        format!("`{key}` belongs to `type: ai_inference` steps"),
+                        Some(format!(
+                            "move it under `config:` if component `uses` reads it"
+                        )),
+                    );
+                }
+            }
+        }
         let input = fields
             .get("input")
             .map(|value| self.template(value, scope, Section::Input));
@@ -363,16 +399,24 @@ impl Validator<'_, '_> {
         let limits = fields.get("limits").map(|value| self.limits(value, &owner));
         let grants = fields.get("grants").map(|value| self.grants(value, &owner));
 
-        let (uses, uses_span) = uses?;
+        let mut config = config?;
+        let mut grants = optional(grants)?.unwrap_or_default();
+        let (uses, uses_span) = match step_type {
+            Some((step_type, span)) => {
+                step_type?;
+                self.ai_inference(&fields, span, &owner, &mut config, &mut grants)?
+            }
+            None => uses?,
+        };
         Some(StepDefinition {
             id: id?,
             uses,
             uses_span,
             input: optional(input)?,
             blobs: optional(blobs)?,
-            config: config?,
+            config,
             limits: optional(limits)?.unwrap_or_default(),
-            grants: optional(grants)?.unwrap_or_default(),
+            grants,
             span: node.span,
         })
     }

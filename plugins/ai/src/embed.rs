@@ -156,6 +156,62 @@ fn normalize(mut vector: Vec<f32>) -> Vec<f32> {
     vector
 }
 
+/// Lines of a text compared with the labels one by one, at most.
+pub const MAX_LINES: usize = 32;
+
+/// Zero-shot classification: the probability of each `(label,
+/// description)` for `text`, in order.
+///
+/// Each label is embedded as `label: description` (or the label alone). A
+/// label's similarity is the mean of its cosine similarity to the whole
+/// text and its best one to a single line: the whole says what the text is
+/// about, its most telling line (`Dear Ms Patel,`, `Total due: …`) what kind
+/// of document it is. A [`softmax`] at `temperature` makes them
+/// probabilities.
+///
+/// # Errors
+///
+/// A fatal error when the model fails.
+pub fn zero_shot(
+    embedder: &Embedder,
+    text: &str,
+    labels: &[(&str, &str)],
+    temperature: f32,
+) -> Result<Vec<f32>, StepError> {
+    let prompts: Vec<String> = labels
+        .iter()
+        .map(|(label, description)| {
+            if description.is_empty() {
+                (*label).to_owned()
+            } else {
+                format!("{label}: {description}")
+            }
+        })
+        .collect();
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let label_vectors = embedder.embed(&prompts)?;
+    let text_vector = embedder.embed(&[text])?.remove(0);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.chars().filter(|c| c.is_alphabetic()).count() >= 3)
+        .take(MAX_LINES)
+        .collect();
+    let line_vectors = embedder.embed(&lines)?;
+    let similarities: Vec<f32> = label_vectors
+        .iter()
+        .map(|label| {
+            let whole = cosine(&text_vector, label);
+            let best_line = line_vectors
+                .iter()
+                .map(|line| cosine(line, label))
+                .fold(whole, f32::max);
+            (whole + best_line) / 2.0
+        })
+        .collect();
+    Ok(softmax(&similarities, temperature))
+}
+
 /// The cosine similarity of two unit vectors.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()

@@ -218,9 +218,6 @@ fn local(
     Ok(classification)
 }
 
-/// Lines of the text compared with the labels one by one, at most.
-pub const MAX_LINES: usize = 32;
-
 /// The softmax temperature of mode `local` when config sets none: cosine
 /// similarities of MiniLM embeddings differ by a few hundredths between a
 /// right and a wrong label, which this spreads into usable confidences.
@@ -238,41 +235,11 @@ pub fn zero_shot(
     labels: &BTreeMap<String, String>,
     temperature: f32,
 ) -> Result<Classification, StepError> {
-    let prompts: Vec<String> = labels
+    let labelled: Vec<(&str, &str)> = labels
         .iter()
-        .map(|(label, description)| {
-            if description.is_empty() {
-                label.clone()
-            } else {
-                format!("{label}: {description}")
-            }
-        })
+        .map(|(label, description)| (label.as_str(), description.as_str()))
         .collect();
-    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let label_vectors = embedder.embed(&prompts)?;
-    let text_vector = embedder.embed(&[text])?.remove(0);
-    // The whole text says what it is about; its most telling line
-    // (`Dear Ms Patel,`, `Total due: …`) says what kind of document it is.
-    // The score is the mean of the two similarities.
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| line.chars().filter(|c| c.is_alphabetic()).count() >= 3)
-        .take(MAX_LINES)
-        .collect();
-    let line_vectors = embedder.embed(&lines)?;
-    let similarities: Vec<f32> = label_vectors
-        .iter()
-        .map(|label| {
-            let whole = embed::cosine(&text_vector, label);
-            let best_line = line_vectors
-                .iter()
-                .map(|line| embed::cosine(line, label))
-                .fold(whole, f32::max);
-            (whole + best_line) / 2.0
-        })
-        .collect();
-    let probabilities = embed::softmax(&similarities, temperature);
+    let probabilities = embed::zero_shot(embedder, text, &labelled, temperature)?;
     let (best, confidence) =
         probabilities
             .iter()

@@ -59,10 +59,12 @@ impl DetConfig {
     }
 }
 
-/// A text region, in the page image's pixels.
+/// A text region, in the page image's pixels: an oriented box (a text
+/// line on a slightly rotated scan runs at a slant) and the axis-aligned
+/// box around it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Region {
-    /// Left edge.
+    /// Left edge of the axis-aligned box.
     pub x0: f32,
     /// Top edge.
     pub y0: f32,
@@ -70,7 +72,31 @@ pub struct Region {
     pub x1: f32,
     /// Bottom edge (exclusive).
     pub y1: f32,
+    /// The oriented box's corners: top-left, top-right, bottom-right,
+    /// bottom-left, as the text reads.
+    pub corners: [(f32, f32); 4],
 }
+
+impl Region {
+    /// A region with these corners and the axis-aligned box around them.
+    fn from_corners(corners: [(f32, f32); 4]) -> Region {
+        let (x0, y0, x1, y1) = corners.iter().fold(
+            (f32::MAX, f32::MAX, f32::MIN, f32::MIN),
+            |(x0, y0, x1, y1), &(x, y)| (x0.min(x), y0.min(y), x1.max(x), y1.max(y)),
+        );
+        Region {
+            x0,
+            y0,
+            x1,
+            y1,
+            corners,
+        }
+    }
+}
+
+/// The steepest slant a text line is read at, in radians (about 17°);
+/// anything steeper is read axis-aligned.
+const MAX_SLANT: f32 = 0.3;
 
 /// Finds the text regions of `image`.
 pub fn detect(
@@ -106,13 +132,11 @@ pub fn detect(
     let (sx, sy) = (width as f32 / w as f32, height as f32 / h as f32);
     Ok(regions
         .into_iter()
-        .map(|r| Region {
-            x0: (r.x0 * sx).clamp(0.0, width as f32),
-            y0: (r.y0 * sy).clamp(0.0, height as f32),
-            x1: (r.x1 * sx).clamp(0.0, width as f32),
-            y1: (r.y1 * sy).clamp(0.0, height as f32),
+        .map(|r| Region::from_corners(r.corners.map(|(x, y)| (x * sx, y * sy))))
+        .filter(|r| {
+            r.x1.min(width as f32) - r.x0.max(0.0) >= 2.0
+                && r.y1.min(height as f32) - r.y0.max(0.0) >= 2.0
         })
-        .filter(|r| r.x1 - r.x0 >= 2.0 && r.y1 - r.y0 >= 2.0)
         .collect())
 }
 
@@ -122,6 +146,7 @@ pub fn detect(
 pub fn regions(map: &[f32], width: usize, height: usize, config: &DetConfig) -> Vec<Region> {
     let mut seen = vec![false; map.len()];
     let mut stack = Vec::new();
+    let mut pixels: Vec<(f32, f32)> = Vec::new();
     let mut found = Vec::new();
     for start in 0..map.len() {
         if seen[start] || map[start] <= config.thresh {
@@ -129,9 +154,11 @@ pub fn regions(map: &[f32], width: usize, height: usize, config: &DetConfig) -> 
         }
         seen[start] = true;
         stack.push(start);
+        pixels.clear();
         let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
         while let Some(at) = stack.pop() {
             let (x, y) = (at % width, at / width);
+            pixels.push((x as f32 + 0.5, y as f32 + 0.5));
             x0 = x0.min(x);
             y0 = y0.min(y);
             x1 = x1.max(x);
@@ -153,22 +180,86 @@ pub fn regions(map: &[f32], width: usize, height: usize, config: &DetConfig) -> 
         if w.min(h) < 3.0 {
             continue;
         }
-        let mut sum = 0.0;
+        let (region, inside) = oriented(&pixels, w > 2.0 * h, config.unclip_ratio);
+        // The score: the mean probability inside the (not yet grown) box,
+        // as DB's `box_score_fast` takes it.
+        let (mut sum, mut count) = (0.0f32, 0usize);
         for y in y0..=y1 {
-            sum += map[y * width + x0..=y * width + x1].iter().sum::<f32>();
+            for x in x0..=x1 {
+                if inside(x as f32 + 0.5, y as f32 + 0.5) {
+                    sum += map[y * width + x];
+                    count += 1;
+                }
+            }
         }
-        if sum / (w * h) < config.box_thresh {
+        if count == 0 || sum / (count as f32) < config.box_thresh {
             continue;
         }
-        let distance = w * h * config.unclip_ratio / (2.0 * (w + h));
-        found.push(Region {
-            x0: x0 as f32 - distance,
-            y0: y0 as f32 - distance,
-            x1: (x1 + 1) as f32 + distance,
-            y1: (y1 + 1) as f32 + distance,
-        });
+        found.push(region);
     }
     found
+}
+
+/// The oriented box of a component's pixels (their centres), grown by
+/// DB's unclip distance (area × ratio / perimeter). Its slant is the
+/// least-squares line through the pixels, for a component long enough to
+/// have one.
+/// Also returns whether a point lies in the box before it is grown.
+fn oriented(
+    pixels: &[(f32, f32)],
+    long: bool,
+    unclip_ratio: f32,
+) -> (Region, impl Fn(f32, f32) -> bool) {
+    let n = pixels.len() as f32;
+    let (mx, my) = pixels
+        .iter()
+        .fold((0.0, 0.0), |(sx, sy), &(x, y)| (sx + x, sy + y));
+    let (mx, my) = (mx / n, my / n);
+    let (sxx, sxy) = pixels.iter().fold((0.0, 0.0), |(sxx, sxy), &(x, y)| {
+        (sxx + (x - mx) * (x - mx), sxy + (x - mx) * (y - my))
+    });
+    let slant = if long && sxx > 0.0 {
+        (sxy / sxx).atan()
+    } else {
+        0.0
+    };
+    let angle = if slant.abs() <= MAX_SLANT { slant } else { 0.0 };
+    let (cos, sin) = (angle.cos(), angle.sin());
+    let (mut a0, mut a1, mut b0, mut b1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+    for &(x, y) in pixels {
+        let (dx, dy) = (x - mx, y - my);
+        let along = dx * cos + dy * sin;
+        let across = -dx * sin + dy * cos;
+        a0 = a0.min(along);
+        a1 = a1.max(along);
+        b0 = b0.min(across);
+        b1 = b1.max(across);
+    }
+    // The centres of the outermost pixels lie half a pixel inside.
+    let (w, h) = (a1 - a0 + 1.0, b1 - b0 + 1.0);
+    let distance = w * h * unclip_ratio / (2.0 * (w + h));
+    let (ca, cb) = ((a0 + a1) / 2.0, (b0 + b1) / 2.0);
+    let centre = (mx + ca * cos - cb * sin, my + ca * sin + cb * cos);
+    let (hw, hh) = (w / 2.0 + distance, h / 2.0 + distance);
+    let corner = |along: f32, across: f32| {
+        (
+            centre.0 + along * hw * cos - across * hh * sin,
+            centre.1 + along * hw * sin + across * hh * cos,
+        )
+    };
+    let region = Region::from_corners([
+        corner(-1.0, -1.0),
+        corner(1.0, -1.0),
+        corner(1.0, 1.0),
+        corner(-1.0, 1.0),
+    ]);
+    let inside = move |x: f32, y: f32| {
+        let (dx, dy) = (x - mx, y - my);
+        let along = dx * cos + dy * sin;
+        let across = -dx * sin + dy * cos;
+        along >= a0 - 0.5 && along <= a1 + 0.5 && across >= b0 - 0.5 && across <= b1 + 0.5
+    };
+    (region, inside)
 }
 
 /// Groups regions into rows of text, top to bottom, each row left to
@@ -251,14 +342,13 @@ mod tests {
         let found = regions(&map, w, h, &config);
         assert_eq!(found.len(), 2);
         // 20x4 box: distance = 80 * 1.5 / 48 = 2.5.
-        assert_eq!(
-            found[0],
-            Region {
-                x0: -0.5,
-                y0: 1.5,
-                x1: 24.5,
-                y1: 10.5
-            }
+        let r = found[0];
+        for (got, want) in [(r.x0, -0.5), (r.y0, 1.5), (r.x1, 24.5), (r.y1, 10.5)] {
+            assert!((got - want).abs() < 1e-3, "{r:?}");
+        }
+        assert!(
+            (r.corners[0].1 - r.corners[1].1).abs() < 1e-3,
+            "level: {r:?}"
         );
     }
 
@@ -275,12 +365,45 @@ mod tests {
     }
 
     #[test]
+    fn a_slanted_line_gets_a_slanted_box() {
+        // A 60x4 line rising 1 pixel every 10 (slope -0.1).
+        let (w, h) = (80, 30);
+        let mut map = vec![0.0f32; w * h];
+        for x in 10..70 {
+            let top = 20 - (x - 10) / 10;
+            for y in top..top + 4 {
+                map[y * w + x] = 0.9;
+            }
+        }
+        let config = DetConfig {
+            thresh: 0.3,
+            box_thresh: 0.5,
+            unclip_ratio: 1.5,
+        };
+        let found = regions(&map, w, h, &config);
+        assert_eq!(found.len(), 1);
+        let [top_left, top_right, _, bottom_left] = found[0].corners;
+        let slope = (top_right.1 - top_left.1) / (top_right.0 - top_left.0);
+        assert!((slope + 0.1).abs() < 0.02, "slope {slope}");
+        // Narrow across the line: 4 pixels plus twice the unclip distance.
+        let across =
+            ((bottom_left.0 - top_left.0).powi(2) + (bottom_left.1 - top_left.1).powi(2)).sqrt();
+        assert!(across < 12.0, "{across}");
+    }
+
+    #[test]
     fn regions_on_one_line_form_a_row_left_to_right() {
         let r = |x0: f32, y0: f32| Region {
             x0,
             y0,
             x1: x0 + 50.0,
             y1: y0 + 20.0,
+            corners: [
+                (x0, y0),
+                (x0 + 50.0, y0),
+                (x0 + 50.0, y0 + 20.0),
+                (x0, y0 + 20.0),
+            ],
         };
         let rows = rows(vec![r(300.0, 102.0), r(10.0, 100.0), r(10.0, 140.0)]);
         assert_eq!(rows.len(), 2);
