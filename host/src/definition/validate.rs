@@ -381,9 +381,7 @@ impl Validator<'_, '_> {
                     self.diag.error(
                         value.span,
                         format!("`{key}` belongs to `type: ai_inference` steps"),
-                        Some(format!(
-                            "move it under `config:` if component `uses` reads it"
-                        )),
+                        Some("move it under `config:` if component `uses` reads it".to_owned()),
                     );
                 }
             }

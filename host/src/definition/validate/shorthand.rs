@@ -169,14 +169,14 @@ impl Validator<'_, '_> {
             if let Some((prompt, _)) = prompt {
                 config.insert("prompt".to_owned(), prompt);
             }
-            if let Some((source, span)) = api_key {
-                if !grants.secrets.iter().any(|secret| secret.name == "api_key") {
-                    grants.secrets.push(SecretGrant {
-                        name: "api_key".to_owned(),
-                        source,
-                        span,
-                    });
-                }
+            if let Some((source, span)) = api_key
+                && !grants.secrets.iter().any(|secret| secret.name == "api_key")
+            {
+                grants.secrets.push(SecretGrant {
+                    name: "api_key".to_owned(),
+                    source,
+                    span,
+                });
             }
         }
         ok.then(|| (reference_plugin("classify"), type_span))
