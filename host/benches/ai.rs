@@ -211,12 +211,21 @@ async fn main() {
         "labels".into(),
         serde_json::to_string(&labels_json).unwrap(),
     );
-    let classify_input = Payload {
-        json: json!({ "text": text }),
-        blobs: Vec::new(),
-    };
+    // Each call gets a text of its own (a reference line added), so that no
+    // call is answered from the host's memo of small results, except the
+    // label descriptions, which are the same on every call, as in use.
+    let texts: Vec<String> = (0..=(classify_iterations + 1) * 2)
+        .map(|i| format!("{text}\nReference {i}"))
+        .collect();
+    let mut next = 0;
     let (classify_cold, classify_sandboxed, output) = time(classify_iterations, || {
-        invoke(&classify_step, &classify_sandbox, &classify_input)
+        next += 1;
+        let input = Payload {
+            json: json!({ "text": texts[next] }),
+            blobs: Vec::new(),
+        };
+        let (step, sandbox) = (&classify_step, &classify_sandbox);
+        async move { invoke(step, sandbox, &input).await }
     })
     .await;
     let label = output["label"].as_str().unwrap().to_owned();
@@ -227,9 +236,10 @@ async fn main() {
         .map(|(label, description)| (label.as_str(), description.as_str()))
         .collect();
     let (_, classify_native, native_scores) = time(classify_iterations, || {
+        next += 1;
         let embedder =
             embed::Embedder::new(native(embed::MODEL), embed::DEFAULT_MAX_TOKENS).unwrap();
-        let scores = embed::zero_shot(&embedder, &text, &pairs, 0.05).unwrap();
+        let scores = embed::zero_shot(&embedder, &texts[next], &pairs, 0.05).unwrap();
         async { scores }
     })
     .await;

@@ -78,9 +78,10 @@ pub struct LoadedModel {
 /// Calls with at most this many input values have their results
 /// remembered: a model is a pure function, and steps ask the same small
 /// question again and again (a classifier embeds the same label
-/// descriptions on every invocation). Images are never this small, so
-/// hashing never costs more than a fraction of the call.
-pub const MEMO_MAX_VALUES: usize = 64 * 1024;
+/// descriptions on every invocation). Token batches are this small; images
+/// never are (the smallest OCR line is 23,040 values), so pixels are never
+/// hashed or kept.
+pub const MEMO_MAX_VALUES: usize = 16 * 1024;
 /// Results remembered per model.
 pub const MEMO_ENTRIES: usize = 64;
 
