@@ -401,35 +401,27 @@ impl Checker<'_> {
     ) {
         let name = component.description.name.clone();
         let declared = &component.description.grants;
-        let origin = self.policy.origin();
         let declared_secrets = declared_names(declared, |g| match g {
             Grant::Secret { name } => Some(name),
             _ => None,
         });
         for secret in &step.grants.secrets {
-            if !declared_secrets.contains(&secret.name.as_str()) {
-                self.error(
-                    secret.span,
-                    format!(
-                        "step `{}` grants secret `{}`, which component `{name}` does not ask for",
-                        step.id, secret.name
-                    ),
-                    Some(asks_for("secrets", &declared_secrets)),
-                );
-                continue;
-            }
-            // The policy and the secret store speak of the host's name.
-            if let Some(allowed) = &self.policy.secrets
-                && !allowed.contains(&secret.source)
-            {
-                self.error(
-                    secret.span,
-                    format!(
-                        "secret `{}` is not one {origin} allows workflows to grant",
-                        secret.source
-                    ),
-                    Some(allowed_help(allowed.iter().cloned())),
-                );
+            // The component reads the step's name; the policy and the
+            // secret store speak of the host's.
+            let named = Named {
+                kind: "secret",
+                kinds: "secrets",
+                declared_as: &secret.name,
+                allowed_as: &secret.source,
+                span: secret.span,
+            };
+            if !self.named_grant(
+                step,
+                &name,
+                &named,
+                &declared_secrets,
+                self.policy.secrets.as_deref(),
+            ) {
                 continue;
             }
             match self.policy.secret_source.resolve(&[secret.source.as_str()]) {
@@ -451,6 +443,48 @@ impl Checker<'_> {
         }
     }
 
+    /// Whether a grant by name (a secret, a model) is one the component
+    /// declared and the policy allows; reports it if not.
+    fn named_grant(
+        &mut self,
+        step: &StepDefinition,
+        component: &str,
+        named: &Named<'_>,
+        declared: &[&str],
+        allowed: Option<&[String]>,
+    ) -> bool {
+        let Named {
+            kind,
+            kinds,
+            declared_as,
+            allowed_as,
+            span,
+        } = *named;
+        if !declared.contains(&declared_as) {
+            self.error(
+                span,
+                format!(
+                    "step `{}` grants {kind} `{declared_as}`, which component `{component}` does not ask for",
+                    step.id
+                ),
+                Some(asks_for(kinds, declared)),
+            );
+            return false;
+        }
+        if let Some(allowed) = allowed
+            && !allowed.iter().any(|name| name == allowed_as)
+        {
+            let origin = self.policy.origin();
+            self.error(
+                span,
+                format!("{kind} `{allowed_as}` is not one {origin} allows workflows to grant"),
+                Some(allowed_help(allowed.iter().cloned())),
+            );
+            return false;
+        }
+        true
+    }
+
     /// The granted models the component declared, the policy allows and
     /// the model store holds.
     fn models(
@@ -460,35 +494,26 @@ impl Checker<'_> {
         sandbox: &mut Sandbox,
     ) {
         let name = component.description.name.clone();
-        let origin = self.policy.origin();
         let declared = declared_names(&component.description.grants, |g| match g {
             Grant::Model { name } => Some(name),
             _ => None,
         });
         let store = self.policy.model_store();
         for model in &step.grants.models {
-            if !declared.contains(&model.name.as_str()) {
-                self.error(
-                    model.span,
-                    format!(
-                        "step `{}` grants model `{}`, which component `{name}` does not ask for",
-                        step.id, model.name
-                    ),
-                    Some(asks_for("models", &declared)),
-                );
-                continue;
-            }
-            if let Some(allowed) = &self.policy.models
-                && !allowed.contains(&model.name)
-            {
-                self.error(
-                    model.span,
-                    format!(
-                        "model `{}` is not one {origin} allows workflows to grant",
-                        model.name
-                    ),
-                    Some(allowed_help(allowed.iter().cloned())),
-                );
+            let named = Named {
+                kind: "model",
+                kinds: "models",
+                declared_as: &model.name,
+                allowed_as: &model.name,
+                span: model.span,
+            };
+            if !self.named_grant(
+                step,
+                &name,
+                &named,
+                &declared,
+                self.policy.models.as_deref(),
+            ) {
                 continue;
             }
             match crate::inference::find_model(&store, &model.name) {
@@ -499,6 +524,20 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// A grant by name, for [`Checker::named_grant`].
+struct Named<'a> {
+    /// `secret`, `model`.
+    kind: &'static str,
+    /// `secrets`, `models`.
+    kinds: &'static str,
+    /// The name the component declared it under.
+    declared_as: &'a str,
+    /// The name the policy allows it under.
+    allowed_as: &'a str,
+    /// Where it is written.
+    span: Span,
 }
 
 /// The names of the grants of one kind a component declared.
