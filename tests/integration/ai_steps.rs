@@ -464,3 +464,14 @@ fn a_timeout_ends_a_step_in_the_middle_of_inference() {
             .starts_with("SERVICE AGREEMENT")
     );
 }
+
+/// `plait inspect` lists the models a component asks for.
+#[test]
+fn inspect_lists_the_models_a_step_asks_for() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(&["inspect", OCR_PLUGIN]);
+    assert_exit(&output, 0);
+    let shown = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(shown.contains("model ppocrv6-tiny-det"), "{shown}");
+    assert!(shown.contains("model ppocrv6-tiny-rec"), "{shown}");
+}
