@@ -475,3 +475,76 @@ fn inspect_lists_the_models_a_step_asks_for() {
     assert!(shown.contains("model ppocrv6-tiny-det"), "{shown}");
     assert!(shown.contains("model ppocrv6-tiny-rec"), "{shown}");
 }
+
+/// CRC-32 (IEEE), for hand-made PNG chunks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG that claims `width` × `height` pixels and holds none.
+fn png_header(width: u32, height: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    png
+}
+
+/// Broken and hostile documents get a fatal error that names the problem,
+/// and the step is not retried.
+#[test]
+fn bad_documents_are_refused_with_the_reason() {
+    let sandbox = Sandbox::new();
+    let workflow = ocr_workflow(
+        &sandbox,
+        "    grants:\n      models: [ppocrv6-tiny-det, ppocrv6-tiny-rec]\n",
+    );
+    let invoice = std::fs::read(format!("{REPO_ROOT}/tests/samples/invoice.png")).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "notes.txt",
+            b"just some text".to_vec(),
+            "is not a PNG, JPEG, TIFF or PDF file",
+        ),
+        (
+            "cut.png",
+            invoice[..400].to_vec(),
+            "could not decode the Png image",
+        ),
+        (
+            "broken.pdf",
+            b"%PDF-1.7\nnot really".to_vec(),
+            "is not a readable PDF",
+        ),
+        // A 100,000 x 100,000 image would need 30 GB: refused from its header.
+        (
+            "huge.png",
+            png_header(100_000, 100_000),
+            "could not decode the Png image",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = sandbox.write(name, bytes);
+        let document = format!("document={}", path.display());
+        let output = sandbox.run(&["run", &workflow, "--file", &document]);
+        assert_exit(&output, 1);
+        let stderr = stderr(&output);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(stderr.contains("fatal"), "{name}: {stderr}");
+    }
+}
