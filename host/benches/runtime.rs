@@ -575,6 +575,8 @@ fn finished_step(run_id: &str, index: u32) -> StepRecord {
         output_blobs: Vec::new(),
         error: None,
         fuel_consumed: None,
+        wake_at_ms: None,
+        items: Vec::new(),
     }
 }
 
@@ -616,6 +618,7 @@ fn prefill(dir: &std::path::Path, count: usize) {
         output: Some(json!({"n": 1})),
         output_blobs: Vec::new(),
         error: None,
+        deadline_ms: None,
     };
     for _ in 0..count {
         let run = plait::store::RunRecord {

@@ -1,25 +1,48 @@
-//! Runs a [`Plan`] against the journal, one step after the other.
+//! Runs a [`Plan`] against the journal: a scheduler over the steps' `needs`.
 //!
-//! The rule that makes runs idempotent: a step's output is committed (and
-//! flushed) before the next step starts, and a step whose record says
-//! `succeeded` is never invoked again; its stored output is used instead.
-//! Before each attempt the step is marked `running` with its attempt count,
-//! so after a crash `resume` knows the step was interrupted and invokes it
-//! again with the next attempt number and the same idempotency key.
+//! One coordinator per run owns the run's records and is the only one to
+//! write them; invocations run as tasks and report back. Steps whose needs
+//! are done start at once, bounded by the run's `concurrency` and the
+//! executor's global limit (and a fan-out's `max_concurrency`).
+//!
+//! The rules that make runs idempotent: a step's output is committed (and
+//! flushed) as soon as it finishes, before any dependent starts, and a step
+//! whose record says `succeeded` is never invoked again. Before each attempt
+//! the step is marked `running` with its attempt count, so after a crash
+//! `resume` knows the attempt was interrupted and invokes it again with the
+//! next attempt number and the same idempotency key. Every pause is a
+//! `waiting` record with the time it ends (`wake_at_ms`): a retry's backoff,
+//! a `sleep`, a `wait` for a signal. A restart resumes the pause where it
+//! was, not from the start, and a waiting run holds no worker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::clock::now_ms;
-use crate::definition::{BlobMapping, BlobSource, EvalContext};
-use crate::engine::digest;
+use crate::definition::{
+    BlobMapping, BlobSource, JqEvalError, OnError, StepKind, evaluate_bounded,
+};
+use crate::engine::{Invoked, digest};
 use crate::plan::Plan;
+use crate::schema::{Schema, Violations};
 use crate::step::{Blob, FailureKind, InvocationInfo, Payload, StepFailure};
 use crate::store::{
-    BlobRef, Commit, RunRecord, RunStatus, RunStore, StepRecord, StepStatus, StoreError,
-    WorkflowRef,
+    BlobRef, Commit, ItemRecord, LogsEntry, RunRecord, RunStatus, RunStore, Signal, StepRecord,
+    StepStatus, StoreError, WorkflowRef,
 };
+
+/// How many steps run at once across every run of one executor, unless
+/// the operator sets another number.
+pub const DEFAULT_HOST_CONCURRENCY: usize = 8;
+
+/// How often a run waiting for a signal looks for one left by another
+/// process (`plait signal` while this one holds the store).
+const SIGNAL_POLL: Duration = Duration::from_millis(200);
 
 /// Errors that stop the executor itself (as opposed to a step failing,
 /// which is a normal outcome recorded in the run).
@@ -39,9 +62,17 @@ pub enum ExecutorError {
     /// Two input blobs with one name.
     #[error("input blob `{0}` was attached twice")]
     DuplicateInputBlob(String),
+    /// The input breaks the workflow's `input.schema`; no run was created.
+    #[error(
+        "the workflow input does not match the workflow's `input.schema`: {0}; no run was created"
+    )]
+    InvalidInput(Violations),
     /// Resume was asked of a run whose workflow or components changed.
     #[error("{0}")]
     Changed(String),
+    /// A signal that cannot be delivered.
+    #[error("{0}")]
+    Signal(String),
 }
 
 /// A run's records after the executor is done with it.
@@ -49,7 +80,7 @@ pub enum ExecutorError {
 pub struct RunReport {
     /// The run.
     pub run: RunRecord,
-    /// Its steps, in order.
+    /// Its steps, in definition order.
     pub steps: Vec<StepRecord>,
 }
 
@@ -57,12 +88,23 @@ pub struct RunReport {
 #[derive(Clone)]
 pub struct Executor {
     store: Arc<dyn RunStore>,
+    slots: Arc<Semaphore>,
 }
 
 impl Executor {
-    /// An executor writing to `store`.
+    /// An executor writing to `store`, running at most
+    /// [`DEFAULT_HOST_CONCURRENCY`] steps at once.
     pub fn new(store: Arc<dyn RunStore>) -> Executor {
-        Executor { store }
+        Executor::with_concurrency(store, DEFAULT_HOST_CONCURRENCY)
+    }
+
+    /// An executor running at most `concurrency` steps at once, over all
+    /// its runs.
+    pub fn with_concurrency(store: Arc<dyn RunStore>, concurrency: usize) -> Executor {
+        Executor {
+            store,
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
     }
 
     /// The journal.
@@ -74,9 +116,22 @@ impl Executor {
     pub async fn start(
         &self,
         plan: &Plan,
-        input: serde_json::Value,
+        input: Value,
         blobs: Vec<Blob>,
     ) -> Result<RunReport, ExecutorError> {
+        let run = self.create(plan, input, blobs)?;
+        let steps = self.store.steps(&run.id)?;
+        tracing::info!(run = %run.id, workflow = %run.workflow.name, "run started");
+        self.execute(plan, run, steps).await
+    }
+
+    /// Checks the input and records a new run of `plan`, without running it.
+    pub fn create(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+    ) -> Result<RunRecord, ExecutorError> {
         for (index, blob) in blobs.iter().enumerate() {
             if blobs[..index].iter().any(|other| other.name == blob.name) {
                 return Err(ExecutorError::DuplicateInputBlob(blob.name.clone()));
@@ -85,6 +140,12 @@ impl Executor {
         for name in plan.definition.input_blob_names() {
             if !blobs.iter().any(|blob| blob.name == name) {
                 return Err(ExecutorError::MissingInputBlob { name });
+            }
+        }
+        if let Some(schema) = &plan.definition.input_schema {
+            // Compiled when the definition was validated; this cannot fail.
+            if let Ok(schema) = Schema::compile(schema) {
+                schema.check(&input).map_err(ExecutorError::InvalidInput)?;
             }
         }
         let now = now_ms();
@@ -108,6 +169,10 @@ impl Executor {
             output: None,
             output_blobs: Vec::new(),
             error: None,
+            deadline_ms: plan
+                .definition
+                .timeout
+                .map(|timeout| now + timeout.as_millis() as u64),
         };
         let steps: Vec<StepRecord> = plan
             .steps
@@ -119,7 +184,7 @@ impl Executor {
                 id: step.definition.id.to_string(),
                 status: StepStatus::Pending,
                 attempts: 0,
-                component_digest: step.component.digest.clone(),
+                component_digest: step.component_digest().to_owned(),
                 started_at_ms: None,
                 finished_at_ms: None,
                 duration_ms: None,
@@ -127,6 +192,8 @@ impl Executor {
                 output_blobs: Vec::new(),
                 error: None,
                 fuel_consumed: None,
+                wake_at_ms: None,
+                items: Vec::new(),
             })
             .collect();
         self.store.commit(Commit {
@@ -136,20 +203,20 @@ impl Executor {
                 .iter()
                 .map(|(digest, data)| (digest.as_str(), *data))
                 .collect(),
-            logs: None,
+            ..Commit::default()
         })?;
-        tracing::info!(run = %run.id, workflow = %run.workflow.name, "run started");
-        self.execute(plan, run, steps).await
+        Ok(run)
     }
 
-    /// Continues run `run_id` from its first unfinished step. A run that
-    /// already succeeded is returned as it is, without executing anything.
+    /// Continues run `run_id`: interrupted attempts run again, pauses go on
+    /// where they were, and failed steps are tried again. A run that already
+    /// succeeded is returned as it is, without executing anything.
     pub async fn resume(&self, plan: &Plan, run_id: &str) -> Result<RunReport, ExecutorError> {
         let run = self
             .store
             .run(run_id)?
             .ok_or_else(|| StoreError::UnknownRun(run_id.to_owned()))?;
-        let steps = self.store.steps(run_id)?;
+        let mut steps = self.store.steps(run_id)?;
         if run.status == RunStatus::Succeeded {
             return Ok(RunReport { run, steps });
         }
@@ -163,250 +230,681 @@ impl Executor {
             )));
         }
         for (record, planned) in steps.iter().zip(&plan.steps) {
-            if record.status != StepStatus::Succeeded
-                && record.component_digest != planned.component.digest
-            {
+            if !finished(record) && record.component_digest != planned.component_digest() {
                 return Err(ExecutorError::Changed(format!(
                     "the component of step `{}` (`{}`) changed since run `{run_id}` started ({} then, {} now); \
                      restore the original component to resume",
                     record.id,
-                    planned.component.path.display(),
+                    planned.definition.uses.display(),
                     record.component_digest,
-                    planned.component.digest
+                    planned.component_digest()
                 )));
             }
         }
         let mut run = run;
+        let failed_before = run.status == RunStatus::Failed;
+        // A failed run is tried again: its final failures go back to
+        // pending (attempt counts kept). A failure the run went on from
+        // (`continue`, or a fallback that ran) stays.
+        let mut changed = Vec::new();
+        for index in 0..steps.len() {
+            let definition = &plan.steps[index].definition;
+            let record = &steps[index];
+            let fallback_pending = match &definition.on_error {
+                OnError::Fallback(fallback) => plan
+                    .definition
+                    .steps
+                    .iter()
+                    .position(|step| &step.id == fallback)
+                    .is_some_and(|f| steps[f].status != StepStatus::Failed),
+                _ => false,
+            };
+            let reset =
+                record.status == StepStatus::Failed && record.output.is_none() && !fallback_pending;
+            let record = &mut steps[index];
+            if reset {
+                record.status = StepStatus::Pending;
+                changed.push(index);
+            }
+            let mut items_reset = false;
+            if record.output.is_none() {
+                for item in &mut record.items {
+                    if item.status == StepStatus::Failed {
+                        item.status = StepStatus::Pending;
+                        items_reset = true;
+                    }
+                }
+            }
+            if items_reset && !changed.contains(&index) {
+                changed.push(index);
+            }
+        }
         run.status = RunStatus::Running;
         run.error = None;
+        if failed_before {
+            // A new try gets the whole run timeout again; an interrupted
+            // run keeps its deadline.
+            run.deadline_ms = plan
+                .definition
+                .timeout
+                .map(|timeout| now_ms() + timeout.as_millis() as u64);
+        }
+        self.store.commit(Commit {
+            run: Some(&run),
+            steps: changed.iter().map(|&index| &steps[index]).collect(),
+            ..Commit::default()
+        })?;
         tracing::info!(run = %run.id, "run resumed");
         self.execute(plan, run, steps).await
+    }
+
+    /// Delivers `data` to `wait` step `step_id` of run `run_id`. The run
+    /// continues when it is next executed (or at once, if a process is
+    /// executing it).
+    pub fn signal(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        step_id: &str,
+        data: Value,
+    ) -> Result<(), ExecutorError> {
+        let run = self
+            .store
+            .run(run_id)?
+            .ok_or_else(|| StoreError::UnknownRun(run_id.to_owned()))?;
+        check_signal(plan, &run, step_id)?;
+        let steps = self.store.steps(run_id)?;
+        if let Some(record) = steps.iter().find(|record| record.id == step_id)
+            && finished(record)
+        {
+            return Err(ExecutorError::Signal(format!(
+                "step `{step_id}` of run `{run_id}` is already {}; a signal can only reach a step that has not finished",
+                record.status.as_str()
+            )));
+        }
+        if self.store.signal(run_id, step_id)?.is_some() {
+            return Err(ExecutorError::Signal(format!(
+                "step `{step_id}` of run `{run_id}` already has a signal; the first one counts"
+            )));
+        }
+        let signal = Signal {
+            run_id: run_id.to_owned(),
+            step_id: step_id.to_owned(),
+            data,
+            sent_at_ms: now_ms(),
+        };
+        self.store.commit(Commit {
+            signal: Some(&signal),
+            ..Commit::default()
+        })?;
+        Ok(())
     }
 
     async fn execute(
         &self,
         plan: &Plan,
-        mut run: RunRecord,
-        mut steps: Vec<StepRecord>,
+        run: RunRecord,
+        steps: Vec<StepRecord>,
     ) -> Result<RunReport, ExecutorError> {
-        let mut context =
-            EvalContext::new(run.input.clone(), run.id.clone(), run.workflow.name.clone());
-        let mut step_blobs: BTreeMap<String, Vec<BlobRef>> = BTreeMap::new();
-        // What a step without `input:`/`blobs:` receives: the previous
-        // step's output, starting with the workflow input.
-        let mut previous_json = run.input.clone();
-        let mut previous_blobs = run.input_blobs.clone();
+        let mut scheduler = Scheduler::new(self, plan, run, steps);
+        let result = scheduler.run().await;
+        // Whatever happened, no invocation outlives the scheduler.
+        scheduler.tasks.abort_all();
+        result
+    }
+}
 
-        for (index, planned) in plan.steps.iter().enumerate() {
-            let step_id = planned.definition.id.to_string();
-            if steps[index].status == StepStatus::Succeeded {
-                let output = steps[index]
-                    .output
-                    .clone()
-                    .unwrap_or(serde_json::Value::Null);
-                context.insert_step(&step_id, output.clone());
-                step_blobs.insert(step_id, steps[index].output_blobs.clone());
-                previous_json = output;
-                previous_blobs = steps[index].output_blobs.clone();
+/// Checks that `step_id` is a `wait` step of `plan` and `run` is a run of
+/// it that has not finished.
+pub fn check_signal(plan: &Plan, run: &RunRecord, step_id: &str) -> Result<(), ExecutorError> {
+    let Some(step) = plan.definition.step(step_id) else {
+        let waits: Vec<&str> = plan
+            .definition
+            .steps
+            .iter()
+            .filter(|step| matches!(step.kind, StepKind::Wait { .. }))
+            .map(|step| step.id.as_str())
+            .collect();
+        return Err(ExecutorError::Signal(format!(
+            "workflow `{}` has no step `{step_id}`; its wait steps: {}",
+            plan.definition.name,
+            if waits.is_empty() {
+                "none".to_owned()
+            } else {
+                waits.join(", ")
+            }
+        )));
+    };
+    if !matches!(step.kind, StepKind::Wait { .. }) {
+        return Err(ExecutorError::Signal(format!(
+            "step `{step_id}` is not a `type: wait` step; only wait steps take signals"
+        )));
+    }
+    if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+        return Err(ExecutorError::Signal(format!(
+            "run `{}` has already {}; a signal can only reach a run that is running or waiting",
+            run.id,
+            run.status.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a step is done for good: succeeded, skipped, recovered, or
+/// failed with an output the run went on from.
+fn finished(record: &StepRecord) -> bool {
+    match record.status {
+        StepStatus::Succeeded | StepStatus::Skipped | StepStatus::Recovered => true,
+        StepStatus::Failed => record.output.is_some(),
+        StepStatus::Pending | StepStatus::Running | StepStatus::Waiting => false,
+    }
+}
+
+/// One unit of work: a step, or one item of a fan-out.
+type Unit = (usize, Option<u32>);
+
+/// What an invocation task reports.
+struct Done {
+    unit: Unit,
+    attempt: u32,
+    invoked: Invoked,
+    duration_ms: u64,
+}
+
+/// The coordinator of one run.
+struct Scheduler<'a> {
+    store: Arc<dyn RunStore>,
+    slots: Arc<Semaphore>,
+    plan: &'a Plan,
+    run: RunRecord,
+    steps: Vec<StepRecord>,
+    /// Per step, the steps its expressions may read (its needs,
+    /// transitively; for a fallback, its step's and that step).
+    reach: Vec<Vec<usize>>,
+    /// Per step, the step it is the fallback of.
+    fallback_of: Vec<Option<usize>>,
+    /// Steps in an order where each comes after its needs.
+    order: Vec<usize>,
+    /// Units whose `if` passed and that wait for a slot.
+    ready: BTreeSet<Unit>,
+    in_flight: HashSet<Unit>,
+    tasks: JoinSet<Done>,
+    run_slots: Arc<Semaphore>,
+    /// Why the run fails, once a step failed for good: nothing new starts,
+    /// what runs is let finish.
+    failing: Option<String>,
+}
+
+impl<'a> Scheduler<'a> {
+    fn new(
+        executor: &Executor,
+        plan: &'a Plan,
+        run: RunRecord,
+        steps: Vec<StepRecord>,
+    ) -> Scheduler<'a> {
+        let definition = &plan.definition;
+        let index_of = |id: &crate::definition::StepId| {
+            definition
+                .steps
+                .iter()
+                .position(|step| &step.id == id)
+                .expect("validated")
+        };
+        let needs: Vec<Vec<usize>> = definition
+            .steps
+            .iter()
+            .map(|step| step.needs.iter().map(index_of).collect())
+            .collect();
+        let fallback_of: Vec<Option<usize>> = definition
+            .steps
+            .iter()
+            .map(|step| step.fallback_of.as_ref().map(index_of))
+            .collect();
+        let order = crate::definition::topological_order(&needs);
+        let mut reach: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); needs.len()];
+        for &index in &order {
+            let mut set = BTreeSet::new();
+            for &need in &needs[index] {
+                set.insert(need);
+                set.extend(reach[need].iter().copied());
+            }
+            reach[index] = set;
+        }
+        for (index, primary) in fallback_of.iter().enumerate() {
+            if let Some(primary) = *primary {
+                let mut set = reach[primary].clone();
+                set.insert(primary);
+                reach[index] = set;
+            }
+        }
+        Scheduler {
+            store: executor.store.clone(),
+            slots: executor.slots.clone(),
+            plan,
+            run_slots: Arc::new(Semaphore::new(definition.concurrency.max(1) as usize)),
+            run,
+            steps,
+            reach: reach
+                .into_iter()
+                .map(|set| set.into_iter().collect())
+                .collect(),
+            fallback_of,
+            order,
+            ready: BTreeSet::new(),
+            in_flight: HashSet::new(),
+            tasks: JoinSet::new(),
+            failing: None,
+        }
+    }
+
+    fn commit_step(&self, index: usize) -> Result<(), StoreError> {
+        self.store.commit(Commit {
+            steps: vec![&self.steps[index]],
+            ..Commit::default()
+        })
+    }
+
+    async fn run(&mut self) -> Result<RunReport, ExecutorError> {
+        loop {
+            if self.waits_for_signal() {
+                self.store.collect_inbox()?;
+            }
+            let now = now_ms();
+            if let Some(deadline) = self.run.deadline_ms
+                && now >= deadline
+            {
+                return self.time_out().await;
+            }
+            if self.failing.is_none() {
+                self.advance(now).await?;
+            }
+            let blocked = if self.failing.is_none() {
+                self.spawn_ready().await?
+            } else {
+                false
+            };
+            if self.tasks.is_empty()
+                && let Some(report) = self.finish().await?
+            {
+                return Ok(report);
+            }
+            self.mark_waiting()?;
+
+            let mut wake = self.next_wake();
+            if self.waits_for_signal() || blocked {
+                let poll = now_ms() + SIGNAL_POLL.as_millis() as u64;
+                wake = Some(wake.map_or(poll, |wake| wake.min(poll)));
+            }
+            if self.tasks.is_empty() && wake.is_none() && self.ready.is_empty() {
+                // Nothing runs, nothing waits, yet the run is not done:
+                // a step waits on a need that cannot finish.
+                let stuck: Vec<&str> = self
+                    .steps
+                    .iter()
+                    .filter(|record| !finished(record))
+                    .map(|record| record.id.as_str())
+                    .collect();
+                self.failing = Some(format!(
+                    "no step can go on (waiting: {}); this is a bug in the host",
+                    stuck.join(", ")
+                ));
                 continue;
             }
-
-            let input = match self.step_input(
-                plan,
-                index,
-                &context,
-                &run,
-                &step_blobs,
-                &previous_json,
-                &previous_blobs,
-            ) {
-                Ok(input) => input,
-                Err(failure) => {
-                    let record = &mut steps[index];
-                    record.status = StepStatus::Failed;
-                    record.error = Some(failure.clone());
-                    record.finished_at_ms = Some(now_ms());
-                    return self.fail(run, steps, index, None);
+            let sleep = wake.map(|wake| Duration::from_millis(wake.saturating_sub(now_ms())));
+            tokio::select! {
+                joined = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match joined {
+                        Some(Ok(done)) => self.completed(done)?,
+                        Some(Err(error)) if error.is_panic() => {
+                            // The invocation task panicked: a host bug.
+                            self.failing = Some(format!("an invocation task panicked: {error}"));
+                        }
+                        _ => {}
+                    }
                 }
-            };
+                () = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {}
+            }
+        }
+    }
 
-            let record = &mut steps[index];
-            record.status = StepStatus::Running;
-            record.attempts += 1;
-            record.started_at_ms = Some(now_ms());
-            record.finished_at_ms = None;
-            record.error = None;
-            run.updated_at_ms = now_ms();
+    fn waits_for_signal(&self) -> bool {
+        self.steps.iter().enumerate().any(|(index, record)| {
+            record.status == StepStatus::Waiting
+                && matches!(
+                    self.plan.steps[index].definition.kind,
+                    StepKind::Wait { .. }
+                )
+        })
+    }
+
+    /// The earliest time something waiting goes on.
+    fn next_wake(&self) -> Option<u64> {
+        let steps = self
+            .steps
+            .iter()
+            .filter(|r| r.status == StepStatus::Waiting)
+            .filter_map(|r| r.wake_at_ms);
+        let items = self
+            .steps
+            .iter()
+            .flat_map(|r| r.items.iter())
+            .filter(|item| item.status == StepStatus::Waiting)
+            .filter_map(|item| item.wake_at_ms);
+        steps.chain(items).chain(self.run.deadline_ms).min()
+    }
+
+    /// Records `waiting` on the run while nothing runs and something waits,
+    /// and `running` again when work resumes.
+    fn mark_waiting(&mut self) -> Result<(), StoreError> {
+        let idle = self.tasks.is_empty() && self.ready.is_empty();
+        let waiting = idle
+            && self.failing.is_none()
+            && self.steps.iter().any(|record| {
+                record.status == StepStatus::Waiting
+                    || record
+                        .items
+                        .iter()
+                        .any(|item| item.status == StepStatus::Waiting)
+            });
+        let status = if waiting {
+            RunStatus::Waiting
+        } else {
+            RunStatus::Running
+        };
+        if self.run.status != status {
+            self.run.status = status;
+            self.run.updated_at_ms = now_ms();
             self.store.commit(Commit {
-                run: Some(&run),
-                steps: vec![&*record],
+                run: Some(&self.run),
                 ..Commit::default()
             })?;
+        }
+        Ok(())
+    }
 
-            let invocation = InvocationInfo {
-                run_id: run.id.clone(),
-                step_id: step_id.clone(),
-                attempt: record.attempts,
-                idempotency_key: InvocationInfo::idempotency_key(&run.id, &step_id),
-            };
-            tracing::debug!(run = %run.id, step = %step_id, attempt = invocation.attempt, "step started");
-            let started = Instant::now();
-            let invoked = planned
-                .component
-                .invoke(&invocation, &planned.sandbox, &input)
-                .await;
-            let (result, logs) = (invoked.result, invoked.logs);
-            let record = &mut steps[index];
-            record.fuel_consumed = invoked.fuel_consumed;
-            record.duration_ms = Some(started.elapsed().as_millis() as u64);
-            record.finished_at_ms = Some(now_ms());
-            match result {
-                Ok(output) => {
-                    let (refs, contents) = blob_refs(&output.blobs);
-                    record.status = StepStatus::Succeeded;
-                    record.output = Some(output.json.clone());
-                    record.output_blobs = refs.clone();
-                    self.store.commit(Commit {
-                        run: None,
-                        steps: vec![&*record],
-                        blobs: contents
-                            .iter()
-                            .map(|(digest, data)| (digest.as_str(), *data))
-                            .collect(),
-                        logs: Some((&run.id, index as u32, invocation.attempt, &logs)),
-                    })?;
-                    tracing::debug!(run = %run.id, step = %step_id, "step succeeded");
-                    context.insert_step(&step_id, output.json.clone());
-                    step_blobs.insert(step_id, refs.clone());
-                    previous_json = output.json;
-                    previous_blobs = refs;
+    /// Moves every step that can go on: starts steps whose needs are done
+    /// (or skips them), ends sleeps and waits, and queues retries whose
+    /// backoff is over.
+    async fn advance(&mut self, now: u64) -> Result<(), ExecutorError> {
+        for position in 0..self.order.len() {
+            let index = self.order[position];
+            if self.failing.is_some() {
+                return Ok(());
+            }
+            let kind = self.plan.steps[index].definition.kind.clone();
+            match self.steps[index].status {
+                StepStatus::Succeeded
+                | StepStatus::Skipped
+                | StepStatus::Recovered
+                | StepStatus::Failed => {}
+                StepStatus::Pending => {
+                    if self.ready.contains(&(index, None)) || !self.can_start(index) {
+                        continue;
+                    }
+                    self.start(index, now).await?;
                 }
-                Err(failure) => {
-                    record.status = StepStatus::Failed;
-                    record.error = Some(failure);
-                    return self.fail(run, steps, index, Some((invocation.attempt, &logs)));
+                StepStatus::Waiting => match kind {
+                    StepKind::Sleep { .. } => {
+                        if self.steps[index].wake_at_ms.is_none_or(|wake| now >= wake) {
+                            self.succeed(index, Value::Null, Vec::new())?;
+                        }
+                    }
+                    StepKind::Wait { timeout, default } => {
+                        let id = self.steps[index].id.clone();
+                        if let Some(signal) = self.store.signal(&self.run.id, &id)? {
+                            tracing::info!(run = %self.run.id, step = %id, "signal received");
+                            self.succeed(index, signal.data, Vec::new())?;
+                        } else if self.steps[index].wake_at_ms.is_some_and(|wake| now >= wake) {
+                            let waited = timeout.map(humantime::format_duration);
+                            match default {
+                                Some(default) => self.succeed(index, default, Vec::new())?,
+                                None => {
+                                    let failure = StepFailure {
+                                        kind: FailureKind::Timeout,
+                                        message: format!(
+                                            "no signal arrived within {}; send one with `plait signal {} {id}`, or give the step a `default`",
+                                            waited.map(|w| w.to_string()).unwrap_or_default(),
+                                            self.run.id
+                                        ),
+                                        details: None,
+                                    };
+                                    self.fail_for_good(index, None, failure)?;
+                                }
+                            }
+                        }
+                    }
+                    StepKind::Component => {
+                        if self.steps[index].wake_at_ms.is_none_or(|wake| now >= wake) {
+                            self.ready.insert((index, None));
+                        }
+                    }
+                },
+                StepStatus::Running => {
+                    if self.steps[index].items.is_empty()
+                        && self.plan.steps[index].definition.for_each.is_none()
+                    {
+                        // Interrupted by a crash: run the attempt again.
+                        if !self.in_flight.contains(&(index, None)) {
+                            self.ready.insert((index, None));
+                        }
+                        continue;
+                    }
+                    for item in 0..self.steps[index].items.len() {
+                        let unit = (index, Some(item as u32));
+                        if self.in_flight.contains(&unit) || self.ready.contains(&unit) {
+                            continue;
+                        }
+                        let record = &self.steps[index].items[item];
+                        let go = match record.status {
+                            StepStatus::Pending | StepStatus::Running => true,
+                            StepStatus::Waiting => record.wake_at_ms.is_none_or(|wake| now >= wake),
+                            _ => false,
+                        };
+                        if go {
+                            self.ready.insert(unit);
+                        }
+                    }
+                    self.complete_fan_out(index)?;
                 }
             }
         }
+        Ok(())
+    }
 
-        let (output, output_blobs) = match &plan.definition.output {
-            Some(template) => match template.evaluate(&context) {
-                Ok(output) => (output, Vec::new()),
+    /// Whether step `index`'s needs are done (or, for a fallback, whether
+    /// its step failed).
+    fn can_start(&self, index: usize) -> bool {
+        if let Some(primary) = self.fallback_of[index] {
+            let record = &self.steps[primary];
+            return record.status == StepStatus::Failed && record.output.is_none();
+        }
+        self.plan.steps[index].definition.needs.iter().all(|need| {
+            let position = self.position(need.as_str());
+            finished(&self.steps[position])
+        })
+    }
+
+    fn position(&self, id: &str) -> usize {
+        self.steps
+            .iter()
+            .position(|record| record.id == id)
+            .expect("validated")
+    }
+
+    /// Step `index` may start: evaluates its `if` and its `for_each`, and
+    /// sets it skipped, waiting, fanned out or ready.
+    async fn start(&mut self, index: usize, now: u64) -> Result<(), ExecutorError> {
+        let definition = &self.plan.steps[index].definition;
+        let context = self.context(index, None);
+        if let Some(condition) = definition.condition.clone() {
+            let shown = condition.text().to_owned();
+            let ctx = context.clone();
+            match evaluate_bounded(&shown, move || condition.run(&ctx)).await {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => {
+                    let record = &mut self.steps[index];
+                    record.status = StepStatus::Skipped;
+                    record.finished_at_ms = Some(now);
+                    tracing::debug!(run = %self.run.id, step = %record.id, "step skipped");
+                    self.commit_step(index)?;
+                    return Ok(());
+                }
+                Ok(other) => {
+                    let failure = fatal(format!(
+                        "`if: {shown}` must yield true or false, but yielded {}",
+                        short(&other)
+                    ));
+                    return Ok(self.fail_for_good(index, None, failure)?);
+                }
                 Err(error) => {
-                    run.status = RunStatus::Failed;
-                    run.error = Some(format!("the workflow's `output` mapping failed: {error}"));
-                    run.updated_at_ms = now_ms();
-                    self.store.commit(Commit {
-                        run: Some(&run),
-                        ..Commit::default()
-                    })?;
-                    return Ok(RunReport { run, steps });
+                    return Ok(self.fail_for_good(
+                        index,
+                        None,
+                        fatal(format!("the step's `if` failed: {error}")),
+                    )?);
+                }
+            }
+        }
+        let definition = &self.plan.steps[index].definition;
+        match &definition.kind {
+            StepKind::Sleep { duration } => {
+                let record = &mut self.steps[index];
+                record.status = StepStatus::Waiting;
+                record.started_at_ms = Some(now);
+                record.wake_at_ms = Some(now + duration.as_millis() as u64);
+                self.commit_step(index)?;
+            }
+            StepKind::Wait { timeout, .. } => {
+                let record = &mut self.steps[index];
+                record.status = StepStatus::Waiting;
+                record.started_at_ms = Some(now);
+                record.wake_at_ms = timeout.map(|timeout| now + timeout.as_millis() as u64);
+                tracing::info!(run = %self.run.id, step = %record.id, "waiting for a signal");
+                self.commit_step(index)?;
+            }
+            StepKind::Component => match definition.for_each.clone() {
+                None => {
+                    self.ready.insert((index, None));
+                }
+                Some(for_each) => {
+                    let shown = for_each.text().to_owned();
+                    let items = match evaluate_bounded(&shown, move || for_each.run(&context)).await
+                    {
+                        Ok(Value::Array(items)) => items,
+                        Ok(other) => {
+                            let failure = fatal(format!(
+                                "`for_each: {shown}` must yield an array, but yielded {}",
+                                short(&other)
+                            ));
+                            return Ok(self.fail_for_good(index, None, failure)?);
+                        }
+                        Err(error) => {
+                            let failure = fatal(format!("the step's `for_each` failed: {error}"));
+                            return Ok(self.fail_for_good(index, None, failure)?);
+                        }
+                    };
+                    let record = &mut self.steps[index];
+                    record.started_at_ms = Some(now);
+                    record.items = items
+                        .into_iter()
+                        .map(|value| ItemRecord {
+                            value,
+                            status: StepStatus::Pending,
+                            attempts: 0,
+                            output: None,
+                            output_blobs: Vec::new(),
+                            error: None,
+                            wake_at_ms: None,
+                            duration_ms: None,
+                        })
+                        .collect();
+                    record.status = StepStatus::Running;
+                    self.commit_step(index)?;
+                    // An empty fan-out succeeds with `[]` right away.
+                    self.complete_fan_out(index)?;
                 }
             },
-            None => (previous_json, previous_blobs),
-        };
-        run.status = RunStatus::Succeeded;
-        run.output = Some(output);
-        run.output_blobs = output_blobs;
-        run.updated_at_ms = now_ms();
-        self.store.commit(Commit {
-            run: Some(&run),
-            ..Commit::default()
-        })?;
-        tracing::info!(run = %run.id, "run succeeded");
-        Ok(RunReport { run, steps })
+        }
+        Ok(())
     }
 
-    /// Records the failure of step `index` and of the run.
-    fn fail(
-        &self,
-        mut run: RunRecord,
-        steps: Vec<StepRecord>,
-        index: usize,
-        logs: Option<(u32, &crate::capabilities::StepLogs)>,
-    ) -> Result<RunReport, ExecutorError> {
-        let record = &steps[index];
-        let failure = record
-            .error
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        run.status = RunStatus::Failed;
-        run.error = Some(format!("step `{}` failed: {failure}", record.id));
-        run.updated_at_ms = now_ms();
-        self.store.commit(Commit {
-            run: Some(&run),
-            steps: vec![record],
-            blobs: Vec::new(),
-            logs: logs.map(|(attempt, logs)| (run.id.as_str(), index as u32, attempt, logs)),
-        })?;
-        tracing::info!(run = %run.id, step = %record.id, "run failed");
-        Ok(RunReport { run, steps })
+    /// The run context expressions of step `index` see: the workflow input,
+    /// the steps it may read, run metadata, and a fan-out's item.
+    fn context(&self, index: usize, item: Option<u32>) -> Value {
+        let mut steps = Map::new();
+        for &read in &self.reach[index] {
+            let record = &self.steps[read];
+            let blobs: Map<String, Value> = record
+                .output_blobs
+                .iter()
+                .map(|blob| {
+                    (
+                        blob.name.clone(),
+                        json!({"media_type": blob.media_type, "digest": blob.digest, "size": blob.size}),
+                    )
+                })
+                .collect();
+            steps.insert(
+                record.id.clone(),
+                json!({
+                    "status": record.status.as_str(),
+                    "output": record.output,
+                    "error": record.error,
+                    "blobs": blobs,
+                }),
+            );
+        }
+        let mut context = json!({
+            "input": self.run.input,
+            "steps": steps,
+            "run": {"id": self.run.id, "workflow": self.run.workflow.name},
+        });
+        if let Some(item) = item {
+            context["item"] = self.steps[index].items[item as usize].value.clone();
+            context["index"] = json!(item);
+        }
+        if let Some(primary) = self.fallback_of[index] {
+            context["error"] = json!(self.steps[primary].error);
+        }
+        context
     }
 
-    /// Builds step `index`'s input from its mappings, or from the previous
-    /// step's output where it has none. A mapping that cannot be evaluated
-    /// is a fatal failure of the step, recorded without invoking it.
-    #[allow(clippy::too_many_arguments)]
-    fn step_input(
-        &self,
-        plan: &Plan,
-        index: usize,
-        context: &EvalContext,
-        run: &RunRecord,
-        step_blobs: &BTreeMap<String, Vec<BlobRef>>,
-        previous_json: &serde_json::Value,
-        previous_blobs: &[BlobRef],
-    ) -> Result<Payload, StepFailure> {
-        let definition = &plan.steps[index].definition;
-        let fatal = |message: String| StepFailure {
-            kind: FailureKind::Fatal,
-            message,
-            details: None,
+    /// Builds the input of a unit: its `input:` mapping (or the default),
+    /// its blobs, checked against the component's input schema.
+    async fn input(&self, unit: Unit) -> Result<Payload, StepFailure> {
+        let (index, item) = unit;
+        // A fallback runs in its step's place, on its step's input unless
+        // it says otherwise.
+        let source = match (
+            &self.plan.steps[index].definition.input,
+            self.fallback_of[index],
+        ) {
+            (None, Some(primary)) => primary,
+            _ => index,
         };
+        let definition = &self.plan.steps[source].definition;
+        let context = self.context(index, item);
         let json = match &definition.input {
-            Some(template) => template
-                .evaluate(context)
-                .map_err(|error| fatal(format!("the step's `input` mapping failed: {error}")))?,
-            None => previous_json.clone(),
-        };
-        let source_blobs = |source: &BlobSource| -> &[BlobRef] {
-            match source {
-                BlobSource::WorkflowInput => &run.input_blobs,
-                BlobSource::Step(id) => step_blobs
-                    .get(id.as_str())
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]),
+            Some(template) => {
+                let template = template.clone();
+                evaluate_bounded("input", move || template.evaluate(&context))
+                    .await
+                    .map_err(|error| fatal(format!("the step's `input` mapping failed: {error}")))?
             }
+            None => match item {
+                Some(item) => self.steps[index].items[item as usize].value.clone(),
+                None => match definition.needs.as_slice() {
+                    [] => self.run.input.clone(),
+                    [need] => self.steps[self.position(need.as_str())]
+                        .output
+                        .clone()
+                        .unwrap_or(Value::Null),
+                    // Validation requires `input:` with several needs.
+                    _ => Value::Null,
+                },
+            },
         };
-        let refs: Vec<BlobRef> = match &definition.blobs {
-            None => previous_blobs.to_vec(),
-            Some(BlobMapping::All(source)) => source_blobs(source).to_vec(),
-            Some(BlobMapping::Named(named)) => {
-                let mut refs = Vec::new();
-                for (name, reference) in named {
-                    let found = source_blobs(&reference.source)
-                        .iter()
-                        .find(|blob| blob.name == reference.name)
-                        .ok_or_else(|| {
-                            fatal(format!(
-                                "blob `{name}` maps to `{}`, which does not exist (it has: {})",
-                                reference,
-                                source_blobs(&reference.source)
-                                    .iter()
-                                    .map(|blob| blob.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ))
-                        })?;
-                    refs.push(BlobRef {
-                        name: name.clone(),
-                        ..found.clone()
-                    });
-                }
-                refs
-            }
-        };
+        let refs = self.blob_mapping(source)?;
         let mut blobs = Vec::with_capacity(refs.len());
         for blob in refs {
             let data = self
@@ -425,7 +923,615 @@ impl Executor {
                 data,
             });
         }
+        if let Some(schema) = &self.plan.steps[index].input_schema {
+            schema.check(&json).map_err(|violations| {
+                fatal(format!(
+                    "the step's input does not match the input schema of its component: {violations}"
+                ))
+            })?;
+        }
         Ok(Payload { json, blobs })
+    }
+
+    /// The blobs step `index` receives.
+    fn blob_mapping(&self, index: usize) -> Result<Vec<BlobRef>, StepFailure> {
+        let definition = &self.plan.steps[index].definition;
+        let source_blobs = |source: &BlobSource| -> &[BlobRef] {
+            match source {
+                BlobSource::WorkflowInput => &self.run.input_blobs,
+                BlobSource::Step(id) => &self.steps[self.position(id.as_str())].output_blobs,
+            }
+        };
+        Ok(match &definition.blobs {
+            None => match definition.needs.as_slice() {
+                [] => self.run.input_blobs.clone(),
+                [need] => self.steps[self.position(need.as_str())]
+                    .output_blobs
+                    .clone(),
+                _ => Vec::new(),
+            },
+            Some(BlobMapping::All(source)) => source_blobs(source).to_vec(),
+            Some(BlobMapping::Named(named)) => {
+                let mut refs = Vec::new();
+                for (name, reference) in named {
+                    let available = source_blobs(&reference.source);
+                    let found = available
+                        .iter()
+                        .find(|blob| blob.name == reference.name)
+                        .ok_or_else(|| {
+                            fatal(format!(
+                                "blob `{name}` maps to `{reference}`, which does not exist (it has: {})",
+                                available.iter().map(|blob| blob.name.as_str()).collect::<Vec<_>>().join(", ")
+                            ))
+                        })?;
+                    refs.push(BlobRef {
+                        name: name.clone(),
+                        ..found.clone()
+                    });
+                }
+                refs
+            }
+        })
+    }
+
+    /// Starts ready units while the run's, the host's and the fan-out's
+    /// limits allow. Returns whether a unit waits for a host slot held by
+    /// another run.
+    async fn spawn_ready(&mut self) -> Result<bool, ExecutorError> {
+        let mut blocked = false;
+        let units: Vec<Unit> = self.ready.iter().copied().collect();
+        for unit in units {
+            let (index, item) = unit;
+            if item.is_some() {
+                let limit = self.plan.steps[index].definition.max_concurrency as usize;
+                let running = self
+                    .in_flight
+                    .iter()
+                    .filter(|(i, it)| *i == index && it.is_some())
+                    .count();
+                if running >= limit {
+                    continue;
+                }
+            }
+            let Ok(run_permit) = self.run_slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let Ok(host_permit) = self.slots.clone().try_acquire_owned() else {
+                blocked = true;
+                break;
+            };
+            self.ready.remove(&unit);
+            match self.input(unit).await {
+                Ok(payload) => self.invoke(unit, payload, [run_permit, host_permit])?,
+                Err(failure) => {
+                    // The input could not be built: a fatal failure of the
+                    // unit, recorded without invoking anything.
+                    self.failed(unit, 0, failure, None)?;
+                }
+            }
+            if self.failing.is_some() {
+                break;
+            }
+        }
+        Ok(blocked)
+    }
+
+    /// Marks the unit running with its next attempt, commits, and starts
+    /// the invocation.
+    fn invoke(
+        &mut self,
+        unit: Unit,
+        payload: Payload,
+        permits: [OwnedSemaphorePermit; 2],
+    ) -> Result<(), StoreError> {
+        let (index, item) = unit;
+        let now = now_ms();
+        let record = &mut self.steps[index];
+        let attempt = match item {
+            None => {
+                record.status = StepStatus::Running;
+                record.attempts += 1;
+                record.started_at_ms = Some(now);
+                record.finished_at_ms = None;
+                record.wake_at_ms = None;
+                record.attempts
+            }
+            Some(item) => {
+                let item = &mut record.items[item as usize];
+                item.status = StepStatus::Running;
+                item.attempts += 1;
+                item.wake_at_ms = None;
+                item.attempts
+            }
+        };
+        self.run.status = RunStatus::Running;
+        self.run.updated_at_ms = now;
+        self.store.commit(Commit {
+            run: Some(&self.run),
+            steps: vec![&self.steps[index]],
+            ..Commit::default()
+        })?;
+        let planned = &self.plan.steps[index];
+        let step_id = planned.definition.id.to_string();
+        let idempotency_key = match item {
+            None => InvocationInfo::idempotency_key(&self.run.id, &step_id),
+            Some(item) => format!(
+                "{}/{item}",
+                InvocationInfo::idempotency_key(&self.run.id, &step_id)
+            ),
+        };
+        let invocation = InvocationInfo {
+            run_id: self.run.id.clone(),
+            step_id,
+            attempt,
+            idempotency_key,
+        };
+        let component = planned
+            .component
+            .clone()
+            .expect("component steps have a component");
+        let sandbox = planned.sandbox.clone();
+        tracing::debug!(run = %self.run.id, step = %invocation.step_id, item, attempt, "step started");
+        self.in_flight.insert(unit);
+        self.tasks.spawn(async move {
+            let _permits = permits;
+            let started = Instant::now();
+            let invoked = component.invoke(&invocation, &sandbox, &payload).await;
+            Done {
+                unit,
+                attempt,
+                invoked,
+                duration_ms: started.elapsed().as_millis() as u64,
+            }
+        });
+        Ok(())
+    }
+
+    /// Records what an invocation returned.
+    fn completed(&mut self, done: Done) -> Result<(), StoreError> {
+        let Done {
+            unit,
+            attempt,
+            invoked,
+            duration_ms,
+        } = done;
+        self.in_flight.remove(&unit);
+        let (index, item) = unit;
+        let logs = invoked.logs;
+        {
+            let record = &mut self.steps[index];
+            match item {
+                None => {
+                    record.fuel_consumed = invoked.fuel_consumed;
+                    record.duration_ms = Some(duration_ms);
+                    record.finished_at_ms = Some(now_ms());
+                }
+                Some(item) => record.items[item as usize].duration_ms = Some(duration_ms),
+            }
+        }
+        let result = invoked.result.and_then(|output| {
+            match &self.plan.steps[index].output_schema {
+                Some(schema) => match schema.check(&output.json) {
+                    Ok(()) => Ok(output),
+                    Err(violations) => Err(StepFailure {
+                        kind: FailureKind::InvalidOutput,
+                        message: format!(
+                            "the output does not match the output schema its component declares: {violations}"
+                        ),
+                        details: None,
+                    }),
+                },
+                None => Ok(output),
+            }
+        });
+        match result {
+            Ok(output) => {
+                let (refs, contents) = blob_refs(&output.blobs);
+                let logs_entry = LogsEntry {
+                    run_id: &self.run.id,
+                    index: index as u32,
+                    item,
+                    attempt,
+                    logs: &logs,
+                };
+                match item {
+                    None => {
+                        let record = &mut self.steps[index];
+                        record.status = StepStatus::Succeeded;
+                        record.output = Some(output.json.clone());
+                        record.output_blobs = refs.clone();
+                        record.error = None;
+                    }
+                    Some(item) => {
+                        let record = &mut self.steps[index].items[item as usize];
+                        record.status = StepStatus::Succeeded;
+                        record.output = Some(output.json.clone());
+                        record.output_blobs = refs.clone();
+                        record.error = None;
+                    }
+                }
+                let mut records = vec![&self.steps[index]];
+                // A fallback's output is its step's output from now on.
+                let mut recovered = None;
+                if item.is_none()
+                    && let Some(primary) = self.fallback_of[index]
+                {
+                    let mut record = self.steps[primary].clone();
+                    record.status = StepStatus::Recovered;
+                    record.output = Some(output.json.clone());
+                    record.output_blobs = refs.clone();
+                    recovered = Some((primary, record));
+                }
+                if let Some((_, record)) = &recovered {
+                    records.push(record);
+                }
+                self.store.commit(Commit {
+                    run: None,
+                    steps: records,
+                    blobs: contents
+                        .iter()
+                        .map(|(digest, data)| (digest.as_str(), *data))
+                        .collect(),
+                    logs: Some(logs_entry),
+                    signal: None,
+                })?;
+                if let Some((primary, record)) = recovered {
+                    tracing::info!(run = %self.run.id, step = %record.id, "step recovered by its fallback");
+                    self.steps[primary] = record;
+                }
+                tracing::debug!(run = %self.run.id, step = %self.steps[index].id, item, "step succeeded");
+                if item.is_some() {
+                    self.complete_fan_out(index)?;
+                }
+                Ok(())
+            }
+            Err(failure) => self.failed(unit, attempt, failure, Some(&logs)),
+        }
+    }
+
+    /// A unit's attempt failed: retry it after its backoff if the failure
+    /// and the policy allow, else fail it for good.
+    fn failed(
+        &mut self,
+        unit: Unit,
+        attempt: u32,
+        failure: StepFailure,
+        logs: Option<&crate::capabilities::StepLogs>,
+    ) -> Result<(), StoreError> {
+        let (index, item) = unit;
+        let policy = self.plan.steps[index].definition.retry;
+        let logs_entry = logs.map(|logs| LogsEntry {
+            run_id: &self.run.id,
+            index: index as u32,
+            item,
+            attempt,
+            logs,
+        });
+        if attempt > 0 && failure.kind.is_retryable() && attempt < policy.max_attempts {
+            let delay = policy.delay(attempt, fastrand::f64());
+            let wake = now_ms() + delay.as_millis() as u64;
+            tracing::info!(
+                run = %self.run.id,
+                step = %self.steps[index].id,
+                item,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                error = %failure,
+                "attempt failed; retrying after backoff"
+            );
+            let record = &mut self.steps[index];
+            match item {
+                None => {
+                    record.status = StepStatus::Waiting;
+                    record.wake_at_ms = Some(wake);
+                    record.error = Some(failure);
+                }
+                Some(item) => {
+                    let item = &mut record.items[item as usize];
+                    item.status = StepStatus::Waiting;
+                    item.wake_at_ms = Some(wake);
+                    item.error = Some(failure);
+                }
+            }
+            return self.store.commit(Commit {
+                steps: vec![&self.steps[index]],
+                logs: logs_entry,
+                ..Commit::default()
+            });
+        }
+        if let Some(entry) = logs_entry {
+            self.store.commit(Commit {
+                logs: Some(entry),
+                ..Commit::default()
+            })?;
+        }
+        self.fail_for_good(index, item, failure)
+    }
+
+    /// A unit failed with no retry left: apply the step's `on_error`.
+    fn fail_for_good(
+        &mut self,
+        index: usize,
+        item: Option<u32>,
+        failure: StepFailure,
+    ) -> Result<(), StoreError> {
+        let definition = &self.plan.steps[index].definition;
+        let on_error = definition.on_error.clone();
+        let id = self.steps[index].id.clone();
+        if let Some(item) = item {
+            let record = &mut self.steps[index].items[item as usize];
+            record.status = StepStatus::Failed;
+            record.error = Some(failure.clone());
+            if on_error == OnError::Continue {
+                record.output = Some(json!({"error": failure}));
+            }
+            self.commit_step(index)?;
+            if on_error != OnError::Continue {
+                self.failing = Some(format!("step `{id}` failed on item {item}: {failure}"));
+                return Ok(());
+            }
+            return self.complete_fan_out(index);
+        }
+        let record = &mut self.steps[index];
+        record.status = StepStatus::Failed;
+        record.error = Some(failure.clone());
+        record.finished_at_ms = Some(now_ms());
+        record.wake_at_ms = None;
+        match on_error {
+            OnError::Continue => {
+                record.output = Some(json!({"error": failure}));
+                tracing::info!(run = %self.run.id, step = %id, error = %failure, "step failed; the run goes on");
+                self.commit_step(index)?;
+                // A fallback that failed this way leaves its step failed
+                // the same way.
+                if let Some(primary) = self.fallback_of[index] {
+                    let error = self.steps[primary].error.clone();
+                    let record = &mut self.steps[primary];
+                    record.output = Some(json!({"error": error}));
+                    self.commit_step(primary)?;
+                }
+            }
+            OnError::Fallback(ref fallback) => {
+                tracing::info!(run = %self.run.id, step = %id, fallback = %fallback, error = %failure, "step failed; running its fallback");
+                self.commit_step(index)?;
+            }
+            OnError::Fail => {
+                self.commit_step(index)?;
+                self.failing = Some(match self.fallback_of[index] {
+                    Some(primary) => format!(
+                        "step `{}` failed and so did its fallback `{id}`: {failure}",
+                        self.steps[primary].id
+                    ),
+                    None => format!("step `{id}` failed: {failure}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a fan-out whose items are all done: its output is their
+    /// outputs in order.
+    fn complete_fan_out(&mut self, index: usize) -> Result<(), StoreError> {
+        let record = &self.steps[index];
+        if record.status != StepStatus::Running
+            || !record.items.iter().all(|item| {
+                matches!(item.status, StepStatus::Succeeded)
+                    || (item.status == StepStatus::Failed && item.output.is_some())
+            })
+        {
+            return Ok(());
+        }
+        let outputs: Vec<Value> = record
+            .items
+            .iter()
+            .map(|item| item.output.clone().unwrap_or(Value::Null))
+            .collect();
+        let blobs: Vec<BlobRef> = record
+            .items
+            .iter()
+            .enumerate()
+            .flat_map(|(n, item)| {
+                item.output_blobs.iter().map(move |blob| BlobRef {
+                    name: format!("{n}/{}", blob.name),
+                    ..blob.clone()
+                })
+            })
+            .collect();
+        let failed = record
+            .items
+            .iter()
+            .filter(|item| item.status == StepStatus::Failed)
+            .count();
+        let record = &mut self.steps[index];
+        record.status = if failed == 0 {
+            StepStatus::Succeeded
+        } else {
+            StepStatus::Failed
+        };
+        if failed > 0 {
+            record.error = Some(StepFailure {
+                kind: FailureKind::Fatal,
+                message: format!("{failed} of {} items failed", record.items.len()),
+                details: None,
+            });
+        }
+        record.output = Some(Value::Array(outputs));
+        record.output_blobs = blobs;
+        record.finished_at_ms = Some(now_ms());
+        self.commit_step(index)
+    }
+
+    /// Sets step `index` succeeded with `output` (built-in steps).
+    fn succeed(
+        &mut self,
+        index: usize,
+        output: Value,
+        blobs: Vec<BlobRef>,
+    ) -> Result<(), StoreError> {
+        let record = &mut self.steps[index];
+        record.status = StepStatus::Succeeded;
+        record.output = Some(output);
+        record.output_blobs = blobs;
+        record.finished_at_ms = Some(now_ms());
+        record.duration_ms = record
+            .started_at_ms
+            .map(|started| now_ms().saturating_sub(started));
+        record.wake_at_ms = None;
+        self.commit_step(index)
+    }
+
+    /// With nothing running: ends the run if it failed or every step is
+    /// done. `None` while steps still wait or are ready.
+    async fn finish(&mut self) -> Result<Option<RunReport>, ExecutorError> {
+        if let Some(error) = self.failing.clone() {
+            self.run.status = RunStatus::Failed;
+            self.run.error = Some(error);
+            self.run.updated_at_ms = now_ms();
+            self.store.commit(Commit {
+                run: Some(&self.run),
+                ..Commit::default()
+            })?;
+            tracing::info!(run = %self.run.id, error = self.run.error.as_deref().unwrap_or(""), "run failed");
+            return Ok(Some(self.report()));
+        }
+        // Fallbacks whose step did not fail are not needed.
+        for index in 0..self.steps.len() {
+            if let Some(primary) = self.fallback_of[index]
+                && self.steps[index].status == StepStatus::Pending
+                && finished(&self.steps[primary])
+                && self.steps[primary].status != StepStatus::Failed
+            {
+                self.steps[index].status = StepStatus::Skipped;
+                self.commit_step(index)?;
+            }
+        }
+        if !self.ready.is_empty() || !self.steps.iter().all(finished) {
+            return Ok(None);
+        }
+        let definition = &self.plan.definition;
+        let (output, output_blobs) = match &definition.output {
+            Some(template) => {
+                let mut steps = Map::new();
+                for record in &self.steps {
+                    steps.insert(
+                        record.id.clone(),
+                        json!({"status": record.status.as_str(), "output": record.output, "error": record.error}),
+                    );
+                }
+                let context = json!({
+                    "input": self.run.input,
+                    "steps": steps,
+                    "run": {"id": self.run.id, "workflow": self.run.workflow.name},
+                });
+                let template = template.clone();
+                match evaluate_bounded("output", move || template.evaluate(&context)).await {
+                    Ok(output) => (output, Vec::new()),
+                    Err(error) => {
+                        self.run.status = RunStatus::Failed;
+                        self.run.error =
+                            Some(format!("the workflow's `output` mapping failed: {error}"));
+                        self.run.updated_at_ms = now_ms();
+                        self.store.commit(Commit {
+                            run: Some(&self.run),
+                            ..Commit::default()
+                        })?;
+                        return Ok(Some(self.report()));
+                    }
+                }
+            }
+            None => {
+                // The last step in the file that is not a fallback.
+                let last = (0..self.steps.len())
+                    .rev()
+                    .find(|&index| self.fallback_of[index].is_none())
+                    .unwrap_or(self.steps.len() - 1);
+                let record = &self.steps[last];
+                (
+                    record.output.clone().unwrap_or(Value::Null),
+                    record.output_blobs.clone(),
+                )
+            }
+        };
+        self.run.status = RunStatus::Succeeded;
+        self.run.output = Some(output);
+        self.run.output_blobs = output_blobs;
+        self.run.updated_at_ms = now_ms();
+        self.store.commit(Commit {
+            run: Some(&self.run),
+            ..Commit::default()
+        })?;
+        tracing::info!(run = %self.run.id, "run succeeded");
+        Ok(Some(self.report()))
+    }
+
+    /// The run's `timeout` passed: stops what runs and fails the run.
+    async fn time_out(&mut self) -> Result<RunReport, ExecutorError> {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let limit = self
+            .plan
+            .definition
+            .timeout
+            .map(|timeout| humantime::format_duration(timeout).to_string())
+            .unwrap_or_default();
+        let failure = StepFailure {
+            kind: FailureKind::Timeout,
+            message: format!("stopped: the run's timeout of {limit} passed"),
+            details: None,
+        };
+        let units: Vec<Unit> = self.in_flight.drain().collect();
+        for (index, item) in units {
+            let record = &mut self.steps[index];
+            match item {
+                None => {
+                    record.status = StepStatus::Failed;
+                    record.error = Some(failure.clone());
+                    record.finished_at_ms = Some(now_ms());
+                }
+                Some(item) => {
+                    let item = &mut record.items[item as usize];
+                    item.status = StepStatus::Failed;
+                    item.error = Some(failure.clone());
+                }
+            }
+            self.commit_step(index)?;
+        }
+        self.failing = Some(format!(
+            "the run did not finish within its timeout of {limit}"
+        ));
+        tracing::info!(run = %self.run.id, "run timed out");
+        Ok(self.finish().await?.expect("a failing run finishes"))
+    }
+
+    fn report(&self) -> RunReport {
+        RunReport {
+            run: self.run.clone(),
+            steps: self.steps.clone(),
+        }
+    }
+}
+
+fn fatal(message: String) -> StepFailure {
+    StepFailure {
+        kind: FailureKind::Fatal,
+        message,
+        details: None,
+    }
+}
+
+/// A value in a message, shortened.
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 80 {
+        format!("{}...", text.chars().take(80).collect::<String>())
+    } else {
+        text
+    }
+}
+
+impl From<JqEvalError> for StepFailure {
+    fn from(error: JqEvalError) -> Self {
+        fatal(error.to_string())
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! A workflow definition names steps; each step is a sandboxed WebAssembly
 //! component implementing the `plait:step/step` world (`wit/step.wit`). The
-//! host runs them in order and persists each step's output before the next
-//! starts, so an interrupted run resumes without re-executing finished steps.
+//! host runs them as their `needs` allow, concurrently where they can, and
+//! persists each step's output as it finishes, so an interrupted run resumes
+//! without re-executing finished steps.
 //!
 //! The modules follow the pipeline:
 //! [`definition`] (parse and validate a workflow file, no wasmtime) →
@@ -25,5 +26,6 @@ pub mod inference;
 pub mod limits;
 pub mod plan;
 pub mod policy;
+pub mod schema;
 pub mod step;
 pub mod store;

@@ -20,11 +20,14 @@ use std::sync::Arc;
 
 use crate::capabilities::redact::MIN_SECRET_LEN;
 use crate::capabilities::{PreopenDir, Sandbox};
-use crate::definition::{Definition, DefinitionError, DefinitionErrors, Span, StepDefinition};
+use crate::definition::{
+    Definition, DefinitionError, DefinitionErrors, Span, StepDefinition, StepKind,
+};
 use crate::engine::{Engine, Grant, LoadedComponent, digest};
 use crate::grants::{OutboundRule, is_private};
 use crate::limits::{Limit, LimitSettings, Limits};
 use crate::policy::Policy;
+use crate::schema::Schema;
 
 /// A workflow ready to run.
 #[derive(Debug)]
@@ -42,11 +45,24 @@ pub struct Plan {
 pub struct PlannedStep {
     /// The step as defined.
     pub definition: StepDefinition,
-    /// The component it runs.
-    pub component: Arc<LoadedComponent>,
+    /// The component it runs; `None` for the built-in `wait` and `sleep`.
+    pub component: Option<Arc<LoadedComponent>>,
     /// What the step may reach and use: config, secrets, directories,
     /// outbound HTTP, limits.
     pub sandbox: Sandbox,
+    /// The component's input schema, compiled.
+    pub input_schema: Option<Schema>,
+    /// The component's output schema, compiled.
+    pub output_schema: Option<Schema>,
+}
+
+impl PlannedStep {
+    /// The digest of the step's component; empty for a built-in step.
+    pub fn component_digest(&self) -> &str {
+        self.component
+            .as_ref()
+            .map_or("", |component| component.digest.as_str())
+    }
 }
 
 impl Plan {
@@ -75,6 +91,16 @@ impl Plan {
         let workflow_limits = checker.limits(&definition.limits, None);
         errors.append(&mut checker.errors);
         for step in &definition.steps {
+            if !matches!(step.kind, StepKind::Component) {
+                steps.push(PlannedStep {
+                    definition: step.clone(),
+                    component: None,
+                    sandbox: Sandbox::default(),
+                    input_schema: None,
+                    output_schema: None,
+                });
+                continue;
+            }
             let component = match loaded.get(&step.uses) {
                 Some(component) => component.clone(),
                 None => {
@@ -103,10 +129,32 @@ impl Plan {
             let limits = checker.limits(&step.limits, Some(workflow_limits));
             let sandbox = checker.sandbox(step, &component, limits);
             errors.append(&mut checker.errors);
+            let mut schema = |which: &str, schema: &Option<serde_json::Value>| {
+                let schema = schema.as_ref()?;
+                match Schema::compile(schema) {
+                    Ok(schema) => Some(schema),
+                    Err(error) => {
+                        errors.push(DefinitionError::at(
+                            &definition.source,
+                            step.uses_span,
+                            format!(
+                                "component `{}` of step `{}` declares an invalid {which} schema: {error}",
+                                component.description.name, step.id
+                            ),
+                            Some("fix the schema the component returns from `describe()`".to_owned()),
+                        ));
+                        None
+                    }
+                }
+            };
+            let input_schema = schema("input", &component.description.input_schema);
+            let output_schema = schema("output", &component.description.output_schema);
             steps.push(PlannedStep {
                 definition: step.clone(),
-                component,
+                component: Some(component),
                 sandbox,
+                input_schema,
+                output_schema,
             });
         }
         if !errors.is_empty() {

@@ -24,6 +24,9 @@
 //! [models]
 //! dir = "/var/lib/plait/models"  # the model store; default: $PLAIT_MODELS, else ~/.cache/plait/models
 //!
+//! [runtime]
+//! concurrency = 8           # steps running at once on this host, over all runs; default: 8
+//!
 //! [secrets]
 //! file = "/etc/plait/secrets.toml"  # `name = "value"` lines
 //! env_prefix = "PLAIT_SECRET_"      # PLAIT_SECRET_API_TOKEN is secret `api_token`
@@ -70,6 +73,8 @@ pub struct Policy {
     /// The model store folder, when the policy names one; otherwise
     /// [`crate::inference::default_model_dir`].
     pub model_dir: Option<PathBuf>,
+    /// How many steps run at once on this host, over every run.
+    pub concurrency: usize,
 }
 
 impl Default for Policy {
@@ -86,6 +91,7 @@ impl Default for Policy {
             secret_source: SecretSource::default(),
             models: None,
             model_dir: None,
+            concurrency: crate::executor::DEFAULT_HOST_CONCURRENCY,
         }
     }
 }
@@ -225,6 +231,14 @@ struct PolicyFile {
     secrets: SecretsTable,
     #[serde(default)]
     models: ModelsTable,
+    #[serde(default)]
+    runtime: RuntimeTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RuntimeTable {
+    concurrency: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -429,6 +443,16 @@ impl Policy {
             },
             models: file.grants.models.clone(),
             model_dir: file.models.dir.as_ref().map(|dir| base.join(dir)),
+            concurrency: match file.runtime.concurrency {
+                None => crate::executor::DEFAULT_HOST_CONCURRENCY,
+                Some(n @ 1..=1024) => n,
+                Some(n) => {
+                    return Err(invalid(
+                        "runtime.concurrency",
+                        format!("{n} is not between 1 and 1024"),
+                    ));
+                }
+            },
         })
     }
 

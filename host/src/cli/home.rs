@@ -43,10 +43,14 @@ impl Home {
         })
     }
 
+    /// The run journal's folder.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+
     /// Opens the run journal.
     pub fn open_store(&self) -> anyhow::Result<Arc<SledStore>> {
-        let path = self.dir.join("journal");
-        Ok(Arc::new(SledStore::open(&path)?))
+        Ok(Arc::new(SledStore::open(&self.journal_dir())?))
     }
 
     /// Creates the engine, caching compiled components under the home, or in

@@ -46,6 +46,8 @@ enum Command {
     Run(run::RunArgs),
     /// Continue an interrupted or failed run from its first unfinished step.
     Resume(run::ResumeArgs),
+    /// Deliver a signal to a `wait` step of a run, and continue the run.
+    Signal(run::SignalArgs),
     /// List and show stored runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -61,6 +63,7 @@ pub async fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args).await,
         Command::Resume(args) => run::resume(args).await,
+        Command::Signal(args) => run::signal(args).await,
         Command::Runs(command) => runs::main(command),
         Command::Validate(args) => inspect::validate(args).await,
         Command::Inspect(args) => inspect::inspect(args).await,
@@ -98,6 +101,8 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
             return match error {
                 ExecutorError::MissingInputBlob { .. }
                 | ExecutorError::DuplicateInputBlob(_)
+                | ExecutorError::InvalidInput(_)
+                | ExecutorError::Signal(_)
                 | ExecutorError::Changed(_) => EXIT_USAGE,
                 ExecutorError::Store(StoreError::UnknownRun(_)) => EXIT_USAGE,
                 _ => EXIT_RUN_FAILED,

@@ -39,6 +39,7 @@ pub fn run_json(report: &RunReport, logs: Option<&[Vec<AttemptLogs>]>) -> Value 
         "output": run.output,
         "output_blobs": run.output_blobs,
         "error": run.error,
+        "deadline": run.deadline_ms.map(timestamp),
         "steps": steps,
     })
 }
@@ -51,8 +52,11 @@ fn step_json(step: &StepRecord) -> Value {
         "duration_ms": step.duration_ms,
         "fuel_consumed": step.fuel_consumed,
         "component_digest": step.component_digest,
+        "output": step.output,
         "output_blobs": step.output_blobs,
         "error": step.error,
+        "wake_at": step.wake_at_ms.map(timestamp),
+        "items": step.items,
     })
 }
 
@@ -100,6 +104,9 @@ pub fn step_line(step: &StepRecord) -> String {
         StepStatus::Failed => "✗",
         StepStatus::Running => "…",
         StepStatus::Pending => "·",
+        StepStatus::Skipped => "-",
+        StepStatus::Waiting => "⏸",
+        StepStatus::Recovered => "↺",
     };
     let mut line = format!("{mark} {:<20} {}", step.id, step.status.as_str());
     if let Some(duration) = step.duration_ms {
@@ -107,6 +114,19 @@ pub fn step_line(step: &StepRecord) -> String {
     }
     if step.attempts > 1 {
         line.push_str(&format!(" (attempt {})", step.attempts));
+    }
+    if !step.items.is_empty() {
+        let done = step
+            .items
+            .iter()
+            .filter(|item| item.status == StepStatus::Succeeded)
+            .count();
+        line.push_str(&format!(" [{done}/{} items]", step.items.len()));
+    }
+    if step.status == StepStatus::Waiting
+        && let Some(wake) = step.wake_at_ms
+    {
+        line.push_str(&format!(" until {}", timestamp(wake)));
     }
     if let Some(error) = &step.error {
         line.push_str(&format!(": {error}"));

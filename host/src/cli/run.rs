@@ -1,4 +1,9 @@
-//! `plait run` and `plait resume`.
+//! `plait run`, `plait resume` and `plait signal`.
+//!
+//! The process that executes a run keeps it until it ends, waits included:
+//! a `wait` step's signal reaches it through the store's inbox. Stopping
+//! the process (Ctrl-C, a kill, a crash) leaves the run waiting in the
+//! store; `plait resume` or `plait signal` continues it.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -47,6 +52,25 @@ pub struct ResumeArgs {
     json: bool,
 }
 
+/// Arguments of `plait signal`.
+#[derive(Debug, clap::Args)]
+pub struct SignalArgs {
+    /// The run.
+    #[arg(value_name = "RUN_ID")]
+    run_id: String,
+    /// The `type: wait` step to signal.
+    #[arg(value_name = "STEP_ID")]
+    step_id: String,
+    /// The step's output, as JSON [default: {}].
+    #[arg(long, value_name = "JSON")]
+    data: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print exactly one JSON object describing the run on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 /// `plait run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let input = read_input(args.input.as_deref())?;
@@ -61,7 +85,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = home.open_store()?;
     let engine = home.engine(&policy)?;
     let plan = Plan::build_with(&engine, definition, &policy).await?;
-    let executor = Executor::new(store);
+    let executor = Executor::with_concurrency(store, policy.concurrency);
     let report = executor.start(&plan, input, blobs).await?;
     finish(&report, args.json)
 }
@@ -74,7 +98,7 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let run = store
         .run(&args.run_id)?
         .ok_or_else(|| plait::store::StoreError::UnknownRun(args.run_id.clone()))?;
-    let executor = Executor::new(store.clone());
+    let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
     if run.status == RunStatus::Succeeded {
         // Nothing to execute: report the stored result.
         let steps = store.steps(&run.id)?;
@@ -84,6 +108,61 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("loading the workflow of run `{}`", run.id))?;
     let engine = home.engine(&policy)?;
     let plan = Plan::build_with(&engine, definition, &policy).await?;
+    let report = executor.resume(&plan, &run.id).await?;
+    finish(&report, args.json)
+}
+
+/// `plait signal`: records the signal and continues the run here, or,
+/// when another process holds the store (the one executing the run), leaves
+/// the signal in the store's inbox for it.
+pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
+    let data: serde_json::Value = match args.data.as_deref() {
+        None => serde_json::json!({}),
+        Some(text) => serde_json::from_str(text).map_err(|error| {
+            UsageError(format!(
+                "`--data` is not valid JSON: {error}; for example `--data '{{\"approved\": true}}'`"
+            ))
+        })?,
+    };
+    let home = Home::resolve(args.store.store)?;
+    let policy = home.policy(args.store.policy)?;
+    let store = match home.open_store() {
+        Ok(store) => store,
+        Err(error)
+            if matches!(
+                error.downcast_ref::<plait::store::StoreError>(),
+                Some(plait::store::StoreError::Locked { .. })
+            ) =>
+        {
+            let signal = plait::store::Signal {
+                run_id: args.run_id.clone(),
+                step_id: args.step_id.clone(),
+                data,
+                sent_at_ms: plait::clock::now_ms(),
+            };
+            plait::store::post_signal(&home.journal_dir(), &signal)
+                .context("leaving the signal in the store's inbox")?;
+            eprintln!(
+                "another plait process holds the store (the one running `{}`); the signal for step `{}` waits in its inbox and is delivered within a second",
+                args.run_id, args.step_id
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) => return Err(error),
+    };
+    let run = store
+        .run(&args.run_id)?
+        .ok_or_else(|| plait::store::StoreError::UnknownRun(args.run_id.clone()))?;
+    let definition = Definition::load(&run.workflow.path)
+        .with_context(|| format!("loading the workflow of run `{}`", run.id))?;
+    let engine = home.engine(&policy)?;
+    let plan = Plan::build_with(&engine, definition, &policy).await?;
+    let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
+    executor.signal(&plan, &run.id, &args.step_id, data)?;
+    eprintln!(
+        "signal delivered to step `{}`; continuing run {}",
+        args.step_id, run.id
+    );
     let report = executor.resume(&plan, &run.id).await?;
     finish(&report, args.json)
 }

@@ -135,18 +135,22 @@ impl BlobSource {
 }
 
 /// The text between `${` and the final `}`, if the whole string is one
-/// expression. A `}` outside a quoted key before the end means the first
-/// expression closes early: the string is literal text.
-fn body(text: &str) -> Option<&str> {
+/// expression. Braces are counted outside jq strings, so `${ {a: .x} }` is
+/// one expression, while in `${ .a } and ${ .b }` the first expression
+/// closes before the end and the string is literal text.
+pub(crate) fn body(text: &str) -> Option<&str> {
     let body = text.strip_prefix("${")?.strip_suffix('}')?;
     let mut in_string = false;
     let mut escaped = false;
+    let mut depth = 0usize;
     for c in body.chars() {
         match (in_string, c) {
             (true, _) if escaped => escaped = false,
             (true, '\\') => escaped = true,
             (_, '"') => in_string = !in_string,
-            (false, '}') => return None,
+            (false, '{') => depth += 1,
+            (false, '}') if depth == 0 => return None,
+            (false, '}') => depth -= 1,
             _ => {}
         }
     }

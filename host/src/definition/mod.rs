@@ -23,6 +23,8 @@
 
 mod error;
 mod expr;
+mod flow;
+mod jq;
 mod template;
 mod validate;
 mod yaml;
@@ -37,9 +39,11 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub use error::{DefinitionError, DefinitionErrors, SourceFile, Span};
-pub use expr::{Accessor, BlobRef, BlobSource, ExprError, Expression, JsonRef};
-pub use template::{BlobMapping, Context, EvalContext, EvalError, Template, select};
-pub use validate::{LOCAL_MODEL, PLUGINS_ENV, reference_plugin};
+pub use expr::{BlobRef, BlobSource, ExprError, Expression};
+pub use flow::{Backoff, OnError, RetryPolicy, RetrySettings, StepKind};
+pub use jq::{EVAL_DEADLINE, Jq, JqError, JqEvalError, MAX_ITEMS, evaluate_bounded};
+pub use template::{BlobMapping, Template};
+pub use validate::{LOCAL_MODEL, PLUGINS_ENV, reference_plugin, topological as topological_order};
 
 /// The file names [`Definition::load`] looks for in a directory, in order.
 pub const DEFINITION_FILE_NAMES: [&str; 3] = ["workflow.yaml", "workflow.yml", "workflow.json"];
@@ -60,10 +64,15 @@ pub struct Definition {
     pub input_schema: Option<Value>,
     /// Limits for every step that does not set its own (`limits:`).
     pub limits: crate::limits::LimitSettings,
-    /// The steps, in the order they run; never empty.
+    /// The steps, in file order; never empty. They run as their `needs`
+    /// allow (see [`StepDefinition::needs`]).
     pub steps: Vec<StepDefinition>,
     /// What the run outputs; `None` means the last step's output.
     pub output: Option<Template>,
+    /// The whole run's wall-clock limit (`timeout:`), from its start.
+    pub timeout: Option<std::time::Duration>,
+    /// How many steps of one run may run at once (`concurrency:`).
+    pub concurrency: u32,
     /// The file the definition came from, for reporting errors found later.
     pub source: SourceFile,
 }
@@ -92,7 +101,32 @@ pub struct StepDefinition {
     pub grants: crate::grants::StepGrants,
     /// Where the step is written (its first key).
     pub span: Span,
+    /// What the step does: run its component, wait for a signal, or sleep.
+    pub kind: StepKind,
+    /// The steps that must finish first. Written as `needs:`; when no step
+    /// of the workflow has `needs:`, each step needs the one before it (a
+    /// pipeline).
+    pub needs: Vec<StepId>,
+    /// `if:`: run only when this yields `true`; otherwise skipped.
+    pub condition: Option<Jq>,
+    /// `for_each:`: run once per item of the array this yields.
+    pub for_each: Option<Jq>,
+    /// How many items of a `for_each` run at once.
+    pub max_concurrency: u32,
+    /// Retries of a failed attempt (the step's `retry:` over the
+    /// workflow's).
+    pub retry: RetryPolicy,
+    /// What a failure does to the run.
+    pub on_error: OnError,
+    /// Whether this step only runs as another step's fallback.
+    pub fallback_of: Option<StepId>,
 }
+
+/// The default number of a run's steps that run at once.
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+
+/// The default number of a `for_each` step's items that run at once.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 4;
 
 /// A step id: `[a-z][a-z0-9_-]*`, at most 64 characters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -377,6 +411,8 @@ fn parse_source(source: SourceFile, base_dir: &Path) -> Result<Definition, Defin
             limits: parts.limits,
             steps: parts.steps,
             output: parts.output,
+            timeout: parts.timeout,
+            concurrency: parts.concurrency,
             source,
         }),
         _ => Err(diag.finish()),

@@ -122,10 +122,11 @@ fn step(id: &str) -> StepId {
 }
 
 fn json_expr(text: &str) -> Template {
-    match Expression::parse(text) {
-        Ok(Some(Expression::Json(json))) => Template::Expr(json),
-        other => panic!("{text}: {other:?}"),
-    }
+    let body = text
+        .strip_prefix("${")
+        .and_then(|text| text.strip_suffix('}'))
+        .unwrap();
+    Template::Expr(Jq::compile(body).unwrap())
 }
 
 const CHAIN: &str = r#"
@@ -246,8 +247,11 @@ fn parses_a_full_definition() {
         Some(BlobMapping::All(BlobSource::Step(step("normalize"))))
     );
 
-    let mut context = EvalContext::new(json!({"text": "Hello World"}), "r1", &definition.name);
-    context.insert_step("read", json!({"meta": ["utf-8"]}));
+    let context = json!({
+        "input": {"text": "Hello World"},
+        "steps": {"read": {"status": "succeeded", "output": {"meta": ["utf-8"]}}},
+        "run": {"id": "r1", "workflow": definition.name},
+    });
     assert_eq!(
         normalize.input.as_ref().unwrap().evaluate(&context),
         Ok(json!({

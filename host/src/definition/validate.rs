@@ -11,32 +11,92 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::error::{Diagnostics, closest, list};
-use super::expr::{BlobRef, Expression};
+use super::expr::{self, BlobRef, BlobSource, Expression};
+use super::flow::{OnError, RetrySettings, StepKind};
+use super::jq::Jq;
 use super::template::{BlobMapping, Template};
 use super::yaml::{self, Node, NodeKind, Typed};
-use super::{Span, StepDefinition, StepId, workflow_name_problem};
+use super::{
+    DEFAULT_CONCURRENCY, DEFAULT_MAX_CONCURRENCY, Span, StepDefinition, StepId,
+    workflow_name_problem,
+};
 
+mod flow;
 mod sandbox;
 mod shorthand;
 
+pub use flow::topological;
+
 pub use shorthand::{LOCAL_MODEL, PLUGINS_ENV, reference_plugin};
 
-const WORKFLOW_KEYS: [&str; 7] = [
+const WORKFLOW_KEYS: [&str; 10] = [
     "name",
     "version",
     "description",
     "input",
     "limits",
+    "retry",
+    "timeout",
+    "concurrency",
     "steps",
     "output",
 ];
 const INPUT_KEYS: [&str; 1] = ["schema"];
-const STEP_KEYS: [&str; 12] = [
-    "id", "uses", "type", "input", "blobs", "config", "limits", "grants", "model", "prompt",
-    "endpoint", "api_key",
+const STEP_KEYS: [&str; 21] = [
+    "id",
+    "uses",
+    "type",
+    "needs",
+    "if",
+    "for_each",
+    "max_concurrency",
+    "input",
+    "blobs",
+    "config",
+    "limits",
+    "timeout",
+    "retry",
+    "on_error",
+    "grants",
+    "duration",
+    "default",
+    "model",
+    "prompt",
+    "endpoint",
+    "api_key",
+];
+
+/// Keys that only a component step (not `wait` or `sleep`) may have.
+const COMPONENT_KEYS: [&str; 8] = [
+    "uses",
+    "input",
+    "blobs",
+    "config",
+    "limits",
+    "grants",
+    "for_each",
+    "max_concurrency",
 ];
 
 const DEFAULT_VERSION: &str = "0.0.0";
+
+/// Keys of other workflow languages, and the Plait key that means the same.
+const ALIASES: [(&str, &str); 14] = [
+    ("depends_on", "needs"),
+    ("dependsOn", "needs"),
+    ("depends-on", "needs"),
+    ("when", "if"),
+    ("condition", "if"),
+    ("foreach", "for_each"),
+    ("forEach", "for_each"),
+    ("loop", "for_each"),
+    ("retries", "retry"),
+    ("catch", "on_error"),
+    ("continue-on-error", "on_error"),
+    ("continue_on_error", "on_error"),
+    ("timeout-minutes", "timeout"),
+    ("parallelism", "max_concurrency"),
+];
 
 /// The validated parts of a definition; the caller adds the source file.
 pub(crate) struct Parts {
@@ -47,6 +107,8 @@ pub(crate) struct Parts {
     pub(crate) limits: crate::limits::LimitSettings,
     pub(crate) steps: Vec<StepDefinition>,
     pub(crate) output: Option<Template>,
+    pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) concurrency: u32,
 }
 
 /// Validates the document `root`. Returns `None` if a required part is
@@ -71,16 +133,17 @@ pub(crate) fn definition(
         diag,
         base_dir,
         step_ids: Vec::new(),
+        retry: RetrySettings::default(),
+        flows: Vec::new(),
     };
     validator.workflow(root, entries)
 }
 
 /// Which steps an expression may read, by where it is written.
 #[derive(Clone, Copy)]
-enum Scope<'a> {
-    /// In the step at this index (its id, if it has a valid one): only
-    /// steps listed before it.
-    Step { index: usize, id: Option<&'a str> },
+enum Scope {
+    /// In the step at this index: only the steps it needs.
+    Step { index: usize },
     /// In the workflow `output:`: every step.
     Output,
 }
@@ -108,6 +171,10 @@ struct Validator<'v, 'd> {
     /// definition, so that references can say "later", "itself" or "unknown"
     /// without piling errors onto a step whose id was already reported.
     step_ids: Vec<(String, usize)>,
+    /// The workflow's `retry:`, which each step's is laid over.
+    retry: RetrySettings,
+    /// Per step, what the graph checks need (reads, needs as written).
+    flows: Vec<flow::StepFlow>,
 }
 
 impl Validator<'_, '_> {
@@ -140,6 +207,18 @@ impl Validator<'_, '_> {
         let limits = fields
             .get("limits")
             .map(|value| self.limits(value, "the workflow"));
+        let retry = fields
+            .get("retry")
+            .map(|value| self.retry(value, "the workflow"));
+        if let Some(Some(retry)) = retry {
+            self.retry = retry;
+        }
+        let timeout = fields
+            .get("timeout")
+            .map(|value| self.duration(value, "timeout"));
+        let concurrency = fields
+            .get("concurrency")
+            .map(|value| self.parallelism(value, "concurrency"));
 
         let steps = match fields.get("steps") {
             Some(value) => self.steps(value),
@@ -165,6 +244,8 @@ impl Validator<'_, '_> {
             limits: optional(limits)?.unwrap_or_default(),
             steps: steps?,
             output: optional(output)?,
+            timeout: optional(timeout)?,
+            concurrency: optional(concurrency)?.unwrap_or(DEFAULT_CONCURRENCY),
         })
     }
 
@@ -185,7 +266,12 @@ impl Validator<'_, '_> {
                     fields.values.insert(*known, value);
                 }
                 None => {
-                    let close = closest(text, allowed.iter().copied());
+                    // Names other workflow languages use for the same thing.
+                    let alias = ALIASES
+                        .iter()
+                        .find(|(other, ours)| *other == text && allowed.contains(ours))
+                        .map(|(_, ours)| *ours);
+                    let close = alias.or_else(|| closest(text, allowed.iter().copied()));
                     fields.suggested.extend(close);
                     let suggestion = close
                         .map(|known| format!("did you mean `{known}`? "))
@@ -299,12 +385,41 @@ impl Validator<'_, '_> {
                 self.step_ids.push((id, index));
             }
         }
+        self.flows = items.iter().map(|_| flow::StepFlow::default()).collect();
         let steps: Vec<Option<StepDefinition>> = items
             .iter()
             .enumerate()
             .map(|(index, item)| self.step(index, item))
             .collect();
-        steps.into_iter().collect()
+        // The graph is checked even when some steps are invalid, so that
+        // one run of `plait validate` reports everything it can.
+        let flows = std::mem::take(&mut self.flows);
+        let graph_steps: Vec<flow::GraphStep> = items
+            .iter()
+            .zip(&steps)
+            .enumerate()
+            .map(|(index, (item, step))| flow::GraphStep {
+                id: self
+                    .step_ids
+                    .iter()
+                    .find(|(_, first)| *first == index)
+                    .map_or_else(|| format!("#{}", index + 1), |(id, _)| id.clone()),
+                span: item.span,
+                component: step
+                    .as_ref()
+                    .is_none_or(|step| matches!(step.kind, StepKind::Component)),
+                for_each: step.as_ref().is_some_and(|step| step.for_each.is_some()),
+            })
+            .collect();
+        let graph = self.graph(&graph_steps, &flows);
+        let mut steps: Vec<StepDefinition> = steps.into_iter().collect::<Option<_>>()?;
+        let graph = graph?;
+        let ids: Vec<StepId> = steps.iter().map(|step| step.id.clone()).collect();
+        for (step, (needs, fallback_of)) in steps.iter_mut().zip(graph) {
+            step.needs = needs.into_iter().map(|need| ids[need].clone()).collect();
+            step.fallback_of = fallback_of.map(|primary| ids[primary].clone());
+        }
+        Some(steps)
     }
 
     fn step(&mut self, index: usize, node: &Node) -> Option<StepDefinition> {
@@ -339,13 +454,29 @@ impl Validator<'_, '_> {
                 None
             }
         };
-        let scope = Scope::Step {
-            index,
-            id: id.as_ref().map(StepId::as_str),
-        };
+        let scope = Scope::Step { index };
         let step_type = fields
             .get("type")
             .map(|value| (self.step_type(value), value.span));
+        let builtin = match &step_type {
+            Some((Some(name), _)) if name == "wait" || name == "sleep" => Some(name.clone()),
+            _ => None,
+        };
+        if let Some(builtin) = &builtin {
+            for key in COMPONENT_KEYS {
+                if let Some(value) = fields.get(key) {
+                    self.diag.error(
+                        value.span,
+                        format!("`{key}` does not apply to a `type: {builtin}` step, which runs no component"),
+                        Some(match builtin.as_str() {
+                            "wait" => "a wait step takes `timeout` and `default`; its output is the signal's data".to_owned(),
+                            _ => "a sleep step takes `duration`".to_owned(),
+                        }),
+                    );
+                }
+            }
+        }
+        let flow_fields = self.step_flow(index, &fields, &owner, builtin.as_deref());
         let uses = match (fields.get("uses"), &step_type) {
             (Some(value), None) => self.uses(value),
             (Some(value), Some(_)) => {
@@ -375,7 +506,7 @@ impl Validator<'_, '_> {
                 None
             }
         };
-        if step_type.is_none() {
+        if !matches!(&step_type, Some((Some(name), _)) if name == "ai_inference") {
             for key in shorthand::SHORTHAND_KEYS {
                 if let Some(value) = fields.get(key) {
                     self.diag.error(
@@ -399,13 +530,20 @@ impl Validator<'_, '_> {
 
         let mut config = config?;
         let mut grants = optional(grants)?.unwrap_or_default();
+        let (kind, condition, for_each, max_concurrency, retry, on_error, timeout) = flow_fields?;
         let (uses, uses_span) = match step_type {
-            Some((step_type, span)) => {
-                step_type?;
-                self.ai_inference(&fields, span, &owner, &mut config, &mut grants)?
-            }
+            Some((step_type, span)) => match step_type?.as_str() {
+                "ai_inference" => {
+                    self.ai_inference(&fields, span, &owner, &mut config, &mut grants)?
+                }
+                _ => (PathBuf::new(), span),
+            },
             None => uses?,
         };
+        let mut limits = optional(limits)?.unwrap_or_default();
+        if let Some(timeout) = timeout {
+            limits.timeout = Some(timeout);
+        }
         Some(StepDefinition {
             id: id?,
             uses,
@@ -413,9 +551,169 @@ impl Validator<'_, '_> {
             input: optional(input)?,
             blobs: optional(blobs)?,
             config,
-            limits: optional(limits)?.unwrap_or_default(),
+            limits,
             grants,
             span: node.span,
+            kind,
+            needs: Vec::new(),
+            condition,
+            for_each,
+            max_concurrency,
+            retry,
+            on_error,
+            fallback_of: None,
+        })
+    }
+
+    /// The flow fields of step `index`: `needs`, `if`, `for_each`,
+    /// `max_concurrency`, `retry`, `on_error`, `timeout`, and the built-in
+    /// kinds' `duration` and `default`. Records what the graph pass needs.
+    #[allow(clippy::type_complexity)]
+    fn step_flow(
+        &mut self,
+        index: usize,
+        fields: &Fields<'_>,
+        owner: &str,
+        builtin: Option<&str>,
+    ) -> Option<(
+        StepKind,
+        Option<Jq>,
+        Option<Jq>,
+        u32,
+        super::RetryPolicy,
+        OnError,
+        Option<std::time::Duration>,
+    )> {
+        let mut ok = true;
+        if let Some(value) = fields.get("needs") {
+            let needs = self.needs(value);
+            ok &= needs.is_some();
+            self.flows[index].needs = needs;
+        }
+        self.flows[index].has_input = fields.get("input").is_some();
+        let filter = |this: &mut Self, key: &str| -> Option<Option<Jq>> {
+            let Some(node) = fields.get(key) else {
+                return Some(None);
+            };
+            this.flows[index].conditional.get_or_insert(node.span);
+            let jq = this.filter(node, key)?;
+            for step in jq.steps() {
+                this.flows[index].reads.push((step.clone(), node.span));
+            }
+            Some(Some(jq))
+        };
+        let condition = filter(self, "if");
+        let for_each = filter(self, "for_each");
+        let max_concurrency = match fields.get("max_concurrency") {
+            Some(node) => {
+                if fields.get("for_each").is_none() {
+                    self.diag.error(
+                        node.span,
+                        format!("{owner} has `max_concurrency` but no `for_each`"),
+                        Some(
+                            "`max_concurrency` bounds how many items of a `for_each` run at once"
+                                .to_owned(),
+                        ),
+                    );
+                    ok = false;
+                }
+                self.parallelism(node, "max_concurrency")
+            }
+            None => Some(DEFAULT_MAX_CONCURRENCY),
+        };
+        let retry = match fields.get("retry") {
+            Some(node) => self.retry(node, owner).map(|step| step.over(self.retry)),
+            None => Some(self.retry),
+        };
+        let on_error = match fields.get("on_error") {
+            Some(node) => self.on_error(node).map(|(on_error, fallback)| {
+                self.flows[index].fallback = fallback;
+                on_error
+            }),
+            None => Some(OnError::Fail),
+        };
+        let timeout = fields.get("timeout").map(|node| {
+            if builtin == Some("sleep") {
+                self.diag.error(
+                    node.span,
+                    "a `type: sleep` step has `duration`, not `timeout`",
+                    Some("write `duration: 5s`".to_owned()),
+                );
+                return None;
+            }
+            if let Some(limits) = fields.get("limits")
+                && limits
+                    .as_mapping()
+                    .is_some_and(|entries| entries.iter().any(|(key, _)| scalar_is(key, "timeout")))
+            {
+                self.diag.error(
+                    node.span,
+                    format!("{owner} sets both `timeout` and `limits.timeout`"),
+                    Some("keep one of them; they mean the same".to_owned()),
+                );
+                return None;
+            }
+            self.duration(node, "timeout")
+        });
+        let duration = fields.get("duration").map(|node| {
+            if builtin != Some("sleep") {
+                self.diag.error(
+                    node.span,
+                    "`duration` belongs to `type: sleep` steps",
+                    Some("for a step's time limit write `timeout`".to_owned()),
+                );
+                return None;
+            }
+            self.duration(node, "duration")
+        });
+        let default = fields.get("default").map(|node| {
+            if builtin != Some("wait") {
+                self.diag.error(
+                    node.span,
+                    "`default` belongs to `type: wait` steps",
+                    Some("it is the wait's output when its timeout passes".to_owned()),
+                );
+                return None;
+            }
+            self.default_output(node)
+        });
+        let (condition, for_each, max_concurrency, retry, on_error, timeout, duration, default) = (
+            condition?,
+            for_each?,
+            max_concurrency?,
+            retry?,
+            on_error?,
+            optional(timeout)?,
+            optional(duration)?,
+            optional(default)?,
+        );
+        let kind = match builtin {
+            Some("wait") => StepKind::Wait { timeout, default },
+            Some(_) => match duration {
+                Some(duration) => StepKind::Sleep { duration },
+                None => {
+                    self.diag.error(
+                        fields
+                            .get("type")
+                            .map_or(Span::new(1, 1, 1), |node| node.span),
+                        format!("{owner} is a `type: sleep` step without `duration`"),
+                        Some("add `duration: 5s` (ms, s, m, h)".to_owned()),
+                    );
+                    return None;
+                }
+            },
+            None => StepKind::Component,
+        };
+        ok.then(|| {
+            (
+                kind,
+                condition,
+                for_each,
+                max_concurrency,
+                retry.resolve(),
+                on_error,
+                if builtin.is_some() { None } else { timeout },
+            )
         })
     }
 
@@ -514,7 +812,7 @@ impl Validator<'_, '_> {
     }
 
     /// A JSON template: any value, with `${ ... }` strings as expressions.
-    fn template(&mut self, node: &Node, scope: Scope<'_>, section: Section) -> Option<Template> {
+    fn template(&mut self, node: &Node, scope: Scope, section: Section) -> Option<Template> {
         match &node.kind {
             NodeKind::Scalar(scalar) => {
                 let typed = match scalar.typed() {
@@ -528,14 +826,14 @@ impl Validator<'_, '_> {
                     return Some(Template::Literal(typed.into_json()));
                 };
                 match self.expression(node, &text)? {
-                    None => Some(Template::Literal(Value::String(text))),
-                    Some(Expression::Json(json)) => {
-                        if let Some(step) = json.step() {
+                    Parsed::Literal => Some(Template::Literal(Value::String(text))),
+                    Parsed::Json(jq) => {
+                        for step in jq.steps() {
                             self.check_step(step, node, scope)?;
                         }
-                        Some(Template::Expr(json))
+                        Some(Template::Expr(jq))
                     }
-                    Some(Expression::Blob(_) | Expression::BlobSet(_)) => {
+                    Parsed::Blob(_) | Parsed::BlobSet(_) => {
                         let help = match section {
                             Section::Input => {
                                 "pass blobs under the step's `blobs:`, for example `blobs: { doc: \"${ .blobs.doc }\" }`"
@@ -579,11 +877,20 @@ impl Validator<'_, '_> {
         }
     }
 
-    /// Parses `text` as an expression, reporting a malformed one.
-    /// `Some(None)` is literal text.
-    fn expression(&mut self, node: &Node, text: &str) -> Option<Option<Expression>> {
+    /// Parses `text` as an expression, reporting a malformed one. Blob
+    /// references keep their path grammar (`${ .blobs.NAME }`,
+    /// `${ .steps.ID.blobs }`); everything else is a jq filter.
+    fn expression(&mut self, node: &Node, text: &str) -> Option<Parsed> {
+        let Some(body) = expr::body(text) else {
+            return Some(Parsed::Literal);
+        };
         match Expression::parse(text) {
-            Ok(expression) => Some(expression),
+            Ok(Some(Expression::Blob(blob))) => return Some(Parsed::Blob(blob)),
+            Ok(Some(Expression::BlobSet(source))) => return Some(Parsed::BlobSet(source)),
+            _ => {}
+        }
+        match Jq::compile(body) {
+            Ok(jq) => Some(Parsed::Json(jq)),
             Err(error) => {
                 self.diag.error(
                     node.span,
@@ -596,7 +903,7 @@ impl Validator<'_, '_> {
     }
 
     /// `blobs:`: a blob-set expression, or a mapping of names to blobs.
-    fn blobs(&mut self, node: &Node, scope: Scope<'_>) -> Option<BlobMapping> {
+    fn blobs(&mut self, node: &Node, scope: Scope) -> Option<BlobMapping> {
         const FORMS: &str = "`blobs:` takes `${ .blobs }` or `${ .steps.ID.blobs }` for every blob, or a mapping `NAME: ${ .blobs.NAME }`";
         match &node.kind {
             NodeKind::Mapping(entries) => {
@@ -621,13 +928,13 @@ impl Validator<'_, '_> {
             NodeKind::Scalar(scalar) if matches!(scalar.typed(), Ok(Typed::String(_))) => {
                 let text = &scalar.value;
                 match self.expression(node, text)? {
-                    Some(Expression::BlobSet(source)) => {
+                    Parsed::BlobSet(source) => {
                         if let Some(step) = source.step() {
                             self.check_step(step, node, scope)?;
                         }
                         Some(BlobMapping::All(source))
                     }
-                    Some(Expression::Blob(blob)) => {
+                    Parsed::Blob(blob) => {
                         let name = &blob.name;
                         self.diag.error(
                             node.span,
@@ -636,7 +943,7 @@ impl Validator<'_, '_> {
                         );
                         None
                     }
-                    Some(Expression::Json(_)) => {
+                    Parsed::Json(_) => {
                         self.diag.error(
                             node.span,
                             format!("`{text}` selects JSON, but `blobs:` takes blobs"),
@@ -644,7 +951,7 @@ impl Validator<'_, '_> {
                         );
                         None
                     }
-                    None => {
+                    Parsed::Literal => {
                         self.diag.error(
                             node.span,
                             format!("`blobs` must be an expression or a mapping, found the text `{text}`"),
@@ -669,7 +976,7 @@ impl Validator<'_, '_> {
     }
 
     /// One value of a `blobs:` mapping: a single-blob expression.
-    fn blob(&mut self, node: &Node, scope: Scope<'_>) -> Option<BlobRef> {
+    fn blob(&mut self, node: &Node, scope: Scope) -> Option<BlobRef> {
         const FORMS: &str = "a named blob is `${ .blobs.NAME }` or `${ .steps.ID.blobs.NAME }`";
         let text = match node.as_scalar().map(yaml::Scalar::typed) {
             Some(Ok(Typed::String(text))) => text,
@@ -686,13 +993,13 @@ impl Validator<'_, '_> {
             }
         };
         match self.expression(node, &text)? {
-            Some(Expression::Blob(blob)) => {
+            Parsed::Blob(blob) => {
                 if let Some(step) = blob.source.step() {
                     self.check_step(step, node, scope)?;
                 }
                 Some(blob)
             }
-            Some(Expression::BlobSet(_)) => {
+            Parsed::BlobSet(_) => {
                 self.diag.error(
                     node.span,
                     format!("`{text}` selects every blob of a source, not one blob"),
@@ -702,7 +1009,7 @@ impl Validator<'_, '_> {
                 );
                 None
             }
-            Some(Expression::Json(_)) => {
+            Parsed::Json(_) => {
                 self.diag.error(
                     node.span,
                     format!("`{text}` selects JSON, but `blobs:` takes blobs"),
@@ -710,7 +1017,7 @@ impl Validator<'_, '_> {
                 );
                 None
             }
-            None => {
+            Parsed::Literal => {
                 self.diag.error(
                     node.span,
                     format!("a blob must be given by an expression, found the text `{text}`"),
@@ -721,66 +1028,45 @@ impl Validator<'_, '_> {
         }
     }
 
-    /// Checks that an expression in `scope` may read step `step`: it must
-    /// exist and, inside a step, be listed before that step.
-    fn check_step(&mut self, step: &StepId, node: &Node, scope: Scope<'_>) -> Option<()> {
-        let target = self
-            .step_ids
-            .iter()
-            .find(|(id, _)| id == step.as_str())
-            .map(|(_, index)| *index);
-        let (current, current_id) = match scope {
-            Scope::Output => (usize::MAX, None),
-            Scope::Step { index, id } => (index, id),
-        };
-        let current_name = current_id.map_or_else(
-            || format!("step {}", current.wrapping_add(1)),
-            |id| format!("`{id}`"),
-        );
-        match target {
-            Some(target) if target < current => return Some(()),
-            Some(target) if target == current => {
-                self.diag.error(
-                    node.span,
-                    format!("step {current_name} cannot read its own output"),
-                    Some("a step's input is computed before it runs; read `.input` or an earlier step".to_owned()),
-                );
+    /// Notes that an expression in `scope` reads step `step`. Inside a
+    /// step the graph pass checks it once every step's needs are known; in
+    /// the workflow `output:` any step may be read, so it only has to exist.
+    fn check_step(&mut self, step: &StepId, node: &Node, scope: Scope) -> Option<()> {
+        match scope {
+            Scope::Step { index, .. } => {
+                self.flows[index].reads.push((step.clone(), node.span));
+                Some(())
             }
-            Some(_) => {
-                self.diag.error(
-                    node.span,
-                    format!("step `{step}` is not available yet in step {current_name}"),
-                    Some(format!(
-                        "steps run in the order they are listed and `{step}` runs after {current_name}; move it earlier or read an earlier step"
-                    )),
-                );
-            }
-            None => {
-                let available: Vec<&str> = self
-                    .step_ids
-                    .iter()
-                    .filter(|(_, index)| *index < current)
-                    .map(|(id, _)| id.as_str())
-                    .collect();
+            Scope::Output => {
+                if self.step_ids.iter().any(|(id, _)| id == step.as_str()) {
+                    return Some(());
+                }
+                let available: Vec<&str> =
+                    self.step_ids.iter().map(|(id, _)| id.as_str()).collect();
                 let suggestion = closest(step.as_str(), available.iter().copied())
                     .map(|id| format!("did you mean `{id}`? "))
                     .unwrap_or_default();
-                let help = match (scope, available.is_empty()) {
-                    (Scope::Output, _) => format!("{suggestion}steps: {}", list(&available)),
-                    (Scope::Step { .. }, false) => format!(
-                        "{suggestion}steps before {current_name}: {}",
-                        list(&available)
-                    ),
-                    (Scope::Step { .. }, true) => format!(
-                        "no step runs before {current_name}; read the workflow input with `.input`"
-                    ),
-                };
-                self.diag
-                    .error(node.span, format!("unknown step `{step}`"), Some(help));
+                self.diag.error(
+                    node.span,
+                    format!("unknown step `{step}`"),
+                    Some(format!("{suggestion}steps: {}", list(&available))),
+                );
+                None
             }
         }
-        None
     }
+}
+
+/// What a string in a template is.
+enum Parsed {
+    /// Plain text.
+    Literal,
+    /// A jq filter producing JSON.
+    Json(Jq),
+    /// One blob.
+    Blob(BlobRef),
+    /// Every blob of a source.
+    BlobSet(BlobSource),
 }
 
 /// The allowed keys found in a mapping.

@@ -8,8 +8,10 @@
 mod records;
 mod sled_store;
 
-pub use records::{BlobRef, RunRecord, RunStatus, StepRecord, StepStatus, WorkflowRef};
-pub use sled_store::{BATCH_INTERVAL_MS, Durability, SledStore};
+pub use records::{
+    BlobRef, ItemRecord, RunRecord, RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
+};
+pub use sled_store::{BATCH_INTERVAL_MS, Durability, SledStore, inbox_dir, post_signal};
 
 use crate::capabilities::StepLogs;
 
@@ -69,8 +71,25 @@ pub struct Commit<'a> {
     /// New blob contents, by digest. Blobs are content-addressed, so writing
     /// one that exists is a no-op.
     pub blobs: Vec<(&'a str, &'a [u8])>,
-    /// The logs of one attempt: (run id, step index, attempt, logs).
-    pub logs: Option<(&'a str, u32, u32, &'a StepLogs)>,
+    /// The logs of one attempt.
+    pub logs: Option<LogsEntry<'a>>,
+    /// A signal delivered to a `wait` step.
+    pub signal: Option<&'a Signal>,
+}
+
+/// The logs of one attempt of one step (or of one item of a fan-out).
+#[derive(Debug, Clone, Copy)]
+pub struct LogsEntry<'a> {
+    /// The run.
+    pub run_id: &'a str,
+    /// The step's index in the definition.
+    pub index: u32,
+    /// The item of a `for_each` step.
+    pub item: Option<u32>,
+    /// The attempt number.
+    pub attempt: u32,
+    /// What it logged.
+    pub logs: &'a StepLogs,
 }
 
 /// The logs of one attempt of one step.
@@ -78,6 +97,9 @@ pub struct Commit<'a> {
 pub struct AttemptLogs {
     /// The attempt number.
     pub attempt: u32,
+    /// The item of a `for_each` step the attempt ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
     /// What the attempt logged and printed.
     #[serde(flatten)]
     pub logs: StepLogs,
@@ -98,4 +120,12 @@ pub trait RunStore: Send + Sync {
     fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every attempt's logs of one step.
     fn logs(&self, run_id: &str, step_index: u32) -> Result<Vec<AttemptLogs>, StoreError>;
+    /// The signal delivered to step `step_id` of a run, if any.
+    fn signal(&self, run_id: &str, step_id: &str) -> Result<Option<Signal>, StoreError>;
+    /// Moves signals other processes left for this store into it (see
+    /// [`post_signal`]) and returns the ones that were new. A store that
+    /// cannot be shared between processes has nothing to collect.
+    fn collect_inbox(&self) -> Result<Vec<Signal>, StoreError> {
+        Ok(Vec::new())
+    }
 }

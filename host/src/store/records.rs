@@ -36,6 +36,9 @@ pub struct WorkflowRef {
 pub enum RunStatus {
     /// Started and not finished; after a crash, `plait resume` continues it.
     Running,
+    /// Nothing is running: the run waits for a signal, a sleep, or a
+    /// retry's backoff, durably. `plait resume` (or the signal) continues it.
+    Waiting,
     /// Every step succeeded.
     Succeeded,
     /// A step failed; `plait resume` retries it.
@@ -47,6 +50,7 @@ impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
         }
@@ -77,6 +81,9 @@ pub struct RunRecord {
     pub output_blobs: Vec<BlobRef>,
     /// Why it failed, once failed.
     pub error: Option<String>,
+    /// When the run's `timeout` passes, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 /// The state of one step in a run.
@@ -89,8 +96,17 @@ pub enum StepStatus {
     Running,
     /// Finished with an output; never executed again.
     Succeeded,
-    /// The last attempt failed.
+    /// The last attempt failed. With `on_error: continue` the run goes on
+    /// and the step's output is `{"error": ...}`.
     Failed,
+    /// Its `if:` was false: it did not run.
+    Skipped,
+    /// Paused durably until `wake_at_ms`: a retry's backoff, a `sleep`, or
+    /// a `wait` for a signal.
+    Waiting,
+    /// It failed and its fallback step succeeded; its output is the
+    /// fallback's.
+    Recovered,
 }
 
 impl StepStatus {
@@ -101,6 +117,9 @@ impl StepStatus {
             StepStatus::Running => "running",
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Recovered => "recovered",
         }
     }
 }
@@ -137,4 +156,49 @@ pub struct StepRecord {
     /// the engine meters fuel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel_consumed: Option<u64>,
+    /// When a `waiting` step goes on: the end of a backoff or a sleep, or a
+    /// wait's timeout. Durable, so a restart resumes the wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at_ms: Option<u64>,
+    /// A `for_each` step's items, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemRecord>,
+}
+
+/// One item of a `for_each` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemRecord {
+    /// The item's value.
+    pub value: serde_json::Value,
+    /// Its state: `pending`, `running`, `waiting` (backoff), `succeeded`,
+    /// `failed`.
+    pub status: StepStatus,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Its output once succeeded.
+    pub output: Option<serde_json::Value>,
+    /// Its blobs once succeeded.
+    #[serde(default)]
+    pub output_blobs: Vec<BlobRef>,
+    /// The latest failure.
+    pub error: Option<StepFailure>,
+    /// The end of its backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at_ms: Option<u64>,
+    /// Wall time of its latest attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// Data delivered to a `wait` step (`plait signal RUN STEP --data JSON`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    /// The run.
+    pub run_id: String,
+    /// The `wait` step.
+    pub step_id: String,
+    /// The step's output.
+    pub data: serde_json::Value,
+    /// When it was sent, ms since the Unix epoch.
+    pub sent_at_ms: u64,
 }

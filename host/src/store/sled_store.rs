@@ -2,8 +2,11 @@
 //!
 //! Trees: `runs` (run id → [`RunRecord`]), `steps` (`<run id>/<index>` →
 //! [`StepRecord`]), `blobs` (digest → bytes), `logs`
-//! (`<run id>/<index>/<attempt>` → [`AttemptLogs`]) and `meta` (the format
-//! marker). Records are JSON. Indexes are zero-padded so that a prefix scan
+//! (`<run id>/<index>/<attempt>`, or `<run id>/<index>/item<item>/<attempt>`
+//! for an item of a fan-out → [`AttemptLogs`]), `signals` (`<run id>/<step
+//! id>` → [`Signal`]) and `meta` (the format marker). Signals sent while
+//! another process holds the store wait as files in its `inbox/` folder
+//! until that process collects them. Records are JSON. Indexes are zero-padded so that a prefix scan
 //! returns steps and attempts in order.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{AttemptLogs, Commit, RunRecord, RunStore, StepRecord, StoreError};
+use super::{AttemptLogs, Commit, RunRecord, RunStore, Signal, StepRecord, StoreError};
 
 /// The value of `meta/format`; bump it when records change incompatibly.
 const FORMAT: &str = "plait-journal/1";
@@ -63,6 +66,7 @@ pub struct SledStore {
     steps: sled::Tree,
     blobs: sled::Tree,
     logs: sled::Tree,
+    signals: sled::Tree,
 }
 
 impl SledStore {
@@ -125,6 +129,7 @@ impl SledStore {
             steps: db.open_tree("steps").map_err(database)?,
             blobs: db.open_tree("blobs").map_err(database)?,
             logs: db.open_tree("logs").map_err(database)?,
+            signals: db.open_tree("signals").map_err(database)?,
             path: path.to_owned(),
             durability,
             _flusher: (durability == Durability::Batched)
@@ -191,8 +196,37 @@ fn step_key(run_id: &str, index: u32) -> String {
     format!("{run_id}/{index:08}")
 }
 
-fn logs_key(run_id: &str, index: u32, attempt: u32) -> String {
-    format!("{run_id}/{index:08}/{attempt:08}")
+fn logs_key(run_id: &str, index: u32, item: Option<u32>, attempt: u32) -> String {
+    match item {
+        None => format!("{run_id}/{index:08}/{attempt:08}"),
+        Some(item) => format!("{run_id}/{index:08}/item{item:08}/{attempt:08}"),
+    }
+}
+
+fn signal_key(run_id: &str, step_id: &str) -> String {
+    format!("{run_id}/{step_id}")
+}
+
+/// The folder of `store` where signals wait while another process holds it.
+pub fn inbox_dir(store: &Path) -> PathBuf {
+    store.join("inbox")
+}
+
+/// Leaves `signal` in the inbox of the store at `store`, for the process
+/// that holds it to collect. Written to a temporary name and renamed, so
+/// the collector never reads half a file.
+///
+/// # Errors
+/// When the inbox cannot be written.
+pub fn post_signal(store: &Path, signal: &Signal) -> std::io::Result<PathBuf> {
+    let inbox = inbox_dir(store);
+    std::fs::create_dir_all(&inbox)?;
+    let name = uuid::Uuid::now_v7().to_string();
+    let partial = inbox.join(format!(".{name}.partial"));
+    let path = inbox.join(format!("{name}.json"));
+    std::fs::write(&partial, encode(signal))?;
+    std::fs::rename(&partial, &path)?;
+    Ok(path)
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -218,33 +252,47 @@ impl RunStore for SledStore {
             .iter()
             .map(|step| (step_key(&step.run_id, step.index), encode(step)))
             .collect();
-        let logs = commit.logs.map(|(run_id, index, attempt, logs)| {
+        let logs = commit.logs.map(|entry| {
             let record = AttemptLogs {
-                attempt,
-                logs: logs.clone(),
+                attempt: entry.attempt,
+                item: entry.item,
+                logs: entry.logs.clone(),
             };
-            (logs_key(run_id, index, attempt), encode(&record))
+            (
+                logs_key(entry.run_id, entry.index, entry.item, entry.attempt),
+                encode(&record),
+            )
         });
-        let result: Result<(), TransactionError<()>> =
-            (&self.runs, &self.steps, &self.blobs, &self.logs).transaction(
-                |(runs, steps_tree, blobs, logs_tree)| {
-                    for (digest, bytes) in &commit.blobs {
-                        if blobs.get(digest)?.is_none() {
-                            blobs.insert(*digest, *bytes)?;
-                        }
+        let signal = commit
+            .signal
+            .map(|signal| (signal_key(&signal.run_id, &signal.step_id), encode(signal)));
+        let result: Result<(), TransactionError<()>> = (
+            &self.runs,
+            &self.steps,
+            &self.blobs,
+            &self.logs,
+            &self.signals,
+        )
+            .transaction(|(runs, steps_tree, blobs, logs_tree, signals)| {
+                if let Some((key, value)) = &signal {
+                    signals.insert(key.as_bytes(), value.as_slice())?;
+                }
+                for (digest, bytes) in &commit.blobs {
+                    if blobs.get(digest)?.is_none() {
+                        blobs.insert(*digest, *bytes)?;
                     }
-                    for (key, value) in &steps {
-                        steps_tree.insert(key.as_bytes(), value.as_slice())?;
-                    }
-                    if let Some((key, value)) = &logs {
-                        logs_tree.insert(key.as_bytes(), value.as_slice())?;
-                    }
-                    if let Some((key, value)) = &run {
-                        runs.insert(key.as_bytes(), value.as_slice())?;
-                    }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
+                }
+                for (key, value) in &steps {
+                    steps_tree.insert(key.as_bytes(), value.as_slice())?;
+                }
+                if let Some((key, value)) = &logs {
+                    logs_tree.insert(key.as_bytes(), value.as_slice())?;
+                }
+                if let Some((key, value)) = &run {
+                    runs.insert(key.as_bytes(), value.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
         match result {
             Ok(()) => {}
             Err(TransactionError::Storage(error)) => return Err(self.database(error)),
@@ -297,6 +345,58 @@ impl RunStore for SledStore {
             .map(|bytes| bytes.to_vec()))
     }
 
+    fn signal(&self, run_id: &str, step_id: &str) -> Result<Option<Signal>, StoreError> {
+        let key = signal_key(run_id, step_id);
+        match self
+            .signals
+            .get(&key)
+            .map_err(|error| self.database(error))?
+        {
+            Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn collect_inbox(&self) -> Result<Vec<Signal>, StoreError> {
+        let inbox = inbox_dir(&self.path);
+        let Ok(entries) = std::fs::read_dir(&inbox) else {
+            return Ok(Vec::new());
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .collect();
+        // UUIDv7 names: oldest first, so the first signal sent wins.
+        files.sort();
+        let mut collected = Vec::new();
+        for path in files {
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            match serde_json::from_slice::<Signal>(&bytes) {
+                Ok(signal) => {
+                    if self.signal(&signal.run_id, &signal.step_id)?.is_none() {
+                        self.commit(Commit {
+                            signal: Some(&signal),
+                            ..Commit::default()
+                        })?;
+                        collected.push(signal);
+                    } else {
+                        tracing::warn!(run = %signal.run_id, step = %signal.step_id, "a second signal for one step was ignored");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "an unreadable signal file was dropped");
+                }
+            }
+            // Only after the commit: a crash before it leaves the file to
+            // collect again.
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(collected)
+    }
+
     fn logs(&self, run_id: &str, step_index: u32) -> Result<Vec<AttemptLogs>, StoreError> {
         self.logs
             .scan_prefix(format!("{}/", step_key(run_id, step_index)))
@@ -336,6 +436,7 @@ mod tests {
             output: None,
             output_blobs: Vec::new(),
             error: None,
+            deadline_ms: None,
         }
     }
 
@@ -354,6 +455,8 @@ mod tests {
             output_blobs: Vec::new(),
             error: None,
             fuel_consumed: None,
+            wake_at_ms: None,
+            items: Vec::new(),
         }
     }
 
@@ -371,7 +474,14 @@ mod tests {
                     run: Some(&record),
                     steps: steps.iter().collect(),
                     blobs: vec![("sha256:ab", b"abc")],
-                    logs: Some(("r1", 0, 1, &logs)),
+                    logs: Some(crate::store::LogsEntry {
+                        run_id: "r1",
+                        index: 0,
+                        item: None,
+                        attempt: 1,
+                        logs: &logs,
+                    }),
+                    signal: None,
                 })
                 .unwrap();
         }

@@ -2,10 +2,12 @@
 //!
 //! The error's kind comes from config `kind` (`retryable` or `fatal`,
 //! default `fatal`), its message from config `message` (default
-//! `requested failure`), and its details are `{"attempt": n}`. The host must
-//! retry a retryable error up to the workflow's limit (the details show
-//! which attempt failed), never retry a fatal one, and record the message
-//! and details it returned.
+//! `requested failure`), and its details are `{"attempt": n}`. With config
+//! `until_attempt` set to N, it fails only on attempts before N and
+//! succeeds on attempt N and later with `{"attempt": n, "input": ...}`: a
+//! transient failure. The host must retry a retryable error up to the
+//! workflow's limit (the details show which attempt failed), never retry a
+//! fatal one, and record the message and details it returned.
 
 use plait_sdk::{Context, ErrorKind, Input, Output, Step, StepError, StepInfo};
 use serde_json::{Value, json};
@@ -26,9 +28,27 @@ impl Step for Fail {
                 "The error message; `requested failure` when unset.",
                 false,
             )
+            .config(
+                "until_attempt",
+                "Succeed from this attempt on; fail on every attempt when unset.",
+                false,
+            )
     }
 
-    fn run(ctx: &Context, _input: Input<Value>) -> Result<Output<Value>, StepError> {
+    fn run(ctx: &Context, input: Input<Value>) -> Result<Output<Value>, StepError> {
+        let attempt = ctx.invocation().attempt;
+        if let Some(until) = ctx.config("until_attempt") {
+            let until: u32 = until.parse().map_err(|_| {
+                StepError::fatal(format!(
+                    "config `until_attempt` must be a number, not `{until}`"
+                ))
+            })?;
+            if attempt >= until {
+                return Ok(Output::new(
+                    json!({"attempt": attempt, "input": input.data}),
+                ));
+            }
+        }
         let kind = match ctx.config("kind").as_deref() {
             None | Some("fatal") => ErrorKind::Fatal,
             Some("retryable") => ErrorKind::Retryable,
@@ -41,8 +61,7 @@ impl Step for Fail {
         let message = ctx
             .config("message")
             .unwrap_or_else(|| "requested failure".to_owned());
-        Err(StepError::new(kind, message)
-            .with_details(json!({"attempt": ctx.invocation().attempt})))
+        Err(StepError::new(kind, message).with_details(json!({"attempt": attempt})))
     }
 }
 
