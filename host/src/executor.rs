@@ -433,6 +433,9 @@ struct Scheduler<'a> {
     /// Why the run fails, once a step failed for good: nothing new starts,
     /// what runs is let finish.
     failing: Option<String>,
+    /// Whether a record changed since the loop last looked: one more round
+    /// may then start something.
+    progress: bool,
 }
 
 impl<'a> Scheduler<'a> {
@@ -494,10 +497,12 @@ impl<'a> Scheduler<'a> {
             in_flight: HashSet::new(),
             tasks: JoinSet::new(),
             failing: None,
+            progress: false,
         }
     }
 
-    fn commit_step(&self, index: usize) -> Result<(), StoreError> {
+    fn commit_step(&mut self, index: usize) -> Result<(), StoreError> {
+        self.progress = true;
         self.store.commit(Commit {
             steps: vec![&self.steps[index]],
             ..Commit::default()
@@ -535,7 +540,11 @@ impl<'a> Scheduler<'a> {
                 let poll = now_ms() + SIGNAL_POLL.as_millis() as u64;
                 wake = Some(wake.map_or(poll, |wake| wake.min(poll)));
             }
-            if self.tasks.is_empty() && wake.is_none() && self.ready.is_empty() {
+            if self.tasks.is_empty()
+                && wake.is_none()
+                && self.ready.is_empty()
+                && !std::mem::take(&mut self.progress)
+            {
                 // Nothing runs, nothing waits, yet the run is not done:
                 // a step waits on a need that cannot finish.
                 let stuck: Vec<&str> = self
@@ -819,7 +828,9 @@ impl<'a> Scheduler<'a> {
                         })
                         .collect();
                     record.status = StepStatus::Running;
+                    let count = record.items.len() as u32;
                     self.commit_step(index)?;
+                    self.ready.extend((0..count).map(|item| (index, Some(item))));
                     // An empty fan-out succeeds with `[]` right away.
                     self.complete_fan_out(index)?;
                 }

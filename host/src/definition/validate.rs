@@ -67,8 +67,7 @@ const STEP_KEYS: [&str; 21] = [
 ];
 
 /// Keys that only a component step (not `wait` or `sleep`) may have.
-const COMPONENT_KEYS: [&str; 8] = [
-    "uses",
+const COMPONENT_KEYS: [&str; 7] = [
     "input",
     "blobs",
     "config",
@@ -484,7 +483,7 @@ impl Validator<'_, '_> {
                     value.span,
                     format!("{owner} has both `uses` and `type`"),
                     Some(
-                        "keep `uses: PATH` to run a component, or `type:` for a shorthand"
+                        "keep `uses: PATH` to run a component, or `type:` for a built-in step or a shorthand"
                             .to_owned(),
                     ),
                 );

@@ -268,11 +268,17 @@ impl Validator<'_, '_> {
                 "fail" => Some((OnError::Fail, None)),
                 "continue" => Some((OnError::Continue, None)),
                 other => {
-                    let help = match StepId::new(other) {
-                        Ok(_) if !["fail", "continue"].contains(&other) => format!(
+                    let help = if self.step_ids.iter().any(|(id, _)| id == other) {
+                        format!(
                             "{FORMS}; to run step `{other}` when this one fails, write `on_error: {{ fallback: {other} }}`"
-                        ),
-                        _ => FORMS.to_owned(),
+                        )
+                    } else if other == "retry" {
+                        format!("{FORMS}; retries are set with the step's `retry:`")
+                    } else {
+                        let close = closest(other, ["fail", "continue"])
+                            .map(|known| format!("did you mean `{known}`? "))
+                            .unwrap_or_default();
+                        format!("{close}{FORMS}")
                     };
                     self.diag.error(
                         node.span,

@@ -33,7 +33,7 @@ use super::{Fields, Validator};
 use crate::grants::{HttpGrant, ModelGrant, OutboundRule, SecretGrant, StepGrants};
 
 /// Step types a workflow may write instead of `uses`.
-pub(super) const STEP_TYPES: [&str; 1] = ["ai_inference"];
+pub(super) const STEP_TYPES: [&str; 3] = ["ai_inference", "wait", "sleep"];
 /// Keys that belong to `type: ai_inference` only.
 pub(super) const SHORTHAND_KEYS: [&str; 4] = ["model", "prompt", "endpoint", "api_key"];
 /// The embedding model `model: local` means.
