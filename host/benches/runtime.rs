@@ -577,6 +577,7 @@ fn finished_step(run_id: &str, index: u32) -> StepRecord {
         fuel_consumed: None,
         wake_at_ms: None,
         items: Vec::new(),
+        history: Vec::new(),
     }
 }
 

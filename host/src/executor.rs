@@ -32,8 +32,8 @@ use crate::plan::Plan;
 use crate::schema::{Schema, Violations};
 use crate::step::{Blob, FailureKind, InvocationInfo, Payload, StepFailure};
 use crate::store::{
-    BlobRef, Commit, ItemRecord, LogsEntry, RunRecord, RunStatus, RunStore, Signal, StepRecord,
-    StepStatus, StoreError, WorkflowRef,
+    AttemptRecord, BlobRef, Commit, ItemRecord, LogsEntry, RunRecord, RunStatus, RunStore, Signal,
+    StepRecord, StepStatus, StoreError, WorkflowRef,
 };
 
 /// How many steps run at once across every run of one executor, unless
@@ -194,6 +194,7 @@ impl Executor {
                 fuel_consumed: None,
                 wake_at_ms: None,
                 items: Vec::new(),
+                history: Vec::new(),
             })
             .collect();
         self.store.commit(Commit {
@@ -408,8 +409,12 @@ struct Done {
     unit: Unit,
     attempt: u32,
     invoked: Invoked,
+    started_at_ms: u64,
     duration_ms: u64,
 }
+
+/// The most attempts a step record keeps in its history.
+const MAX_HISTORY: usize = 50;
 
 /// The coordinator of one run.
 struct Scheduler<'a> {
@@ -436,6 +441,8 @@ struct Scheduler<'a> {
     /// Whether a record changed since the loop last looked: one more round
     /// may then start something.
     progress: bool,
+    /// The wait steps whose wait was logged.
+    announced: HashSet<usize>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -498,6 +505,7 @@ impl<'a> Scheduler<'a> {
             tasks: JoinSet::new(),
             failing: None,
             progress: false,
+            announced: HashSet::new(),
         }
     }
 
@@ -627,6 +635,26 @@ impl<'a> Scheduler<'a> {
                 run: Some(&self.run),
                 ..Commit::default()
             })?;
+        }
+        // Once the records say so: whoever reads this finds the run waiting.
+        if status == RunStatus::Waiting {
+            for (index, record) in self.steps.iter().enumerate() {
+                if record.status == StepStatus::Waiting
+                    && matches!(
+                        self.plan.steps[index].definition.kind,
+                        StepKind::Wait { .. }
+                    )
+                    && self.announced.insert(index)
+                {
+                    tracing::info!(
+                        run = %self.run.id,
+                        step = %record.id,
+                        "waiting for a signal; deliver it with `plait signal {} {}`",
+                        self.run.id,
+                        record.id
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -788,7 +816,6 @@ impl<'a> Scheduler<'a> {
                 record.status = StepStatus::Waiting;
                 record.started_at_ms = Some(now);
                 record.wake_at_ms = timeout.map(|timeout| now + timeout.as_millis() as u64);
-                tracing::info!(run = %self.run.id, step = %record.id, "waiting for a signal");
                 self.commit_step(index)?;
             }
             StepKind::Component => match definition.for_each.clone() {
@@ -830,7 +857,8 @@ impl<'a> Scheduler<'a> {
                     record.status = StepStatus::Running;
                     let count = record.items.len() as u32;
                     self.commit_step(index)?;
-                    self.ready.extend((0..count).map(|item| (index, Some(item))));
+                    self.ready
+                        .extend((0..count).map(|item| (index, Some(item))));
                     // An empty fan-out succeeds with `[]` right away.
                     self.complete_fan_out(index)?;
                 }
@@ -1086,12 +1114,14 @@ impl<'a> Scheduler<'a> {
         self.in_flight.insert(unit);
         self.tasks.spawn(async move {
             let _permits = permits;
+            let started_at_ms = now_ms();
             let started = Instant::now();
             let invoked = component.invoke(&invocation, &sandbox, &payload).await;
             Done {
                 unit,
                 attempt,
                 invoked,
+                started_at_ms,
                 duration_ms: started.elapsed().as_millis() as u64,
             }
         });
@@ -1104,6 +1134,7 @@ impl<'a> Scheduler<'a> {
             unit,
             attempt,
             invoked,
+            started_at_ms,
             duration_ms,
         } = done;
         self.in_flight.remove(&unit);
@@ -1120,7 +1151,7 @@ impl<'a> Scheduler<'a> {
                 Some(item) => record.items[item as usize].duration_ms = Some(duration_ms),
             }
         }
-        let result = invoked.result.and_then(|output| {
+        let result: Result<Payload, StepFailure> = invoked.result.and_then(|output| {
             match &self.plan.steps[index].output_schema {
                 Some(schema) => match schema.check(&output.json) {
                     Ok(()) => Ok(output),
@@ -1135,6 +1166,19 @@ impl<'a> Scheduler<'a> {
                 None => Ok(output),
             }
         });
+        if item.is_none() {
+            let history = &mut self.steps[index].history;
+            history.push(AttemptRecord {
+                attempt,
+                item,
+                started_at_ms,
+                finished_at_ms: now_ms(),
+                error: result.as_ref().err().cloned(),
+            });
+            if history.len() > MAX_HISTORY {
+                history.remove(0);
+            }
+        }
         match result {
             Ok(output) => {
                 let (refs, contents) = blob_refs(&output.blobs);

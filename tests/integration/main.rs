@@ -10,6 +10,7 @@ mod chain;
 mod cli;
 mod components;
 mod crash;
+mod definition_language;
 mod failures;
 mod hostile;
 mod reference_steps;

@@ -142,8 +142,9 @@ pub fn print_error(error: &anyhow::Error) {
 /// Logs go to stderr; `PLAIT_LOG` filters them (default: warnings from the
 /// host, info and above from steps).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLAIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,plait::step=info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLAIT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,plait::step=info,plait::executor=info")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -55,8 +55,12 @@ fn step_json(step: &StepRecord) -> Value {
         "output": step.output,
         "output_blobs": step.output_blobs,
         "error": step.error,
+        "started_at_ms": step.started_at_ms,
+        "finished_at_ms": step.finished_at_ms,
         "wake_at": step.wake_at_ms.map(timestamp),
+        "wake_at_ms": step.wake_at_ms,
         "items": step.items,
+        "history": step.history,
     })
 }
 

@@ -9,7 +9,8 @@ mod records;
 mod sled_store;
 
 pub use records::{
-    BlobRef, ItemRecord, RunRecord, RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
+    AttemptRecord, BlobRef, ItemRecord, RunRecord, RunStatus, Signal, StepRecord, StepStatus,
+    WorkflowRef,
 };
 pub use sled_store::{BATCH_INTERVAL_MS, Durability, SledStore, inbox_dir, post_signal};
 

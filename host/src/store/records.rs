@@ -163,6 +163,26 @@ pub struct StepRecord {
     /// A `for_each` step's items, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemRecord>,
+    /// Every finished attempt, oldest first: when it ran and how it ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptRecord>,
+}
+
+/// One finished attempt of a step (or of an item of a fan-out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The attempt number.
+    pub attempt: u32,
+    /// The item of a `for_each` step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+    /// When it started, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// When it ended.
+    pub finished_at_ms: u64,
+    /// Why it failed; `None` when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepFailure>,
 }
 
 /// One item of a `for_each` step.

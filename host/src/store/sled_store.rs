@@ -457,6 +457,7 @@ mod tests {
             fuel_consumed: None,
             wake_at_ms: None,
             items: Vec::new(),
+            history: Vec::new(),
         }
     }
 
