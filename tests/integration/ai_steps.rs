@@ -79,6 +79,7 @@ async fn document_intake_reads_and_labels_every_sample_within_the_error_targets(
             .unwrap();
     assert_eq!(manifest.len(), 15);
     let mut failures = Vec::new();
+    let mut reviews = 0;
     for sample in &manifest {
         let file = sample["file"].as_str().unwrap();
         let kind = sample["kind"].as_str().unwrap();
@@ -109,6 +110,14 @@ async fn document_intake_reads_and_labels_every_sample_within_the_error_targets(
         if result["label"] != label {
             failures.push(format!("{file}: labelled {} not {label}", result["label"]));
         }
+        // Routed for review exactly when the classifier was unsure.
+        let unsure = result["needs_review"] == true;
+        assert_eq!(
+            result["review"],
+            if unsure { "succeeded" } else { "skipped" },
+            "{file}: {result}"
+        );
+        reviews += usize::from(unsure);
         let archived = result["archived_as"].as_str().unwrap();
         assert!(
             sandbox
@@ -121,15 +130,60 @@ async fn document_intake_reads_and_labels_every_sample_within_the_error_targets(
         );
     }
     assert!(failures.is_empty(), "{failures:#?}");
+
+    // A stricter threshold routes a confident document for review too.
+    let strict = std::fs::read_to_string(&workflow)
+        .unwrap()
+        .replace("review_below: 0.6", "review_below: 0.999");
+    let strict = sandbox.write("intake/strict.yaml", strict);
+    let document = format!(
+        "document={}",
+        samples
+            .join(manifest[0]["file"].as_str().unwrap())
+            .display()
+    );
+    let args = [
+        "run",
+        strict.to_str().unwrap(),
+        "--policy",
+        &policy,
+        "--file",
+        &document,
+    ];
+    let output = tokio::task::block_in_place(|| sandbox.run(&args));
+    assert_exit(&output, 0);
+    let result = json(&output);
+    assert_eq!(result["needs_review"], true, "{result}");
+    assert_eq!(result["review"], "succeeded", "{result}");
+    reviews += 1;
+
     let received = received.lock().unwrap();
+    let to = |path: &str| {
+        received
+            .iter()
+            .filter(|request| request.head.starts_with(&format!("POST {path} ")))
+            .map(|request| serde_json::from_slice::<Value>(&request.body).unwrap())
+            .collect::<Vec<Value>>()
+    };
+    let notified = to("/notify");
     assert_eq!(
-        received.len(),
-        manifest.len(),
+        notified.len(),
+        manifest.len() + 1,
         "one notification per document"
     );
-    let first: Value = serde_json::from_slice(&received[0].body).unwrap();
-    assert_eq!(first["event"], "document.archived");
-    assert_eq!(first["label"], manifest[0]["label"]);
+    assert_eq!(notified[0]["event"], "document.archived");
+    assert_eq!(notified[0]["label"], manifest[0]["label"]);
+    let reviewed = to("/review");
+    assert_eq!(
+        reviewed.len(),
+        reviews,
+        "one review request per unsure document"
+    );
+    assert!(
+        reviewed
+            .iter()
+            .all(|request| request["event"] == "document.review_requested")
+    );
 }
 
 fn ocr_workflow(sandbox: &Sandbox, grants: &str) -> String {

@@ -703,3 +703,16 @@ fn a_wait_without_a_signal_takes_its_default_at_its_timeout() {
     let nap = step(&report, "nap");
     assert!(nap["duration_ms"].as_u64().unwrap() >= 200, "{nap:#}");
 }
+
+#[test]
+fn plait_schema_prints_the_committed_json_schema() {
+    let output = Sandbox::new().run(&["schema"]);
+    assert_exit(&output, 0);
+    let printed: Value = json(&output);
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("docs/workflow.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(printed, committed);
+    assert_eq!(printed["title"], "Plait workflow definition");
+}

@@ -55,6 +55,9 @@ enum Command {
     Validate(inspect::ValidateArgs),
     /// Show what a step component declares: name, schemas, grants, imports.
     Inspect(inspect::InspectArgs),
+    /// Print the JSON Schema of workflow files, for editors
+    /// (docs/workflow.schema.json holds the same).
+    Schema,
 }
 
 /// Parses the command line and runs the command.
@@ -67,6 +70,11 @@ pub async fn main() -> anyhow::Result<ExitCode> {
         Command::Runs(command) => runs::main(command),
         Command::Validate(args) => inspect::validate(args).await,
         Command::Inspect(args) => inspect::inspect(args).await,
+        Command::Schema => {
+            let schema = plait::definition::format::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -24,6 +24,7 @@
 mod error;
 mod expr;
 mod flow;
+pub mod format;
 mod jq;
 mod template;
 mod validate;

@@ -441,3 +441,102 @@ steps:
     assert_eq!(llm.grants.secrets[0].source, "example_key");
     assert!(llm.grants.models.is_empty());
 }
+
+/// The committed JSON Schema of the format, regenerated.
+const SCHEMA: &str = "docs/workflow.schema.json";
+
+#[test]
+fn the_committed_json_schema_is_current() {
+    let generated = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&format::json_schema()).unwrap()
+    );
+    let path = repo_root().join(SCHEMA);
+    if std::env::var_os("BLESS").is_some_and(|value| value == "1") {
+        fs::write(&path, &generated).unwrap();
+        return;
+    }
+    let committed = fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{SCHEMA} is not what `plait schema` prints; regenerate it with `BLESS=1 cargo test -p plait --lib json_schema` (or `plait schema > {SCHEMA}`)"
+    );
+}
+
+/// The property names of `definition` in the generated schema.
+fn schema_keys(schema: &serde_json::Value, definition: Option<&str>) -> Vec<String> {
+    let node = match definition {
+        None => schema,
+        Some(name) => &schema["$defs"][name],
+    };
+    let mut keys: Vec<String> = node["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no properties for {definition:?}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn sorted(keys: &[&str]) -> Vec<String> {
+    let mut keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn the_json_schema_and_the_validator_know_the_same_keys() {
+    let schema = format::json_schema();
+    assert_eq!(schema_keys(&schema, None), sorted(&validate::WORKFLOW_KEYS));
+    assert_eq!(
+        schema_keys(&schema, Some("Step")),
+        sorted(&validate::STEP_KEYS)
+    );
+    assert_eq!(
+        schema_keys(&schema, Some("Retry")),
+        sorted(&validate::RETRY_KEYS)
+    );
+    assert_eq!(
+        schema_keys(&schema, Some("Limits")),
+        sorted(&validate::LIMIT_KEYS)
+    );
+    assert_eq!(
+        schema_keys(&schema, Some("Grants")),
+        sorted(&validate::GRANT_KEYS)
+    );
+}
+
+/// A workflow file as JSON, the way an editor's schema check sees it.
+fn as_json(path: &Path) -> serde_json::Value {
+    let text = fs::read_to_string(path).unwrap();
+    let source = SourceFile::new(path, text.as_str());
+    let mut diag = error::Diagnostics::new(&source);
+    let root = yaml::parse(&source.text, &mut diag).expect("YAML");
+    yaml::to_json(&root, &mut diag).expect("JSON")
+}
+
+#[test]
+fn every_shipped_workflow_matches_the_json_schema() {
+    let schema = crate::schema::Schema::compile(&format::json_schema()).unwrap();
+    let root = repo_root();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in ["examples", "templates"] {
+        for entry in fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path().join("workflow.yaml");
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.extend(definition_files(&root.join(CASES).join("valid")));
+    assert!(files.len() >= 12, "{files:?}");
+    for path in &files {
+        if let Err(violations) = schema.check(&as_json(path)) {
+            panic!("{} breaks the schema: {violations}", path.display());
+        }
+    }
+    // And the schema does catch a mistake the validator reports.
+    let bad = as_json(&root.join(CASES).join("unknown_step_key.yaml"));
+    assert!(schema.check(&bad).is_err());
+}

@@ -25,11 +25,15 @@ mod flow;
 mod sandbox;
 mod shorthand;
 
+#[cfg(test)]
+pub(crate) use flow::RETRY_KEYS;
 pub use flow::topological;
+#[cfg(test)]
+pub(crate) use sandbox::{GRANT_KEYS, LIMIT_KEYS};
 
 pub use shorthand::{LOCAL_MODEL, PLUGINS_ENV, reference_plugin};
 
-const WORKFLOW_KEYS: [&str; 10] = [
+pub(crate) const WORKFLOW_KEYS: [&str; 10] = [
     "name",
     "version",
     "description",
@@ -42,7 +46,7 @@ const WORKFLOW_KEYS: [&str; 10] = [
     "output",
 ];
 const INPUT_KEYS: [&str; 1] = ["schema"];
-const STEP_KEYS: [&str; 21] = [
+pub(crate) const STEP_KEYS: [&str; 21] = [
     "id",
     "uses",
     "type",

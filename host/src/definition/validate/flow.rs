@@ -17,7 +17,7 @@ use super::super::{Span, StepId};
 use super::Validator;
 use crate::limits;
 
-pub(super) const RETRY_KEYS: [&str; 5] = [
+pub(crate) const RETRY_KEYS: [&str; 5] = [
     "max_attempts",
     "backoff",
     "initial_interval",

@@ -24,8 +24,8 @@ use super::{Validator, list};
 use crate::grants::{DirGrant, HttpGrant, ModelGrant, OutboundRule, SecretGrant, StepGrants};
 use crate::limits::{self, LimitSettings};
 
-const LIMIT_KEYS: [&str; 5] = ["memory", "timeout", "fuel", "output", "logs"];
-const GRANT_KEYS: [&str; 4] = ["dirs", "http", "secrets", "models"];
+pub(crate) const LIMIT_KEYS: [&str; 5] = ["memory", "timeout", "fuel", "output", "logs"];
+pub(crate) const GRANT_KEYS: [&str; 4] = ["dirs", "http", "secrets", "models"];
 const DIR_KEYS: [&str; 2] = ["path", "mode"];
 const HTTP_KEYS: [&str; 2] = ["url", "methods"];
 const METHODS: [&str; 9] = [
