@@ -4,7 +4,7 @@
 //! with each key's documentation; `plait schema` prints the JSON Schema
 //! generated from it (`docs/workflow.schema.json` is that output, checked in
 //! CI to be current), so editors complete and check workflow files. The
-//! validator in [`super::validate`] is what Plait runs; a test checks that
+//! validator (`definition::validate`) is what Plait runs; a test checks that
 //! both know the same keys.
 
 use std::collections::BTreeMap;

@@ -464,7 +464,7 @@ fn the_committed_json_schema_is_current() {
 }
 
 /// The property names of `definition` in the generated schema.
-fn schema_keys(schema: &serde_json::Value, definition: Option<&str>) -> Vec<String> {
+fn schema_keys(schema: &Value, definition: Option<&str>) -> Vec<String> {
     let node = match definition {
         None => schema,
         Some(name) => &schema["$defs"][name],
@@ -508,7 +508,7 @@ fn the_json_schema_and_the_validator_know_the_same_keys() {
 }
 
 /// A workflow file as JSON, the way an editor's schema check sees it.
-fn as_json(path: &Path) -> serde_json::Value {
+fn as_json(path: &Path) -> Value {
     let text = fs::read_to_string(path).unwrap();
     let source = SourceFile::new(path, text.as_str());
     let mut diag = error::Diagnostics::new(&source);
