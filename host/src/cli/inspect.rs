@@ -54,12 +54,79 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         plan.steps.len(),
         if plan.steps.len() == 1 { "" } else { "s" }
     )?;
+    if let Some(timeout) = plan.definition.timeout {
+        writeln!(out, "  run timeout {}", humantime::format_duration(timeout))?;
+    }
     for step in &plan.steps {
+        let definition = &step.definition;
+        // How the step is ordered and what happens on failure, when it
+        // says more than the defaults.
+        let mut flow = Vec::new();
+        if !definition.needs.is_empty() {
+            let needs: Vec<&str> = definition.needs.iter().map(|id| id.as_str()).collect();
+            flow.push(format!("after {}", needs.join(", ")));
+        }
+        if let Some(primary) = &definition.fallback_of {
+            flow.push(format!("fallback of {primary}"));
+        }
+        if let Some(condition) = &definition.condition {
+            flow.push(format!("if {}", condition.text()));
+        }
+        if let Some(items) = &definition.for_each {
+            flow.push(format!(
+                "for each of {} ({} at a time)",
+                items.text(),
+                definition.max_concurrency
+            ));
+        }
+        if definition.retry.max_attempts > 1 {
+            flow.push(format!("up to {} attempts", definition.retry.max_attempts));
+        }
+        match &definition.on_error {
+            plait::definition::OnError::Fail => {}
+            plait::definition::OnError::Continue => flow.push("continue on error".to_owned()),
+            plait::definition::OnError::Fallback(fallback) => {
+                flow.push(format!("on error run {fallback}"))
+            }
+        }
+        let flow = if flow.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", flow.join("; "))
+        };
+        match &definition.kind {
+            plait::definition::StepKind::Sleep { duration } => {
+                writeln!(
+                    out,
+                    "  {}: sleep {}{flow}",
+                    definition.id,
+                    humantime::format_duration(*duration)
+                )?;
+                continue;
+            }
+            plait::definition::StepKind::Wait { timeout, default } => {
+                let timeout = timeout.map_or("no timeout".to_owned(), |timeout| {
+                    format!("timeout {}", humantime::format_duration(timeout))
+                });
+                let default = if default.is_some() {
+                    ", then its default"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "  {}: wait for `plait signal RUN {}` ({timeout}{default}){flow}",
+                    definition.id, definition.id
+                )?;
+                continue;
+            }
+            plait::definition::StepKind::Component => {}
+        }
         let sandbox = &step.sandbox;
         let limits = &sandbox.limits;
         writeln!(
             out,
-            "  {}: memory {}, timeout {}, fuel {}, output {}, logs {}",
+            "  {}: memory {}, timeout {}, fuel {}, output {}, logs {}{flow}",
             step.definition.id,
             limits::format_size(limits.memory),
             humantime::format_duration(limits.timeout),
