@@ -13,6 +13,8 @@
 //! evaluation runs on its own thread with a deadline, so `def f: f; f`
 //! fails the step instead of hanging the run.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jaq_core::load::{Arena, File, Loader};
@@ -34,12 +36,37 @@ pub const MAX_ITEMS: usize = 10_000;
 /// environment, stop the process, or write to the host's stderr.
 const DENIED: [&str; 4] = ["env", "input", "inputs", "$ENV"];
 
-/// A compiled-once, checked jq filter, kept as its text (compiled filters
-/// hold reference-counted values and cannot cross threads).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A compiled jaq filter.
+type Filter = jaq_core::compile::Filter<jaq_core::Native<data::JustLut<Val>>>;
+
+/// A jq filter, compiled once when the definition is validated and shared
+/// by every evaluation (compiling takes about 0.3 ms, mostly the standard
+/// library; running a path takes microseconds). Compared by its text.
+#[derive(Clone)]
 pub struct Jq {
     text: String,
     steps: Vec<StepId>,
+    filter: Arc<Filter>,
+}
+
+impl fmt::Debug for Jq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Jq").field(&self.text).finish()
+    }
+}
+
+impl PartialEq for Jq {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Jq {}
+
+impl std::hash::Hash for Jq {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
 }
 
 /// Why a filter does not compile.
@@ -103,11 +130,12 @@ impl Jq {
                 help: Some("write a jq filter, for example `.input`".to_owned()),
             });
         }
-        with_filter(text, |_| ())?;
+        let filter = compile(text)?;
         root_check(text)?;
         Ok(Jq {
             text: text.to_owned(),
             steps: step_references(text),
+            filter: Arc::new(filter),
         })
     }
 
@@ -130,7 +158,8 @@ impl Jq {
     /// # Errors
     /// See [`JqEvalError`].
     pub fn run(&self, input: &Value) -> Result<Value, JqEvalError> {
-        let compiled = with_filter(&self.text, |filter| {
+        let filter = &*self.filter;
+        let values = (|| -> Result<Vec<String>, String> {
             let input: Val = serde_json::from_value(input.clone()).unwrap_or(Val::Null);
             let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
             let outputs = filter.id.run((ctx, input));
@@ -151,20 +180,13 @@ impl Jq {
                 }
             }
             Ok(values)
-        });
-        let values = match compiled {
-            Ok(Ok(values)) => values,
-            Ok(Err(message)) => {
+        })();
+        let values = match values {
+            Ok(values) => values,
+            Err(message) => {
                 return Err(JqEvalError::Failed {
                     filter: self.text.clone(),
                     message,
-                });
-            }
-            // Compiled at validation; only a change of jaq could get here.
-            Err(error) => {
-                return Err(JqEvalError::Failed {
-                    filter: self.text.clone(),
-                    message: error.message,
                 });
             }
         };
@@ -233,11 +255,8 @@ fn too_large(value: &Value) -> bool {
     }
 }
 
-/// Loads and compiles `text`, then hands the compiled filter to `use_it`.
-fn with_filter<R>(
-    text: &str,
-    use_it: impl FnOnce(&jaq_core::compile::Filter<jaq_core::Native<data::JustLut<Val>>>) -> R,
-) -> Result<R, JqError> {
+/// Loads and compiles `text`.
+fn compile(text: &str) -> Result<Filter, JqError> {
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
         .chain(jaq_json::defs());
@@ -269,11 +288,10 @@ fn with_filter<R>(
     let modules = loader
         .load(&arena, program)
         .map_err(|errors| load_error(text, errors))?;
-    let filter = Compiler::default()
+    Compiler::default()
         .with_funs(funs)
         .compile(modules)
-        .map_err(|errors| compile_error(text, errors))?;
-    Ok(use_it(&filter))
+        .map_err(|errors| compile_error(text, errors))
 }
 
 /// Common jq builtins, for "did you mean" on an undefined filter.
