@@ -520,7 +520,20 @@ impl<'a> Scheduler<'a> {
     async fn run(&mut self) -> Result<RunReport, ExecutorError> {
         loop {
             if self.waits_for_signal() {
-                self.store.collect_inbox()?;
+                for signal in self.store.collect_inbox()? {
+                    let wait = self
+                        .plan
+                        .definition
+                        .step(&signal.step_id)
+                        .is_some_and(|step| matches!(step.kind, StepKind::Wait { .. }));
+                    if signal.run_id == self.run.id && !wait {
+                        tracing::warn!(
+                            run = %signal.run_id,
+                            step = %signal.step_id,
+                            "a signal for a step that is not a `wait` step of this run was ignored"
+                        );
+                    }
+                }
             }
             let now = now_ms();
             if let Some(deadline) = self.run.deadline_ms

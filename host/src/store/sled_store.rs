@@ -375,6 +375,9 @@ impl RunStore for SledStore {
                 continue;
             };
             match serde_json::from_slice::<Signal>(&bytes) {
+                Ok(signal) if self.run(&signal.run_id)?.is_none() => {
+                    tracing::warn!(run = %signal.run_id, step = %signal.step_id, "a signal for a run this store does not hold was dropped");
+                }
                 Ok(signal) => {
                     if self.signal(&signal.run_id, &signal.step_id)?.is_none() {
                         self.commit(Commit {

@@ -384,6 +384,14 @@ impl Validator<'_, '_> {
                             Some(format!("a fallback runs when `{}` fails and reads what that step reads; remove `needs`", ids[index])),
                         );
                     }
+                    if let Some((_, own)) = &target_flow.fallback {
+                        ok = false;
+                        self.diag.error(
+                            *own,
+                            format!("step `{target}` is the fallback of `{}`, so it cannot have a fallback of its own", ids[index]),
+                            Some("give the fallback `on_error: continue`, or handle the failure in one fallback".to_owned()),
+                        );
+                    }
                     if let Some(span) = target_flow.conditional {
                         ok = false;
                         self.diag.error(
