@@ -578,6 +578,7 @@ fn finished_step(run_id: &str, index: u32) -> StepRecord {
         wake_at_ms: None,
         items: Vec::new(),
         history: Vec::new(),
+        cache_hit: None,
     }
 }
 
@@ -619,6 +620,7 @@ fn prefill(dir: &std::path::Path, count: usize) {
         output: Some(json!({"n": 1})),
         output_blobs: Vec::new(),
         error: None,
+        idempotency_key: None,
         deadline_ms: None,
     };
     for _ in 0..count {

@@ -32,8 +32,8 @@ use crate::plan::Plan;
 use crate::schema::{Schema, Violations};
 use crate::step::{Blob, FailureKind, InvocationInfo, Payload, StepFailure};
 use crate::store::{
-    AttemptRecord, BlobRef, Commit, ItemRecord, LogsEntry, RunRecord, RunStatus, RunStore, Signal,
-    StepRecord, StepStatus, StoreError, WorkflowRef,
+    AttemptRecord, BlobRef, CacheEntry, CacheHit, Commit, IdempotencyRecord, ItemRecord, LogsEntry,
+    RunRecord, RunStatus, RunStore, Signal, StepRecord, StepStatus, StoreError, WorkflowRef,
 };
 
 /// How many steps run at once across every run of one executor, unless
@@ -73,6 +73,57 @@ pub enum ExecutorError {
     /// A signal that cannot be delivered.
     #[error("{0}")]
     Signal(String),
+    /// An idempotency key used before for a different request.
+    #[error(
+        "idempotency key `{key}` was used for run `{run_id}` with a different workflow, input or blobs; \
+         a key names one request: use a new key for a new request"
+    )]
+    KeyReused {
+        /// The key.
+        key: String,
+        /// The run it started.
+        run_id: String,
+    },
+    /// An idempotency key that cannot be used.
+    #[error("invalid idempotency key: {0}")]
+    InvalidKey(String),
+}
+
+/// The longest idempotency key accepted.
+pub const MAX_KEY_LEN: usize = 255;
+
+fn check_key(key: &str) -> Result<(), ExecutorError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(ExecutorError::InvalidKey(format!(
+            "it must be 1 to {MAX_KEY_LEN} bytes long, not {}",
+            key.len()
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(ExecutorError::InvalidKey(
+            "it must not hold control characters".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// `value` with every object's keys sorted, so that equal documents hash
+/// alike however their keys were ordered.
+pub fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key.clone(), canonical(value)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
 }
 
 /// A run's records after the executor is done with it.
@@ -119,19 +170,45 @@ impl Executor {
         input: Value,
         blobs: Vec<Blob>,
     ) -> Result<RunReport, ExecutorError> {
-        let run = self.create(plan, input, blobs)?;
+        self.start_keyed(plan, input, blobs, None).await
+    }
+
+    /// Like [`Executor::start`], with an idempotency key: the first start
+    /// with `key` creates the run; a later start with the same key and the
+    /// same request (workflow, input, blobs) returns that run, continuing
+    /// it if it has not finished, without starting another; the same key
+    /// with a different request is refused ([`ExecutorError::KeyReused`]).
+    pub async fn start_keyed(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+    ) -> Result<RunReport, ExecutorError> {
+        let (run, new) = self.create(plan, input, blobs, key)?;
+        if !new {
+            tracing::info!(run = %run.id, key = key.unwrap_or(""), "idempotency key already used; the same run");
+            if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+                let steps = self.store.steps(&run.id)?;
+                return Ok(RunReport { run, steps });
+            }
+            return self.resume(plan, &run.id).await;
+        }
         let steps = self.store.steps(&run.id)?;
         tracing::info!(run = %run.id, workflow = %run.workflow.name, "run started");
         self.execute(plan, run, steps).await
     }
 
     /// Checks the input and records a new run of `plan`, without running it.
+    /// With an idempotency key already used for the same request, returns
+    /// that run instead and `false`.
     pub fn create(
         &self,
         plan: &Plan,
         input: Value,
         blobs: Vec<Blob>,
-    ) -> Result<RunRecord, ExecutorError> {
+        key: Option<&str>,
+    ) -> Result<(RunRecord, bool), ExecutorError> {
         for (index, blob) in blobs.iter().enumerate() {
             if blobs[..index].iter().any(|other| other.name == blob.name) {
                 return Err(ExecutorError::DuplicateInputBlob(blob.name.clone()));
@@ -148,9 +225,26 @@ impl Executor {
                 schema.check(&input).map_err(ExecutorError::InvalidInput)?;
             }
         }
+        let (input_blobs, contents) = blob_refs(&blobs);
+        let request = key.map(|key| -> Result<(String, String), ExecutorError> {
+            check_key(key)?;
+            let mut named: Vec<(&str, &str)> = input_blobs
+                .iter()
+                .map(|blob| (blob.name.as_str(), blob.digest.as_str()))
+                .collect();
+            named.sort();
+            let request =
+                json!({"workflow": plan.digest, "input": canonical(&input), "blobs": named});
+            Ok((key.to_owned(), digest(request.to_string().as_bytes())))
+        });
+        let request = request.transpose()?;
+        if let Some((key, digest)) = &request
+            && let Some(existing) = self.existing(key, digest)?
+        {
+            return Ok((existing, false));
+        }
         let now = now_ms();
         let run_id = uuid::Uuid::now_v7().to_string();
-        let (input_blobs, contents) = blob_refs(&blobs);
         let run = RunRecord {
             id: run_id.clone(),
             workflow: WorkflowRef {
@@ -169,6 +263,7 @@ impl Executor {
             output: None,
             output_blobs: Vec::new(),
             error: None,
+            idempotency_key: key.map(str::to_owned),
             deadline_ms: plan
                 .definition
                 .timeout
@@ -195,18 +290,64 @@ impl Executor {
                 wake_at_ms: None,
                 items: Vec::new(),
                 history: Vec::new(),
+                cache_hit: None,
             })
             .collect();
-        self.store.commit(Commit {
+        let claim = request.as_ref().map(|(key, request_digest)| {
+            (
+                key.as_str(),
+                IdempotencyRecord {
+                    run_id: run_id.clone(),
+                    request_digest: request_digest.clone(),
+                    created_at_ms: now,
+                },
+            )
+        });
+        let committed = self.store.commit(Commit {
             run: Some(&run),
             steps: steps.iter().collect(),
             blobs: contents
                 .iter()
                 .map(|(digest, data)| (digest.as_str(), *data))
                 .collect(),
+            idempotency: claim.as_ref().map(|(key, record)| (*key, record)),
             ..Commit::default()
-        })?;
-        Ok(run)
+        });
+        match committed {
+            Ok(()) => Ok((run, true)),
+            // Another start with the key won the race: its run is the one.
+            Err(StoreError::KeyTaken(key)) => {
+                let digest = &request.as_ref().expect("a key was claimed").1;
+                match self.existing(&key, digest)? {
+                    Some(existing) => Ok((existing, false)),
+                    None => Err(StoreError::KeyTaken(key).into()),
+                }
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The run an idempotency key started, if the key was used for the same
+    /// request; an error if for another.
+    fn existing(
+        &self,
+        key: &str,
+        request_digest: &str,
+    ) -> Result<Option<RunRecord>, ExecutorError> {
+        let Some(record) = self.store.idempotency(key)? else {
+            return Ok(None);
+        };
+        if record.request_digest != request_digest {
+            return Err(ExecutorError::KeyReused {
+                key: key.to_owned(),
+                run_id: record.run_id,
+            });
+        }
+        let run = self
+            .store
+            .run(&record.run_id)?
+            .ok_or_else(|| StoreError::UnknownRun(record.run_id.clone()))?;
+        Ok(Some(run))
     }
 
     /// Continues run `run_id`: interrupted attempts run again, pauses go on
@@ -407,6 +548,8 @@ type Unit = (usize, Option<u32>);
 /// What an invocation task reports.
 struct Done {
     unit: Unit,
+    /// The step cache key, when the step's output is to be kept.
+    cache_key: Option<String>,
     attempt: u32,
     invoked: Invoked,
     started_at_ms: u64,
@@ -865,6 +1008,7 @@ impl<'a> Scheduler<'a> {
                             error: None,
                             wake_at_ms: None,
                             duration_ms: None,
+                            cache_hit: None,
                         })
                         .collect();
                     record.status = StepStatus::Running;
@@ -1054,7 +1198,24 @@ impl<'a> Scheduler<'a> {
             };
             self.ready.remove(&unit);
             match self.input(unit).await {
-                Ok(payload) => self.invoke(unit, payload, [run_permit, host_permit])?,
+                Ok(payload) => {
+                    let cache_key = self.plan.steps[index]
+                        .definition
+                        .cache
+                        .map(|cache| (cache, self.cache_key(index, &payload)));
+                    if let Some((cache, key)) = &cache_key
+                        && let Some(entry) = self.store.cached(key)?
+                        && cache.ttl.is_none_or(|ttl| {
+                            now_ms().saturating_sub(entry.created_at_ms) < ttl.as_millis() as u64
+                        })
+                        && self.blobs_present(&entry.output_blobs)?
+                    {
+                        self.reuse(unit, key.clone(), entry)?;
+                        continue;
+                    }
+                    let cache_key = cache_key.map(|(_, key)| key);
+                    self.invoke(unit, payload, cache_key, [run_permit, host_permit])?
+                }
                 Err(failure) => {
                     // The input could not be built: a fatal failure of the
                     // unit, recorded without invoking anything.
@@ -1068,12 +1229,84 @@ impl<'a> Scheduler<'a> {
         Ok(blocked)
     }
 
+    /// The step cache key of a unit about to run with `payload`: its
+    /// component's digest, its config and its input (JSON and blobs).
+    fn cache_key(&self, index: usize, payload: &Payload) -> String {
+        let planned = &self.plan.steps[index];
+        let blobs: Vec<(&str, &str, String)> = payload
+            .blobs
+            .iter()
+            .map(|blob| {
+                (
+                    blob.name.as_str(),
+                    blob.media_type.as_str(),
+                    digest(&blob.data),
+                )
+            })
+            .collect();
+        let key = json!({
+            "component": planned.component_digest(),
+            "config": planned.sandbox.config,
+            "input": canonical(&payload.json),
+            "blobs": blobs,
+        });
+        digest(key.to_string().as_bytes())
+    }
+
+    /// Whether every blob is still in the store.
+    fn blobs_present(&self, blobs: &[BlobRef]) -> Result<bool, StoreError> {
+        for blob in blobs {
+            if self.store.blob(&blob.digest)?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Completes a unit with a cached output instead of running it.
+    fn reuse(&mut self, unit: Unit, key: String, entry: CacheEntry) -> Result<(), StoreError> {
+        let (index, item) = unit;
+        let hit = CacheHit {
+            key,
+            run_id: entry.run_id,
+            step_id: entry.step_id,
+            created_at_ms: entry.created_at_ms,
+        };
+        tracing::info!(run = %self.run.id, step = %self.steps[index].id, item, from_run = %hit.run_id, "step output reused from the cache");
+        let now = now_ms();
+        let record = &mut self.steps[index];
+        match item {
+            None => {
+                record.status = StepStatus::Succeeded;
+                record.output = Some(entry.output);
+                record.output_blobs = entry.output_blobs;
+                record.started_at_ms = Some(now);
+                record.finished_at_ms = Some(now);
+                record.duration_ms = Some(0);
+                record.cache_hit = Some(hit);
+            }
+            Some(item) => {
+                let item = &mut record.items[item as usize];
+                item.status = StepStatus::Succeeded;
+                item.output = Some(entry.output);
+                item.output_blobs = entry.output_blobs;
+                item.cache_hit = Some(hit);
+            }
+        }
+        self.commit_step(index)?;
+        if item.is_some() {
+            self.complete_fan_out(index)?;
+        }
+        Ok(())
+    }
+
     /// Marks the unit running with its next attempt, commits, and starts
     /// the invocation.
     fn invoke(
         &mut self,
         unit: Unit,
         payload: Payload,
+        cache_key: Option<String>,
         permits: [OwnedSemaphorePermit; 2],
     ) -> Result<(), StoreError> {
         let (index, item) = unit;
@@ -1132,6 +1365,7 @@ impl<'a> Scheduler<'a> {
             let invoked = component.invoke(&invocation, &sandbox, &payload).await;
             Done {
                 unit,
+                cache_key,
                 attempt,
                 invoked,
                 started_at_ms,
@@ -1145,6 +1379,7 @@ impl<'a> Scheduler<'a> {
     fn completed(&mut self, done: Done) -> Result<(), StoreError> {
         let Done {
             unit,
+            cache_key,
             attempt,
             invoked,
             started_at_ms,
@@ -1233,6 +1468,14 @@ impl<'a> Scheduler<'a> {
                 if let Some((_, record)) = &recovered {
                     records.push(record);
                 }
+                // Kept for other runs in the same commit as the output.
+                let entry = cache_key.as_ref().map(|_| CacheEntry {
+                    output: output.json.clone(),
+                    output_blobs: refs.clone(),
+                    run_id: self.run.id.clone(),
+                    step_id: self.steps[index].id.clone(),
+                    created_at_ms: now_ms(),
+                });
                 self.store.commit(Commit {
                     run: None,
                     steps: records,
@@ -1242,6 +1485,8 @@ impl<'a> Scheduler<'a> {
                         .collect(),
                     logs: Some(logs_entry),
                     signal: None,
+                    idempotency: None,
+                    cache: cache_key.as_deref().zip(entry.as_ref()),
                 })?;
                 if let Some((primary, record)) = recovered {
                     tracing::info!(run = %self.run.id, step = %record.id, "step recovered by its fallback");

@@ -11,6 +11,7 @@ mod cli;
 mod components;
 mod crash;
 mod definition_language;
+mod durability;
 mod failures;
 mod hostile;
 mod reference_steps;

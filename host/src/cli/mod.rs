@@ -111,6 +111,8 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                 | ExecutorError::DuplicateInputBlob(_)
                 | ExecutorError::InvalidInput(_)
                 | ExecutorError::Signal(_)
+                | ExecutorError::KeyReused { .. }
+                | ExecutorError::InvalidKey(_)
                 | ExecutorError::Changed(_) => EXIT_USAGE,
                 ExecutorError::Store(StoreError::UnknownRun(_)) => EXIT_USAGE,
                 _ => EXIT_RUN_FAILED,

@@ -39,6 +39,7 @@ pub fn run_json(report: &RunReport, logs: Option<&[Vec<AttemptLogs>]>) -> Value 
         "output": run.output,
         "output_blobs": run.output_blobs,
         "error": run.error,
+        "idempotency_key": run.idempotency_key,
         "deadline": run.deadline_ms.map(timestamp),
         "steps": steps,
     })
@@ -61,6 +62,7 @@ fn step_json(step: &StepRecord) -> Value {
         "wake_at_ms": step.wake_at_ms,
         "items": step.items,
         "history": step.history,
+        "cache_hit": step.cache_hit,
     })
 }
 
@@ -118,6 +120,9 @@ pub fn step_line(step: &StepRecord) -> String {
     }
     if step.attempts > 1 {
         line.push_str(&format!(" (attempt {})", step.attempts));
+    }
+    if let Some(hit) = &step.cache_hit {
+        line.push_str(&format!(" (cached: computed by run {})", hit.run_id));
     }
     if !step.items.is_empty() {
         let done = step

@@ -32,6 +32,11 @@ pub struct RunArgs {
     /// Attach a file as a named input blob; repeatable.
     #[arg(long = "file", value_name = "NAME=PATH")]
     files: Vec<String>,
+    /// Start at most one run for this key: repeating the command with the
+    /// same key, workflow and input gives back (and continues) that run;
+    /// with a different input it is refused.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
     /// Print exactly one JSON object describing the run on stdout.
@@ -86,7 +91,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine = home.engine(&policy)?;
     let plan = Plan::build_with(&engine, definition, &policy).await?;
     let executor = Executor::with_concurrency(store, policy.concurrency);
-    let report = executor.start(&plan, input, blobs).await?;
+    let report = executor
+        .start_keyed(&plan, input, blobs, args.idempotency_key.as_deref())
+        .await?;
     finish(&report, args.json)
 }
 

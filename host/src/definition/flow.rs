@@ -39,6 +39,14 @@ impl StepKind {
     }
 }
 
+/// `cache:` on a step: reuse a committed output when the same component
+/// (by digest) with the same config receives the same input, across runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepCache {
+    /// How long an entry may be reused; `None`: for ever.
+    pub ttl: Option<Duration>,
+}
+
 /// What a step's failure does to the run (`on_error:`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum OnError {

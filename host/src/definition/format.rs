@@ -174,6 +174,10 @@ pub struct Step {
     pub retry: Option<Retry>,
     /// What a failure does: `fail` (default), `continue`, or run a fallback.
     pub on_error: Option<OnError>,
+    /// Reuse this step's output across runs when the same component (by
+    /// digest) with the same config receives the same input: `true` for
+    /// ever, or for how long (`1h`). For deterministic steps only.
+    pub cache: Option<Cache>,
     /// Directories, outbound HTTP, secrets and models the step may use.
     pub grants: Option<Grants>,
     /// How long a `type: sleep` step sleeps.
@@ -188,6 +192,16 @@ pub struct Step {
     pub endpoint: Option<String>,
     /// `type: ai_inference` with an LLM: the host secret holding the key.
     pub api_key: Option<String>,
+}
+
+/// `cache:`: on or off, or a time to live.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Cache {
+    /// `true`: reuse for ever; `false`: no cache.
+    Enabled(bool),
+    /// Reuse for this long.
+    Ttl(Duration),
 }
 
 /// What a step is when it has no `uses`.

@@ -41,7 +41,7 @@ use serde_json::Value;
 
 pub use error::{DefinitionError, DefinitionErrors, SourceFile, Span};
 pub use expr::{BlobRef, BlobSource, ExprError, Expression};
-pub use flow::{Backoff, OnError, RetryPolicy, RetrySettings, StepKind};
+pub use flow::{Backoff, OnError, RetryPolicy, RetrySettings, StepCache, StepKind};
 pub use jq::{EVAL_DEADLINE, Jq, JqError, JqEvalError, MAX_ITEMS, evaluate_bounded};
 pub use template::{BlobMapping, Template};
 pub use validate::{LOCAL_MODEL, PLUGINS_ENV, reference_plugin, topological as topological_order};
@@ -121,6 +121,9 @@ pub struct StepDefinition {
     pub on_error: OnError,
     /// Whether this step only runs as another step's fallback.
     pub fallback_of: Option<StepId>,
+    /// `cache:`: reuse outputs across runs for the same component, config
+    /// and input.
+    pub cache: Option<StepCache>,
 }
 
 /// The default number of a run's steps that run at once.

@@ -46,7 +46,7 @@ pub(crate) const WORKFLOW_KEYS: [&str; 10] = [
     "output",
 ];
 const INPUT_KEYS: [&str; 1] = ["schema"];
-pub(crate) const STEP_KEYS: [&str; 21] = [
+pub(crate) const STEP_KEYS: [&str; 22] = [
     "id",
     "uses",
     "type",
@@ -61,6 +61,7 @@ pub(crate) const STEP_KEYS: [&str; 21] = [
     "timeout",
     "retry",
     "on_error",
+    "cache",
     "grants",
     "duration",
     "default",
@@ -71,7 +72,8 @@ pub(crate) const STEP_KEYS: [&str; 21] = [
 ];
 
 /// Keys that only a component step (not `wait` or `sleep`) may have.
-const COMPONENT_KEYS: [&str; 7] = [
+const COMPONENT_KEYS: [&str; 8] = [
+    "cache",
     "input",
     "blobs",
     "config",
@@ -531,6 +533,8 @@ impl Validator<'_, '_> {
         let limits = fields.get("limits").map(|value| self.limits(value, &owner));
         let grants = fields.get("grants").map(|value| self.grants(value, &owner));
 
+        let cache = fields.get("cache").map(|node| self.cache(node));
+        let cache = optional(cache)?.flatten();
         let mut config = config?;
         let mut grants = optional(grants)?.unwrap_or_default();
         let (kind, condition, for_each, max_concurrency, retry, on_error, timeout) = flow_fields?;
@@ -565,6 +569,7 @@ impl Validator<'_, '_> {
             retry,
             on_error,
             fallback_of: None,
+            cache,
         })
     }
 

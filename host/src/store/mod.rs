@@ -9,8 +9,8 @@ mod records;
 mod sled_store;
 
 pub use records::{
-    AttemptRecord, BlobRef, ItemRecord, RunRecord, RunStatus, Signal, StepRecord, StepStatus,
-    WorkflowRef,
+    AttemptRecord, BlobRef, CacheEntry, CacheHit, IdempotencyRecord, ItemRecord, RunRecord,
+    RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
 };
 pub use sled_store::{BATCH_INTERVAL_MS, Durability, SledStore, inbox_dir, post_signal};
 
@@ -57,6 +57,10 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// An idempotency key is already taken (by a run started at the same
+    /// moment); read it with [`RunStore::idempotency`].
+    #[error("idempotency key `{0}` is already taken")]
+    KeyTaken(String),
     /// No run has this id.
     #[error("no run with id `{0}` in this store; `plait runs list` shows the runs it holds")]
     UnknownRun(String),
@@ -76,6 +80,11 @@ pub struct Commit<'a> {
     pub logs: Option<LogsEntry<'a>>,
     /// A signal delivered to a `wait` step.
     pub signal: Option<&'a Signal>,
+    /// An idempotency key to claim for a new run; the commit fails with
+    /// [`StoreError::KeyTaken`] (and writes nothing) if it is taken.
+    pub idempotency: Option<(&'a str, &'a IdempotencyRecord)>,
+    /// A step output to keep in the cross-run step cache, by key.
+    pub cache: Option<(&'a str, &'a CacheEntry)>,
 }
 
 /// The logs of one attempt of one step (or of one item of a fan-out).
@@ -123,6 +132,10 @@ pub trait RunStore: Send + Sync {
     fn logs(&self, run_id: &str, step_index: u32) -> Result<Vec<AttemptLogs>, StoreError>;
     /// The signal delivered to step `step_id` of a run, if any.
     fn signal(&self, run_id: &str, step_id: &str) -> Result<Option<Signal>, StoreError>;
+    /// The run an idempotency key started, if any.
+    fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// A step cache entry by key.
+    fn cached(&self, key: &str) -> Result<Option<CacheEntry>, StoreError>;
     /// Moves signals other processes left for this store into it (see
     /// [`post_signal`]) and returns the ones that were new. A store that
     /// cannot be shared between processes has nothing to collect.

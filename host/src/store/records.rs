@@ -81,6 +81,9 @@ pub struct RunRecord {
     pub output_blobs: Vec<BlobRef>,
     /// Why it failed, once failed.
     pub error: Option<String>,
+    /// The idempotency key it was started with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// When the run's `timeout` passes, ms since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
@@ -166,6 +169,9 @@ pub struct StepRecord {
     /// Every finished attempt, oldest first: when it ran and how it ended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptRecord>,
+    /// Set when the output was reused from the step cache, not computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_hit: Option<CacheHit>,
 }
 
 /// One finished attempt of a step (or of an item of a fan-out).
@@ -208,6 +214,9 @@ pub struct ItemRecord {
     /// Wall time of its latest attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// Set when the output was reused from the step cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_hit: Option<CacheHit>,
 }
 
 /// Data delivered to a `wait` step (`plait signal RUN STEP --data JSON`).
@@ -221,4 +230,46 @@ pub struct Signal {
     pub data: serde_json::Value,
     /// When it was sent, ms since the Unix epoch.
     pub sent_at_ms: u64,
+}
+
+/// A run started with an idempotency key (`plait run --idempotency-key`):
+/// the same key and request give back this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// The run the key started.
+    pub run_id: String,
+    /// `sha256:<hex>` of the request: the workflow's digest, the input
+    /// (canonical JSON) and the input blobs' names and digests.
+    pub request_digest: String,
+    /// When the key was first used, ms since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+/// A step output kept for reuse across runs (`cache:` on a step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The output document.
+    pub output: serde_json::Value,
+    /// The output blobs (by digest, kept in the blob store).
+    pub output_blobs: Vec<BlobRef>,
+    /// The run and step that computed it.
+    pub run_id: String,
+    /// The step id in that run.
+    pub step_id: String,
+    /// When it was computed, ms since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+/// Where a step's output came from when it was reused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheHit {
+    /// The cache key: `sha256:<hex>` of the component, its config and the
+    /// input.
+    pub key: String,
+    /// The run that computed the output.
+    pub run_id: String,
+    /// The step id in that run.
+    pub step_id: String,
+    /// When it was computed.
+    pub created_at_ms: u64,
 }

@@ -18,7 +18,10 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{AttemptLogs, Commit, RunRecord, RunStore, Signal, StepRecord, StoreError};
+use super::{
+    AttemptLogs, CacheEntry, Commit, IdempotencyRecord, RunRecord, RunStore, Signal, StepRecord,
+    StoreError,
+};
 
 /// The value of `meta/format`; bump it when records change incompatibly.
 const FORMAT: &str = "plait-journal/1";
@@ -67,6 +70,8 @@ pub struct SledStore {
     blobs: sled::Tree,
     logs: sled::Tree,
     signals: sled::Tree,
+    idempotency: sled::Tree,
+    cache: sled::Tree,
 }
 
 impl SledStore {
@@ -130,6 +135,8 @@ impl SledStore {
             blobs: db.open_tree("blobs").map_err(database)?,
             logs: db.open_tree("logs").map_err(database)?,
             signals: db.open_tree("signals").map_err(database)?,
+            idempotency: db.open_tree("idempotency").map_err(database)?,
+            cache: db.open_tree("cache").map_err(database)?,
             path: path.to_owned(),
             durability,
             _flusher: (durability == Durability::Batched)
@@ -266,37 +273,61 @@ impl RunStore for SledStore {
         let signal = commit
             .signal
             .map(|signal| (signal_key(&signal.run_id, &signal.step_id), encode(signal)));
+        let idempotency = commit
+            .idempotency
+            .map(|(key, record)| (key.to_owned(), encode(record)));
+        let cached = commit
+            .cache
+            .map(|(key, entry)| (key.to_owned(), encode(entry)));
         let result: Result<(), TransactionError<()>> = (
             &self.runs,
             &self.steps,
             &self.blobs,
             &self.logs,
             &self.signals,
+            &self.idempotency,
+            &self.cache,
         )
-            .transaction(|(runs, steps_tree, blobs, logs_tree, signals)| {
-                if let Some((key, value)) = &signal {
-                    signals.insert(key.as_bytes(), value.as_slice())?;
-                }
-                for (digest, bytes) in &commit.blobs {
-                    if blobs.get(digest)?.is_none() {
-                        blobs.insert(*digest, *bytes)?;
+            .transaction(
+                |(runs, steps_tree, blobs, logs_tree, signals, keys, cache)| {
+                    // First: a taken key aborts the whole commit.
+                    if let Some((key, value)) = &idempotency {
+                        if keys.get(key.as_bytes())?.is_some() {
+                            return Err(ConflictableTransactionError::Abort(()));
+                        }
+                        keys.insert(key.as_bytes(), value.as_slice())?;
                     }
-                }
-                for (key, value) in &steps {
-                    steps_tree.insert(key.as_bytes(), value.as_slice())?;
-                }
-                if let Some((key, value)) = &logs {
-                    logs_tree.insert(key.as_bytes(), value.as_slice())?;
-                }
-                if let Some((key, value)) = &run {
-                    runs.insert(key.as_bytes(), value.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+                    if let Some((key, value)) = &cached {
+                        cache.insert(key.as_bytes(), value.as_slice())?;
+                    }
+                    if let Some((key, value)) = &signal {
+                        signals.insert(key.as_bytes(), value.as_slice())?;
+                    }
+                    for (digest, bytes) in &commit.blobs {
+                        if blobs.get(digest)?.is_none() {
+                            blobs.insert(*digest, *bytes)?;
+                        }
+                    }
+                    for (key, value) in &steps {
+                        steps_tree.insert(key.as_bytes(), value.as_slice())?;
+                    }
+                    if let Some((key, value)) = &logs {
+                        logs_tree.insert(key.as_bytes(), value.as_slice())?;
+                    }
+                    if let Some((key, value)) = &run {
+                        runs.insert(key.as_bytes(), value.as_slice())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
         match result {
             Ok(()) => {}
             Err(TransactionError::Storage(error)) => return Err(self.database(error)),
-            Err(TransactionError::Abort(())) => unreachable!("the commit transaction never aborts"),
+            Err(TransactionError::Abort(())) => {
+                // Only a taken idempotency key aborts.
+                let key = commit.idempotency.map(|(key, _)| key).unwrap_or_default();
+                return Err(StoreError::KeyTaken(key.to_owned()));
+            }
         }
         // Durable before the caller moves on: the next step must never start
         // on an output that a power cut could take back.
@@ -343,6 +374,24 @@ impl RunStore for SledStore {
             .get(digest)
             .map_err(|error| self.database(error))?
             .map(|bytes| bytes.to_vec()))
+    }
+
+    fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        match self
+            .idempotency
+            .get(key)
+            .map_err(|error| self.database(error))?
+        {
+            Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn cached(&self, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        match self.cache.get(key).map_err(|error| self.database(error))? {
+            Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn signal(&self, run_id: &str, step_id: &str) -> Result<Option<Signal>, StoreError> {
@@ -439,6 +488,7 @@ mod tests {
             output: None,
             output_blobs: Vec::new(),
             error: None,
+            idempotency_key: None,
             deadline_ms: None,
         }
     }
@@ -461,6 +511,7 @@ mod tests {
             wake_at_ms: None,
             items: Vec::new(),
             history: Vec::new(),
+            cache_hit: None,
         }
     }
 
@@ -486,6 +537,8 @@ mod tests {
                         logs: &logs,
                     }),
                     signal: None,
+                    idempotency: None,
+                    cache: None,
                 })
                 .unwrap();
         }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::super::error::{closest, list};
 use super::super::expr;
-use super::super::flow::{Backoff, OnError, RetrySettings};
+use super::super::flow::{Backoff, OnError, RetrySettings, StepCache};
 use super::super::jq::Jq;
 use super::super::yaml::{self, Node, NodeKind, Typed};
 use super::super::{Span, StepId};
@@ -319,6 +319,30 @@ impl Validator<'_, '_> {
                         node.describe()
                     ),
                     Some(FORMS.to_owned()),
+                );
+                None
+            }
+        }
+    }
+
+    /// `cache:`: `true`, `false`, or how long an entry may be reused.
+    pub(super) fn cache(&mut self, node: &Node) -> Option<Option<StepCache>> {
+        match node.as_scalar().map(yaml::Scalar::typed) {
+            Some(Ok(Typed::Bool(true))) => Some(Some(StepCache { ttl: None })),
+            Some(Ok(Typed::Bool(false))) => Some(None),
+            Some(Ok(Typed::String(_))) => self
+                .duration(node, "cache")
+                .map(|ttl| Some(StepCache { ttl: Some(ttl) })),
+            _ => {
+                self.diag.error(
+                    node.span,
+                    format!(
+                        "`cache` must be `true`, `false` or a duration, found {}",
+                        shown(node)
+                    ),
+                    Some(
+                        "`cache: true` reuses outputs for ever, `cache: 1h` for an hour".to_owned(),
+                    ),
                 );
                 None
             }

@@ -1,0 +1,204 @@
+//! Durability beyond one run: idempotent starts (`--idempotency-key`) and
+//! the cross-run step cache (`cache:`). The witness of "not run again" is
+//! outside the sandbox: `slow-counter` logs `invoked` through the host on
+//! every invocation, and the host prints step logs on stderr.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use plait_test_artifacts::SLOW_COUNTER_COMPONENT;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// How many times a step was invoked, by the `invoked` lines on stderr.
+fn invocations(output: &std::process::Output) -> usize {
+    stderr(output)
+        .lines()
+        .filter(|line| line.contains(" invoked "))
+        .count()
+}
+
+fn workflow(sandbox: &Sandbox, name: &str, step: &str) {
+    sandbox.write(
+        name,
+        format!(
+            "name: durable\nsteps:\n  - id: count\n    uses: {}\n{step}",
+            yaml_path(SLOW_COUNTER_COMPONENT)
+        ),
+    );
+}
+
+fn run(sandbox: &Sandbox, args: &[&str]) -> (std::process::Output, Value) {
+    let output = sandbox.run(args);
+    let report = if output.status.code() == Some(2) {
+        Value::Null
+    } else {
+        json(&output)
+    };
+    (output, report)
+}
+
+#[test]
+fn an_idempotency_key_gives_back_the_same_run_and_refuses_another_input() {
+    let sandbox = Sandbox::new();
+    workflow(&sandbox, "workflow.yaml", "");
+    sandbox.write("a.json", r#"{"order": 1, "lines": [1, 2]}"#);
+    // The same document with its keys in another order.
+    sandbox.write("a-again.json", r#"{"lines": [1, 2], "order": 1}"#);
+    sandbox.write("b.json", r#"{"order": 2}"#);
+    let args = |input: &'static str| -> Vec<&'static str> {
+        vec![
+            "run",
+            "workflow.yaml",
+            "--input",
+            input,
+            "--idempotency-key",
+            "order-1",
+            "--json",
+        ]
+    };
+
+    let (first, report) = run(&sandbox, &args("a.json"));
+    assert_exit(&first, 0);
+    assert_eq!(invocations(&first), 1);
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(report["idempotency_key"], "order-1");
+
+    let (again, report) = run(&sandbox, &args("a-again.json"));
+    assert_exit(&again, 0);
+    assert_eq!(report["run_id"], run_id.as_str(), "the same run");
+    assert_eq!(invocations(&again), 0, "nothing ran again");
+
+    let (other, _) = run(&sandbox, &args("b.json"));
+    assert_exit(&other, 2);
+    let error = stderr(&other);
+    assert!(
+        error.contains(&format!(
+            "idempotency key `order-1` was used for run `{run_id}`"
+        )),
+        "{error}"
+    );
+    assert_eq!(invocations(&other), 0);
+
+    let (empty, _) = run(
+        &sandbox,
+        &["run", "workflow.yaml", "--idempotency-key", "", "--json"],
+    );
+    assert_exit(&empty, 2);
+    assert!(
+        stderr(&empty).contains("invalid idempotency key"),
+        "{}",
+        stderr(&empty)
+    );
+
+    let runs = json(&sandbox.run(&["runs", "list", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs:#}");
+}
+
+#[test]
+fn repeating_a_keyed_run_after_a_kill_continues_it() {
+    let sandbox = Sandbox::new();
+    // Sleeps on its first attempt only.
+    workflow(
+        &sandbox,
+        "workflow.yaml",
+        "    config: { sleep_ms: 600000 }\n",
+    );
+    let mut child = sandbox
+        .plait()
+        .args(["run", "workflow.yaml", "--idempotency-key", "job-7"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the step is running (it logged `invoked`), then SIGKILL.
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = sender.send(line);
+        }
+    });
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the step started");
+        if line.contains(" invoked ") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (again, report) = run(
+        &sandbox,
+        &[
+            "run",
+            "workflow.yaml",
+            "--idempotency-key",
+            "job-7",
+            "--json",
+        ],
+    );
+    assert_exit(&again, 0);
+    assert_eq!(report["status"], "succeeded");
+    // The interrupted attempt counted; the same key, attempt 2.
+    assert_eq!(report["output"]["attempt"], 2);
+    let runs = json(&sandbox.run(&["runs", "list", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs:#}");
+}
+
+#[test]
+fn a_cached_step_is_reused_across_runs_for_the_same_input_only() {
+    let sandbox = Sandbox::new();
+    workflow(&sandbox, "workflow.yaml", "    cache: true\n");
+    sandbox.write("a.json", r#"{"doc": "a"}"#);
+    sandbox.write("b.json", r#"{"doc": "b"}"#);
+    let run_with = |input: &str| {
+        run(
+            &sandbox,
+            &["run", "workflow.yaml", "--input", input, "--json"],
+        )
+    };
+
+    let (first, report) = run_with("a.json");
+    assert_exit(&first, 0);
+    assert_eq!(invocations(&first), 1);
+    let first_run = report["run_id"].as_str().unwrap().to_owned();
+    let first_output = report["output"].clone();
+    assert!(report["steps"][0]["cache_hit"].is_null());
+
+    let (second, report) = run_with("a.json");
+    assert_exit(&second, 0);
+    assert_eq!(invocations(&second), 0, "reused, not run");
+    let hit = &report["steps"][0]["cache_hit"];
+    assert_eq!(hit["run_id"], first_run.as_str(), "{report:#}");
+    assert_eq!(hit["step_id"], "count");
+    assert_eq!(report["output"], first_output);
+    assert_ne!(report["run_id"], first_run.as_str());
+
+    let (other, report) = run_with("b.json");
+    assert_exit(&other, 0);
+    assert_eq!(invocations(&other), 1, "another input is another entry");
+    assert!(report["steps"][0]["cache_hit"].is_null());
+    assert_eq!(report["output"]["input"], json!({"doc": "b"}));
+}
+
+#[test]
+fn a_cache_entry_expires_after_its_time_to_live() {
+    let sandbox = Sandbox::new();
+    workflow(&sandbox, "workflow.yaml", "    cache: 400ms\n");
+    let (first, _) = run(&sandbox, &["run", "workflow.yaml", "--json"]);
+    assert_exit(&first, 0);
+    assert_eq!(invocations(&first), 1);
+    std::thread::sleep(Duration::from_millis(600));
+    let (later, report) = run(&sandbox, &["run", "workflow.yaml", "--json"]);
+    assert_exit(&later, 0);
+    assert_eq!(invocations(&later), 1, "expired: run again");
+    assert!(report["steps"][0]["cache_hit"].is_null());
+}
