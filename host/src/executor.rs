@@ -243,6 +243,35 @@ impl Executor {
         {
             return Ok((existing, false));
         }
+        // Pin what the run executes: the definition's text and every
+        // component's bytes go into the content-addressed blob store, so a
+        // resume runs them whatever happens to the files.
+        let mut pinned: Vec<(String, Vec<u8>)> = Vec::new();
+        if !self.store.has_blob(&plan.digest)? {
+            pinned.push((
+                plan.digest.clone(),
+                plan.definition.source.text.as_bytes().to_vec(),
+            ));
+        }
+        for step in &plan.steps {
+            let Some(component) = &step.component else {
+                continue;
+            };
+            if pinned.iter().any(|(digest, _)| *digest == component.digest)
+                || self.store.has_blob(&component.digest)?
+            {
+                continue;
+            }
+            let bytes = std::fs::read(&component.path).unwrap_or_default();
+            if digest(&bytes) != component.digest {
+                return Err(ExecutorError::Changed(format!(
+                    "component `{}` of step `{}` changed on disk after the workflow was loaded; start the run again",
+                    component.path.display(),
+                    step.definition.id
+                )));
+            }
+            pinned.push((component.digest.clone(), bytes));
+        }
         let now = now_ms();
         let run_id = uuid::Uuid::now_v7().to_string();
         let run = RunRecord {
@@ -309,6 +338,11 @@ impl Executor {
             blobs: contents
                 .iter()
                 .map(|(digest, data)| (digest.as_str(), *data))
+                .chain(
+                    pinned
+                        .iter()
+                        .map(|(digest, bytes)| (digest.as_str(), bytes.as_slice())),
+                )
                 .collect(),
             idempotency: claim.as_ref().map(|(key, record)| (*key, record)),
             ..Commit::default()

@@ -79,6 +79,18 @@ impl Plan {
         definition: Definition,
         policy: &Policy,
     ) -> Result<Plan, DefinitionErrors> {
+        Plan::build_pinned(engine, definition, policy, &HashMap::new()).await
+    }
+
+    /// Like [`Plan::build_with`], but a component whose `uses` path is in
+    /// `pinned` is loaded from those bytes, not from the file: a resumed run
+    /// executes the components it started with, whatever is on disk now.
+    pub async fn build_pinned(
+        engine: &Engine,
+        definition: Definition,
+        policy: &Policy,
+        pinned: &HashMap<PathBuf, Vec<u8>>,
+    ) -> Result<Plan, DefinitionErrors> {
         let mut errors = Vec::new();
         let mut loaded: HashMap<PathBuf, Option<Arc<LoadedComponent>>> = HashMap::new();
         let mut steps = Vec::new();
@@ -104,7 +116,11 @@ impl Plan {
             let component = match loaded.get(&step.uses) {
                 Some(component) => component.clone(),
                 None => {
-                    let component = match engine.load_component(&step.uses).await {
+                    let from = match pinned.get(&step.uses) {
+                        Some(bytes) => engine.load_component_bytes(&step.uses, bytes).await,
+                        None => engine.load_component(&step.uses).await,
+                    };
+                    let component = match from {
                         Ok(component) => Some(component),
                         Err(error) => {
                             errors.push(DefinitionError::at(

@@ -131,26 +131,50 @@ fn stdout_stderr_and_logs_are_captured_and_bounded() {
 }
 
 #[test]
-fn a_run_resumes_only_on_the_definition_it_started_with() {
-    let (output, report, sandbox) =
-        run_failing(FAIL_COMPONENT, "    config:\n      kind: retryable\n");
+fn a_resumed_run_executes_the_definition_and_components_it_started_with() {
+    let sandbox = Sandbox::new();
+    // A copy of the component that this test may overwrite.
+    let component = sandbox.write("fail.wasm", std::fs::read(FAIL_COMPONENT).unwrap());
+    let path = sandbox.write(
+        "workflow.yaml",
+        format!(
+            "name: failing\nsteps:\n  - id: failing\n    uses: fail.wasm\n    config:\n      kind: retryable\n      message: still failing\n  - id: after\n    uses: {}\n",
+            yaml_path(ECHO_COMPONENT)
+        ),
+    );
+    let output = sandbox.run(&["run", "workflow.yaml", "--json"]);
     assert_exit(&output, 1);
+    let report = json(&output);
     let run_id = report["run_id"].as_str().unwrap();
-    let path = sandbox.dir.path().join("workflow.yaml");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str("# edited after the run started\n");
+
+    // Both files change after the run started: the step now says `fatal`,
+    // and the component file becomes another component (echo, which
+    // would succeed).
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("kind: retryable", "kind: fatal");
     std::fs::write(&path, text).unwrap();
+    std::fs::write(&component, std::fs::read(ECHO_COMPONENT).unwrap()).unwrap();
 
     let resumed = sandbox.run(&["resume", run_id, "--json"]);
-    assert_exit(&resumed, 2);
-    assert!(
-        stderr(&resumed).contains("changed since run"),
-        "{}",
-        stderr(&resumed)
+    assert_exit(&resumed, 1);
+    let resumed = json(&resumed);
+    // The pinned component and definition ran: the same retryable failure.
+    let step = &resumed["steps"][0];
+    assert_eq!(step["attempts"], 2);
+    assert_eq!(step["error"]["kind"], "retryable");
+    assert_eq!(step["error"]["message"], "still failing");
+    assert_eq!(
+        step["component_digest"],
+        report["steps"][0]["component_digest"]
     );
-    assert!(stdout(&resumed).is_empty());
-    // The refused resume changed nothing.
-    let shown = json(&sandbox.run(&["runs", "show", run_id, "--json"]));
-    assert_eq!(shown["steps"][0]["attempts"], 1);
-    assert_eq!(shown["status"], "failed");
+
+    // A new run takes the files as they are now: echo declares no config.
+    let fresh = sandbox.run(&["run", "workflow.yaml", "--json"]);
+    assert_exit(&fresh, 2);
+    assert!(
+        stderr(&fresh).contains("sets config `kind`, which component `echo` does not declare"),
+        "{}",
+        stderr(&fresh)
+    );
 }

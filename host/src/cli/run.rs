@@ -111,12 +111,42 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         let steps = store.steps(&run.id)?;
         return finish(&RunReport { run, steps }, args.json);
     }
-    let definition = Definition::load(&run.workflow.path)
-        .with_context(|| format!("loading the workflow of run `{}`", run.id))?;
-    let engine = home.engine(&policy)?;
-    let plan = Plan::build_with(&engine, definition, &policy).await?;
+    let plan = plan_of_run(&home, &policy, &store, &run).await?;
     let report = executor.resume(&plan, &run.id).await?;
     finish(&report, args.json)
+}
+
+/// The plan a run started with: its definition and components as pinned in
+/// the store when it was created, whatever the files hold now. (Runs
+/// created before pinning fall back to the files, and resume refuses if
+/// those changed.)
+async fn plan_of_run(
+    home: &Home,
+    policy: &plait::policy::Policy,
+    store: &std::sync::Arc<plait::store::SledStore>,
+    run: &plait::store::RunRecord,
+) -> anyhow::Result<Plan> {
+    let engine = home.engine(policy)?;
+    let definition = match store.blob(&run.workflow.digest)? {
+        Some(bytes) => {
+            let text = String::from_utf8(bytes).with_context(|| {
+                format!("the stored definition of run `{}` is not UTF-8", run.id)
+            })?;
+            Definition::parse(&text, &run.workflow.path)?
+        }
+        None => Definition::load(&run.workflow.path)
+            .with_context(|| format!("loading the workflow of run `{}`", run.id))?,
+    };
+    let mut pinned = std::collections::HashMap::new();
+    for (record, step) in store.steps(&run.id)?.iter().zip(&definition.steps) {
+        if record.component_digest.is_empty() {
+            continue;
+        }
+        if let Some(bytes) = store.blob(&record.component_digest)? {
+            pinned.insert(step.uses.clone(), bytes);
+        }
+    }
+    Ok(Plan::build_pinned(&engine, definition, policy, &pinned).await?)
 }
 
 /// `plait signal`: records the signal and continues the run here, or,
@@ -160,10 +190,7 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
     let run = store
         .run(&args.run_id)?
         .ok_or_else(|| plait::store::StoreError::UnknownRun(args.run_id.clone()))?;
-    let definition = Definition::load(&run.workflow.path)
-        .with_context(|| format!("loading the workflow of run `{}`", run.id))?;
-    let engine = home.engine(&policy)?;
-    let plan = Plan::build_with(&engine, definition, &policy).await?;
+    let plan = plan_of_run(&home, &policy, &store, &run).await?;
     let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
     executor.signal(&plan, &run.id, &args.step_id, data)?;
     eprintln!(

@@ -128,6 +128,10 @@ pub trait RunStore: Send + Sync {
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
     /// A blob's bytes by digest.
     fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Whether the blob store holds `digest`.
+    fn has_blob(&self, digest: &str) -> Result<bool, StoreError> {
+        Ok(self.blob(digest)?.is_some())
+    }
     /// Every attempt's logs of one step.
     fn logs(&self, run_id: &str, step_index: u32) -> Result<Vec<AttemptLogs>, StoreError>;
     /// The signal delivered to step `step_id` of a run, if any.

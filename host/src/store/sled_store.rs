@@ -376,6 +376,12 @@ impl RunStore for SledStore {
             .map(|bytes| bytes.to_vec()))
     }
 
+    fn has_blob(&self, digest: &str) -> Result<bool, StoreError> {
+        self.blobs
+            .contains_key(digest)
+            .map_err(|error| self.database(error))
+    }
+
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         match self
             .idempotency
