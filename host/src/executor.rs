@@ -32,8 +32,9 @@ use crate::plan::Plan;
 use crate::schema::{Schema, Violations};
 use crate::step::{Blob, FailureKind, InvocationInfo, Payload, StepFailure};
 use crate::store::{
-    AttemptRecord, BlobRef, CacheEntry, CacheHit, Commit, IdempotencyRecord, ItemRecord, LogsEntry,
-    RunRecord, RunStatus, RunStore, Signal, StepRecord, StepStatus, StoreError, WorkflowRef,
+    AttemptRecord, BlobRef, CacheEntry, CacheHit, Commit, IdempotencyRecord, ItemRecord, Lease,
+    LogsEntry, RunRecord, RunStatus, RunStore, Signal, StepRecord, StepStatus, StoreError,
+    WorkflowRef,
 };
 
 /// How many steps run at once across every run of one executor, unless
@@ -140,7 +141,15 @@ pub struct RunReport {
 pub struct Executor {
     store: Arc<dyn RunStore>,
     slots: Arc<Semaphore>,
+    /// This executor's id, the holder of the leases it takes.
+    id: String,
 }
+
+/// How long a run's lease lasts unless renewed.
+const LEASE_TTL_MS: u64 = 30_000;
+
+/// How often a held lease is renewed.
+const LEASE_RENEW_MS: u64 = 10_000;
 
 impl Executor {
     /// An executor writing to `store`, running at most
@@ -155,6 +164,7 @@ impl Executor {
         Executor {
             store,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            id: format!("executor-{}", uuid::Uuid::now_v7()),
         }
     }
 
@@ -194,9 +204,10 @@ impl Executor {
             }
             return self.resume(plan, &run.id).await;
         }
+        let lease = self.store.acquire_lease(&run.id, &self.id, LEASE_TTL_MS)?;
         let steps = self.store.steps(&run.id)?;
         tracing::info!(run = %run.id, workflow = %run.workflow.name, "run started");
-        self.execute(plan, run, steps).await
+        self.execute(plan, run, steps, lease).await
     }
 
     /// Checks the input and records a new run of `plan`, without running it.
@@ -417,6 +428,8 @@ impl Executor {
                 )));
             }
         }
+        // From here on this executor alone writes the run.
+        let lease = self.store.acquire_lease(run_id, &self.id, LEASE_TTL_MS)?;
         let mut run = run;
         let failed_before = run.status == RunStatus::Failed;
         // A failed run is tried again: its final failures go back to
@@ -468,10 +481,11 @@ impl Executor {
         self.store.commit(Commit {
             run: Some(&run),
             steps: changed.iter().map(|&index| &steps[index]).collect(),
+            fence: Some((run_id, &lease.holder, lease.token)),
             ..Commit::default()
         })?;
         tracing::info!(run = %run.id, "run resumed");
-        self.execute(plan, run, steps).await
+        self.execute(plan, run, steps, lease).await
     }
 
     /// Delivers `data` to `wait` step `step_id` of run `run_id`. The run
@@ -521,11 +535,16 @@ impl Executor {
         plan: &Plan,
         run: RunRecord,
         steps: Vec<StepRecord>,
+        lease: Lease,
     ) -> Result<RunReport, ExecutorError> {
-        let mut scheduler = Scheduler::new(self, plan, run, steps);
+        let mut scheduler = Scheduler::new(self, plan, run, steps, lease);
         let result = scheduler.run().await;
-        // Whatever happened, no invocation outlives the scheduler.
+        // Whatever happened, no invocation outlives the scheduler, and the
+        // run is free for the next executor.
         scheduler.tasks.abort_all();
+        let _ = self
+            .store
+            .release_lease(&scheduler.run.id, &scheduler.lease);
         result
     }
 }
@@ -620,6 +639,10 @@ struct Scheduler<'a> {
     progress: bool,
     /// The wait steps whose wait was logged.
     announced: HashSet<usize>,
+    /// The run's lease: every commit carries its token.
+    lease: Lease,
+    /// When the lease was last extended.
+    renewed_at_ms: u64,
 }
 
 impl<'a> Scheduler<'a> {
@@ -628,6 +651,7 @@ impl<'a> Scheduler<'a> {
         plan: &'a Plan,
         run: RunRecord,
         steps: Vec<StepRecord>,
+        lease: Lease,
     ) -> Scheduler<'a> {
         let definition = &plan.definition;
         let index_of = |id: &crate::definition::StepId| {
@@ -683,12 +707,35 @@ impl<'a> Scheduler<'a> {
             failing: None,
             progress: false,
             announced: HashSet::new(),
+            lease,
+            renewed_at_ms: now_ms(),
         }
+    }
+
+    /// Commits under the run's lease: refused if another executor took the
+    /// run over.
+    fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
+        self.store.commit(Commit {
+            fence: Some((&self.run.id, &self.lease.holder, self.lease.token)),
+            ..commit
+        })
+    }
+
+    /// Extends the lease when it is due.
+    fn renew_lease(&mut self) -> Result<(), StoreError> {
+        let now = now_ms();
+        if now.saturating_sub(self.renewed_at_ms) >= LEASE_RENEW_MS {
+            self.lease = self
+                .store
+                .renew_lease(&self.run.id, &self.lease, LEASE_TTL_MS)?;
+            self.renewed_at_ms = now;
+        }
+        Ok(())
     }
 
     fn commit_step(&mut self, index: usize) -> Result<(), StoreError> {
         self.progress = true;
-        self.store.commit(Commit {
+        self.commit(Commit {
             steps: vec![&self.steps[index]],
             ..Commit::default()
         })
@@ -696,6 +743,7 @@ impl<'a> Scheduler<'a> {
 
     async fn run(&mut self) -> Result<RunReport, ExecutorError> {
         loop {
+            self.renew_lease()?;
             if self.waits_for_signal() {
                 for signal in self.store.collect_inbox()? {
                     let wait = self
@@ -797,7 +845,11 @@ impl<'a> Scheduler<'a> {
             .flat_map(|r| r.items.iter())
             .filter(|item| item.status == StepStatus::Waiting)
             .filter_map(|item| item.wake_at_ms);
-        steps.chain(items).chain(self.run.deadline_ms).min()
+        steps
+            .chain(items)
+            .chain(self.run.deadline_ms)
+            .chain([self.renewed_at_ms + LEASE_RENEW_MS])
+            .min()
     }
 
     /// Records `waiting` on the run while nothing runs and something waits,
@@ -821,7 +873,7 @@ impl<'a> Scheduler<'a> {
         if self.run.status != status {
             self.run.status = status;
             self.run.updated_at_ms = now_ms();
-            self.store.commit(Commit {
+            self.commit(Commit {
                 run: Some(&self.run),
                 ..Commit::default()
             })?;
@@ -1365,7 +1417,7 @@ impl<'a> Scheduler<'a> {
         };
         self.run.status = RunStatus::Running;
         self.run.updated_at_ms = now;
-        self.store.commit(Commit {
+        self.commit(Commit {
             run: Some(&self.run),
             steps: vec![&self.steps[index]],
             ..Commit::default()
@@ -1510,7 +1562,7 @@ impl<'a> Scheduler<'a> {
                     step_id: self.steps[index].id.clone(),
                     created_at_ms: now_ms(),
                 });
-                self.store.commit(Commit {
+                self.commit(Commit {
                     run: None,
                     steps: records,
                     blobs: contents
@@ -1521,6 +1573,7 @@ impl<'a> Scheduler<'a> {
                     signal: None,
                     idempotency: None,
                     cache: cache_key.as_deref().zip(entry.as_ref()),
+                    fence: None,
                 })?;
                 if let Some((primary, record)) = recovered {
                     tracing::info!(run = %self.run.id, step = %record.id, "step recovered by its fallback");
@@ -1580,14 +1633,14 @@ impl<'a> Scheduler<'a> {
                     item.error = Some(failure);
                 }
             }
-            return self.store.commit(Commit {
+            return self.commit(Commit {
                 steps: vec![&self.steps[index]],
                 logs: logs_entry,
                 ..Commit::default()
             });
         }
         if let Some(entry) = logs_entry {
-            self.store.commit(Commit {
+            self.commit(Commit {
                 logs: Some(entry),
                 ..Commit::default()
             })?;
@@ -1734,7 +1787,7 @@ impl<'a> Scheduler<'a> {
             self.run.status = RunStatus::Failed;
             self.run.error = Some(error);
             self.run.updated_at_ms = now_ms();
-            self.store.commit(Commit {
+            self.commit(Commit {
                 run: Some(&self.run),
                 ..Commit::default()
             })?;
@@ -1778,7 +1831,7 @@ impl<'a> Scheduler<'a> {
                         self.run.error =
                             Some(format!("the workflow's `output` mapping failed: {error}"));
                         self.run.updated_at_ms = now_ms();
-                        self.store.commit(Commit {
+                        self.commit(Commit {
                             run: Some(&self.run),
                             ..Commit::default()
                         })?;
@@ -1803,7 +1856,7 @@ impl<'a> Scheduler<'a> {
         self.run.output = Some(output);
         self.run.output_blobs = output_blobs;
         self.run.updated_at_ms = now_ms();
-        self.store.commit(Commit {
+        self.commit(Commit {
             run: Some(&self.run),
             ..Commit::default()
         })?;

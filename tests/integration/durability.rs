@@ -202,3 +202,60 @@ fn a_cache_entry_expires_after_its_time_to_live() {
     assert_eq!(invocations(&later), 1, "expired: run again");
     assert!(report["steps"][0]["cache_hit"].is_null());
 }
+
+/// Two executors on one store (as two hosts would be on a shared backend):
+/// while one runs a run, the other cannot take it; once it is done, the
+/// other gets the finished run back without executing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_executed_by_one_executor_at_a_time() {
+    use std::sync::Arc;
+
+    use plait::definition::Definition;
+    use plait::engine::{Engine, EngineOptions};
+    use plait::executor::{Executor, ExecutorError};
+    use plait::plan::Plan;
+    use plait::store::{RunStatus, RunStore as _, SledStore, StepStatus, StoreError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(&EngineOptions {
+        cache_dir: Some(shared_cache()),
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let text = format!(
+        "name: leased\nsteps:\n  - id: slow\n    uses: {}\n    config: {{ sleep_ms: 1500 }}\n",
+        yaml_path(SLOW_COUNTER_COMPONENT)
+    );
+    let definition = Definition::parse(&text, &dir.path().join("workflow.yaml")).unwrap();
+    let plan = Arc::new(Plan::build(&engine, definition).await.unwrap());
+    let store = Arc::new(SledStore::open(&dir.path().join("journal")).unwrap());
+    let first = Executor::new(store.clone());
+    let second = Executor::new(store.clone());
+
+    let running = {
+        let (first, plan) = (first.clone(), plan.clone());
+        tokio::spawn(async move { first.start(&plan, json!({}), Vec::new()).await })
+    };
+    // Wait until the step runs.
+    let run_id = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let runs = store.runs().unwrap();
+        if let Some(run) = runs.first()
+            && store.steps(&run.id).unwrap()[0].status == StepStatus::Running
+        {
+            break run.id.clone();
+        }
+    };
+    match second.resume(&plan, &run_id).await {
+        Err(ExecutorError::Store(StoreError::LeaseHeld { run_id: held, .. })) => {
+            assert_eq!(held, run_id)
+        }
+        other => panic!("a second executor took a leased run: {other:?}"),
+    }
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.run.status, RunStatus::Succeeded);
+    // Released: the second executor now gets the finished run, runs nothing.
+    let again = second.resume(&plan, &run_id).await.unwrap();
+    assert_eq!(again.run.status, RunStatus::Succeeded);
+    assert_eq!(again.steps[0].attempts, 1);
+}

@@ -100,6 +100,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         if let Some(error) = cause.downcast_ref::<StoreError>() {
             return match error {
                 StoreError::Locked { .. }
+                | StoreError::LeaseHeld { .. }
                 | StoreError::Foreign { .. }
                 | StoreError::UnknownRun(_) => EXIT_USAGE,
                 _ => EXIT_RUN_FAILED,

@@ -9,7 +9,7 @@ mod records;
 mod sled_store;
 
 pub use records::{
-    AttemptRecord, BlobRef, CacheEntry, CacheHit, IdempotencyRecord, ItemRecord, RunRecord,
+    AttemptRecord, BlobRef, CacheEntry, CacheHit, IdempotencyRecord, ItemRecord, Lease, RunRecord,
     RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
 };
 pub use sled_store::{BATCH_INTERVAL_MS, Durability, SledStore, inbox_dir, post_signal};
@@ -61,6 +61,24 @@ pub enum StoreError {
     /// moment); read it with [`RunStore::idempotency`].
     #[error("idempotency key `{0}` is already taken")]
     KeyTaken(String),
+    /// Another executor holds the run's lease.
+    #[error(
+        "run `{run_id}` is being executed by another host (lease held by `{holder}` until {until_ms} ms since the epoch); \
+         wait for it to finish, or for its lease to lapse if that host died"
+    )]
+    LeaseHeld {
+        /// The run.
+        run_id: String,
+        /// Who holds it.
+        holder: String,
+        /// When it lapses.
+        until_ms: u64,
+    },
+    /// A commit by a writer that no longer holds the run's lease.
+    #[error(
+        "the lease on run `{0}` was lost (another host took the run over); nothing was written"
+    )]
+    Fenced(String),
     /// No run has this id.
     #[error("no run with id `{0}` in this store; `plait runs list` shows the runs it holds")]
     UnknownRun(String),
@@ -85,6 +103,10 @@ pub struct Commit<'a> {
     pub idempotency: Option<(&'a str, &'a IdempotencyRecord)>,
     /// A step output to keep in the cross-run step cache, by key.
     pub cache: Option<(&'a str, &'a CacheEntry)>,
+    /// The lease the writer holds: (run id, holder, token). The commit
+    /// fails with [`StoreError::Fenced`] (and writes nothing) unless that
+    /// lease is still the run's.
+    pub fence: Option<(&'a str, &'a str, u64)>,
 }
 
 /// The logs of one attempt of one step (or of one item of a fan-out).
@@ -136,6 +158,14 @@ pub trait RunStore: Send + Sync {
     fn logs(&self, run_id: &str, step_index: u32) -> Result<Vec<AttemptLogs>, StoreError>;
     /// The signal delivered to step `step_id` of a run, if any.
     fn signal(&self, run_id: &str, step_id: &str) -> Result<Option<Signal>, StoreError>;
+    /// Takes the lease on run `run_id` for `holder` for `ttl_ms`, with a
+    /// token above every earlier one. Fails with [`StoreError::LeaseHeld`]
+    /// while another holder's lease has not lapsed.
+    fn acquire_lease(&self, run_id: &str, holder: &str, ttl_ms: u64) -> Result<Lease, StoreError>;
+    /// Extends a held lease; [`StoreError::Fenced`] if it was lost.
+    fn renew_lease(&self, run_id: &str, lease: &Lease, ttl_ms: u64) -> Result<Lease, StoreError>;
+    /// Gives a held lease up (a lost one is left alone).
+    fn release_lease(&self, run_id: &str, lease: &Lease) -> Result<(), StoreError>;
     /// The run an idempotency key started, if any.
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
     /// A step cache entry by key.

@@ -273,3 +273,17 @@ pub struct CacheHit {
     /// When it was computed.
     pub created_at_ms: u64,
 }
+
+/// The right to execute a run, held by one executor at a time. Every commit
+/// the holder makes carries its token; a commit with an older token (from a
+/// holder that lost the lease) is refused, so two hosts never both write a
+/// run (a fencing token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Who holds it: an executor's id.
+    pub holder: String,
+    /// Increases with every acquisition.
+    pub token: u64,
+    /// When it lapses unless renewed, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+}

@@ -19,8 +19,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
-    AttemptLogs, CacheEntry, Commit, IdempotencyRecord, RunRecord, RunStore, Signal, StepRecord,
-    StoreError,
+    AttemptLogs, CacheEntry, Commit, IdempotencyRecord, Lease, RunRecord, RunStore, Signal,
+    StepRecord, StoreError,
 };
 
 /// The value of `meta/format`; bump it when records change incompatibly.
@@ -72,6 +72,13 @@ pub struct SledStore {
     signals: sled::Tree,
     idempotency: sled::Tree,
     cache: sled::Tree,
+    leases: sled::Tree,
+}
+
+/// Why a commit transaction aborted.
+enum Abort {
+    KeyTaken,
+    Fenced,
 }
 
 impl SledStore {
@@ -129,7 +136,19 @@ impl SledStore {
             }
         }
         let commit_lock = Arc::new(Mutex::new(()));
+        // sled lets one process open the store, so every lease in it was
+        // held by a process that is gone: they lapse now (tokens are kept,
+        // so they keep increasing).
+        let leases = db.open_tree("leases").map_err(database)?;
+        for entry in leases.iter() {
+            let (key, value) = entry.map_err(database)?;
+            if let Ok(mut lease) = serde_json::from_slice::<Lease>(&value) {
+                lease.expires_at_ms = 0;
+                leases.insert(key, encode(&lease)).map_err(database)?;
+            }
+        }
         Ok(SledStore {
+            leases,
             runs: db.open_tree("runs").map_err(database)?,
             steps: db.open_tree("steps").map_err(database)?,
             blobs: db.open_tree("blobs").map_err(database)?,
@@ -279,7 +298,8 @@ impl RunStore for SledStore {
         let cached = commit
             .cache
             .map(|(key, entry)| (key.to_owned(), encode(entry)));
-        let result: Result<(), TransactionError<()>> = (
+        let fence = commit.fence;
+        let result: Result<(), TransactionError<Abort>> = (
             &self.runs,
             &self.steps,
             &self.blobs,
@@ -287,13 +307,25 @@ impl RunStore for SledStore {
             &self.signals,
             &self.idempotency,
             &self.cache,
+            &self.leases,
         )
             .transaction(
-                |(runs, steps_tree, blobs, logs_tree, signals, keys, cache)| {
-                    // First: a taken key aborts the whole commit.
+                |(runs, steps_tree, blobs, logs_tree, signals, keys, cache, leases)| {
+                    // First: a lost lease or a taken key aborts the whole
+                    // commit.
+                    if let Some((run_id, holder, token)) = fence {
+                        let current = leases
+                            .get(run_id.as_bytes())?
+                            .and_then(|bytes| serde_json::from_slice::<Lease>(&bytes).ok());
+                        if !current
+                            .is_some_and(|lease| lease.holder == holder && lease.token == token)
+                        {
+                            return Err(ConflictableTransactionError::Abort(Abort::Fenced));
+                        }
+                    }
                     if let Some((key, value)) = &idempotency {
                         if keys.get(key.as_bytes())?.is_some() {
-                            return Err(ConflictableTransactionError::Abort(()));
+                            return Err(ConflictableTransactionError::Abort(Abort::KeyTaken));
                         }
                         keys.insert(key.as_bytes(), value.as_slice())?;
                     }
@@ -317,16 +349,19 @@ impl RunStore for SledStore {
                     if let Some((key, value)) = &run {
                         runs.insert(key.as_bytes(), value.as_slice())?;
                     }
-                    Ok::<(), ConflictableTransactionError<()>>(())
+                    Ok::<(), ConflictableTransactionError<Abort>>(())
                 },
             );
         match result {
             Ok(()) => {}
             Err(TransactionError::Storage(error)) => return Err(self.database(error)),
-            Err(TransactionError::Abort(())) => {
-                // Only a taken idempotency key aborts.
+            Err(TransactionError::Abort(Abort::KeyTaken)) => {
                 let key = commit.idempotency.map(|(key, _)| key).unwrap_or_default();
                 return Err(StoreError::KeyTaken(key.to_owned()));
+            }
+            Err(TransactionError::Abort(Abort::Fenced)) => {
+                let run_id = fence.map(|(run_id, _, _)| run_id).unwrap_or_default();
+                return Err(StoreError::Fenced(run_id.to_owned()));
             }
         }
         // Durable before the caller moves on: the next step must never start
@@ -374,6 +409,76 @@ impl RunStore for SledStore {
             .get(digest)
             .map_err(|error| self.database(error))?
             .map(|bytes| bytes.to_vec()))
+    }
+
+    fn acquire_lease(&self, run_id: &str, holder: &str, ttl_ms: u64) -> Result<Lease, StoreError> {
+        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = crate::clock::now_ms();
+        let current: Option<Lease> = match self.leases.get(run_id).map_err(|e| self.database(e))? {
+            Some(bytes) => Some(decode(run_id.as_bytes(), &bytes)?),
+            None => None,
+        };
+        if let Some(current) = &current
+            && current.holder != holder
+            && current.expires_at_ms > now
+        {
+            return Err(StoreError::LeaseHeld {
+                run_id: run_id.to_owned(),
+                holder: current.holder.clone(),
+                until_ms: current.expires_at_ms,
+            });
+        }
+        let lease = Lease {
+            holder: holder.to_owned(),
+            token: current.map_or(1, |current| current.token + 1),
+            expires_at_ms: now + ttl_ms,
+        };
+        self.leases
+            .insert(run_id, encode(&lease))
+            .map_err(|e| self.database(e))?;
+        if self.durability == Durability::Durable {
+            self.db.flush().map_err(|error| self.database(error))?;
+        }
+        Ok(lease)
+    }
+
+    fn renew_lease(&self, run_id: &str, lease: &Lease, ttl_ms: u64) -> Result<Lease, StoreError> {
+        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current: Option<Lease> = match self.leases.get(run_id).map_err(|e| self.database(e))? {
+            Some(bytes) => Some(decode(run_id.as_bytes(), &bytes)?),
+            None => None,
+        };
+        if current
+            .as_ref()
+            .is_none_or(|current| current.holder != lease.holder || current.token != lease.token)
+        {
+            return Err(StoreError::Fenced(run_id.to_owned()));
+        }
+        let renewed = Lease {
+            expires_at_ms: crate::clock::now_ms() + ttl_ms,
+            ..lease.clone()
+        };
+        self.leases
+            .insert(run_id, encode(&renewed))
+            .map_err(|e| self.database(e))?;
+        Ok(renewed)
+    }
+
+    fn release_lease(&self, run_id: &str, lease: &Lease) -> Result<(), StoreError> {
+        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bytes) = self.leases.get(run_id).map_err(|e| self.database(e))? {
+            let current: Lease = decode(run_id.as_bytes(), &bytes)?;
+            if current.holder == lease.holder && current.token == lease.token {
+                let released = Lease {
+                    expires_at_ms: 0,
+                    ..current
+                };
+                self.leases
+                    .insert(run_id, encode(&released))
+                    .map_err(|e| self.database(e))?;
+            }
+        }
+        Ok(())
     }
 
     fn has_blob(&self, digest: &str) -> Result<bool, StoreError> {
@@ -522,6 +627,59 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_lease_fences_its_holder_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let record = run("r1");
+        store
+            .commit(Commit {
+                run: Some(&record),
+                ..Commit::default()
+            })
+            .unwrap();
+        let first = store.acquire_lease("r1", "a", 60_000).unwrap();
+        assert_eq!(first.token, 1);
+        // Held: another holder is refused.
+        assert!(matches!(
+            store.acquire_lease("r1", "b", 60_000),
+            Err(StoreError::LeaseHeld { .. })
+        ));
+        // `a` lets it lapse (ttl 0 on renewal); `b` takes it over.
+        store.renew_lease("r1", &first, 0).unwrap();
+        let second = store.acquire_lease("r1", "b", 60_000).unwrap();
+        assert_eq!(second.token, 2);
+        // `a` still believes it holds the run: its commit is refused whole.
+        let mut changed = run("r1");
+        changed.status = RunStatus::Failed;
+        let stale = store.commit(Commit {
+            run: Some(&changed),
+            fence: Some(("r1", "a", first.token)),
+            ..Commit::default()
+        });
+        assert!(matches!(stale, Err(StoreError::Fenced(_))), "{stale:?}");
+        assert_eq!(store.run("r1").unwrap().unwrap().status, RunStatus::Running);
+        assert!(matches!(
+            store.renew_lease("r1", &first, 60_000),
+            Err(StoreError::Fenced(_))
+        ));
+        // `b`'s commits go through.
+        store
+            .commit(Commit {
+                run: Some(&changed),
+                fence: Some(("r1", "b", second.token)),
+                ..Commit::default()
+            })
+            .unwrap();
+        assert_eq!(store.run("r1").unwrap().unwrap().status, RunStatus::Failed);
+        // Reopening the store (the process that held it is gone) lets the
+        // lease lapse, and the next token is higher still.
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        let third = store.acquire_lease("r1", "c", 60_000).unwrap();
+        assert_eq!(third.token, 3);
+    }
+
+    #[test]
     fn commits_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let record = run("r1");
@@ -545,6 +703,7 @@ mod tests {
                     signal: None,
                     idempotency: None,
                     cache: None,
+                    fence: None,
                 })
                 .unwrap();
         }
