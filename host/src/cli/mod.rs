@@ -6,6 +6,7 @@ mod inspect;
 mod output;
 mod run;
 mod runs;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,9 @@ enum Command {
     /// List and show stored runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// Check the store's integrity.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Check a workflow file and every component it uses, without running it.
     Validate(inspect::ValidateArgs),
     /// Show what a step component declares: name, schemas, grants, imports.
@@ -68,6 +72,7 @@ pub async fn main() -> anyhow::Result<ExitCode> {
         Command::Resume(args) => run::resume(args).await,
         Command::Signal(args) => run::signal(args).await,
         Command::Runs(command) => runs::main(command),
+        Command::Store(command) => store::main(command),
         Command::Validate(args) => inspect::validate(args).await,
         Command::Inspect(args) => inspect::inspect(args).await,
         Command::Schema => {

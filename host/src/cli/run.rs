@@ -27,8 +27,14 @@ pub struct RunArgs {
     #[arg(value_name = "WORKFLOW")]
     workflow: PathBuf,
     /// The workflow input: a JSON file, or `-` for stdin [default: {}].
-    #[arg(long, value_name = "FILE|-")]
+    #[arg(long, value_name = "FILE|-", conflicts_with = "batch")]
     input: Option<String>,
+    /// Run the workflow once per line of a JSON Lines file, concurrently.
+    /// Each line's run gets the idempotency key `KEY:LINE` (KEY: the
+    /// `--idempotency-key`, else the file's digest), so the same command
+    /// after a crash continues the same runs and starts only the missing.
+    #[arg(long, value_name = "FILE.jsonl")]
+    batch: Option<PathBuf>,
     /// Attach a file as a named input blob; repeatable.
     #[arg(long = "file", value_name = "NAME=PATH")]
     files: Vec<String>,
@@ -78,6 +84,9 @@ pub struct SignalArgs {
 
 /// `plait run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(batch) = &args.batch {
+        return run_batch(&args, batch).await;
+    }
     let input = read_input(args.input.as_deref())?;
     let blobs = args
         .files
@@ -95,6 +104,110 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .start_keyed(&plan, input, blobs, args.idempotency_key.as_deref())
         .await?;
     finish(&report, args.json)
+}
+
+/// How many runs of a batch are in flight at once (their steps are bounded
+/// by the host's concurrency besides).
+const BATCH_RUNS: usize = 64;
+
+/// `plait run --batch FILE.jsonl`.
+async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read(batch).map_err(|error| {
+        UsageError(format!(
+            "could not read `--batch {}`: {error}",
+            batch.display()
+        ))
+    })?;
+    let prefix = match &args.idempotency_key {
+        Some(key) => key.clone(),
+        None => format!("batch:{}", &plait::engine::digest(&text)[7..23]),
+    };
+    let text = String::from_utf8(text)
+        .map_err(|_| UsageError(format!("`--batch {}` is not UTF-8 text", batch.display())))?;
+    let mut inputs = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let input: serde_json::Value = serde_json::from_str(line).map_err(|error| {
+            UsageError(format!(
+                "line {} of `{}` is not a JSON document: {error}; `--batch` takes one workflow input per line",
+                number + 1,
+                batch.display()
+            ))
+        })?;
+        inputs.push((format!("{prefix}:{}", number + 1), input));
+    }
+    let blobs = args
+        .files
+        .iter()
+        .map(|file| read_blob(file))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let definition = Definition::load(&args.workflow)?;
+    let home = Home::resolve(args.store.store.clone())?;
+    let policy = home.policy(args.store.policy.clone())?;
+    let store = home.open_store()?;
+    let engine = home.engine(&policy)?;
+    let plan = std::sync::Arc::new(Plan::build_with(&engine, definition, &policy).await?);
+    let executor = Executor::with_concurrency(store, policy.concurrency);
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(BATCH_RUNS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, (key, input)) in inputs.into_iter().enumerate() {
+        let (executor, plan, blobs, gate) =
+            (executor.clone(), plan.clone(), blobs.clone(), gate.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let report = executor.start_keyed(&plan, input, blobs, Some(&key)).await;
+            (index, key, report)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        results.push(joined?);
+    }
+    results.sort_by_key(|(index, _, _)| *index);
+    let mut failed = 0;
+    let mut reports = Vec::new();
+    for (_, key, report) in results {
+        match report {
+            Ok(report) => {
+                if report.run.status != RunStatus::Succeeded {
+                    failed += 1;
+                }
+                if !args.json {
+                    let mut line = format!(
+                        "{key}  run {} {}",
+                        report.run.id,
+                        report.run.status.as_str()
+                    );
+                    if let Some(error) = &report.run.error {
+                        line.push_str(&format!(": {error}"));
+                    }
+                    eprintln!("{line}");
+                }
+                reports.push(output::run_json(&report, None));
+            }
+            Err(error) => {
+                failed += 1;
+                eprintln!("{key}  error: {error}");
+                reports.push(serde_json::json!({"idempotency_key": key, "status": "error", "error": error.to_string()}));
+            }
+        }
+    }
+    if args.json {
+        output::print_json(&serde_json::Value::Array(reports))?;
+    } else {
+        eprintln!(
+            "{} runs, {} succeeded, {failed} did not",
+            reports.len(),
+            reports.len() - failed
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_RUN_FAILED)
+    })
 }
 
 /// `plait resume`.

@@ -5,6 +5,7 @@
 //! none) and durable before `commit` returns, which is what makes a finished
 //! step's output the truth that a resume builds on.
 
+pub mod check;
 mod records;
 mod sled_store;
 
