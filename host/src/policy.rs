@@ -27,6 +27,10 @@
 //! [runtime]
 //! concurrency = 8           # steps running at once on this host, over all runs; default: 8
 //!
+//! [retention]
+//! runs = "30d"              # finished runs (and blobs only they use) are kept this long; default: 30d
+//! auto_gc = true            # `plait run` collects at most once a day; default: true
+//!
 //! [secrets]
 //! file = "/etc/plait/secrets.toml"  # `name = "value"` lines
 //! env_prefix = "PLAIT_SECRET_"      # PLAIT_SECRET_API_TOKEN is secret `api_token`
@@ -75,7 +79,14 @@ pub struct Policy {
     pub model_dir: Option<PathBuf>,
     /// How many steps run at once on this host, over every run.
     pub concurrency: usize,
+    /// How long finished runs are kept.
+    pub retention: std::time::Duration,
+    /// Whether `plait run` collects garbage on its own (once a day).
+    pub auto_gc: bool,
 }
+
+/// The retention of finished runs when the policy sets none.
+pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 impl Default for Policy {
     fn default() -> Self {
@@ -92,6 +103,8 @@ impl Default for Policy {
             models: None,
             model_dir: None,
             concurrency: crate::executor::DEFAULT_HOST_CONCURRENCY,
+            retention: DEFAULT_RETENTION,
+            auto_gc: true,
         }
     }
 }
@@ -233,6 +246,15 @@ struct PolicyFile {
     models: ModelsTable,
     #[serde(default)]
     runtime: RuntimeTable,
+    #[serde(default)]
+    retention: RetentionTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetentionTable {
+    runs: Option<String>,
+    auto_gc: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -443,6 +465,12 @@ impl Policy {
             },
             models: file.grants.models.clone(),
             model_dir: file.models.dir.as_ref().map(|dir| base.join(dir)),
+            retention: match &file.retention.runs {
+                None => DEFAULT_RETENTION,
+                Some(text) => limits::parse_duration(text)
+                    .map_err(|message| invalid("retention.runs", message))?,
+            },
+            auto_gc: file.retention.auto_gc.unwrap_or(true),
             concurrency: match file.runtime.concurrency {
                 None => crate::executor::DEFAULT_HOST_CONCURRENCY,
                 Some(n @ 1..=1024) => n,

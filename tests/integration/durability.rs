@@ -259,3 +259,83 @@ async fn a_run_is_executed_by_one_executor_at_a_time() {
     assert_eq!(again.run.status, RunStatus::Succeeded);
     assert_eq!(again.steps[0].attempts, 1);
 }
+
+#[test]
+fn gc_removes_finished_runs_and_their_blobs_but_never_what_a_waiting_run_needs() {
+    use plait_test_artifacts::{ECHO_COMPONENT, NORMALIZE_TEXT_PLUGIN};
+
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "finished.yaml",
+        format!(
+            "name: finished\nsteps:\n  - id: normalize\n    uses: {}\n    input: {{ text: \"${{ .input.text }}\" }}\n",
+            yaml_path(NORMALIZE_TEXT_PLUGIN)
+        ),
+    );
+    sandbox.write(
+        "waiting.yaml",
+        format!(
+            "name: waiting\nsteps:\n  - id: approve\n    type: wait\n  - id: after\n    uses: {}\n    blobs: \"${{ .blobs }}\"\n",
+            yaml_path(ECHO_COMPONENT)
+        ),
+    );
+    for text in ["first  text", "second  text"] {
+        sandbox.write("input.json", json!({ "text": text }).to_string());
+        assert_exit(
+            &sandbox.run(&["run", "finished.yaml", "--input", "input.json", "--json"]),
+            0,
+        );
+    }
+    // A run left waiting for a signal by a killed host, with an input blob.
+    sandbox.write("document.txt", "keep me");
+    let mut child = sandbox
+        .plait()
+        .args(["run", "waiting.yaml", "--file", "document=document.txt"])
+        .env("PLAIT_LOG", "warn,plait::executor=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let run_id = {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(stderr_pipe).lines();
+        loop {
+            let line = lines.next().expect("a waiting line").unwrap();
+            if line.contains("waiting for a signal") {
+                let start = line.find("run=").unwrap() + 4;
+                break line[start..].split_whitespace().next().unwrap().to_owned();
+            }
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let dry = json(&sandbox.run(&["gc", "--older-than", "0s", "--dry-run", "--json"]));
+    assert_eq!(dry["runs"], 2, "{dry:#}");
+    assert!(dry["blobs"].as_u64().unwrap() >= 2, "{dry:#}");
+    let listed = json(&sandbox.run(&["runs", "list", "--json"]));
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        3,
+        "a dry run removes nothing"
+    );
+
+    let collected = json(&sandbox.run(&["gc", "--older-than", "0s", "--json"]));
+    assert_eq!(collected["runs"], 2);
+    assert_eq!(collected["kept_runs"], 1);
+    let listed = json(&sandbox.run(&["runs", "list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["run_id"], run_id.as_str());
+    let check = sandbox.run(&["store", "check", "--json"]);
+    assert_exit(&check, 0);
+    assert_eq!(json(&check)["problems"], json!([]));
+
+    // The waiting run still has its blob, definition and components.
+    let output = sandbox.run(&["signal", &run_id, "approve", "--json"]);
+    assert_exit(&output, 0);
+    let report = json(&output);
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["output_blobs"][0]["name"], "document");
+    assert_eq!(report["output_blobs"][0]["size"], 7);
+}

@@ -55,6 +55,9 @@ enum Command {
     /// Check the store's integrity.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Remove finished runs past the retention period and the blobs only
+    /// they used.
+    Gc(store::GcArgs),
     /// Check a workflow file and every component it uses, without running it.
     Validate(inspect::ValidateArgs),
     /// Show what a step component declares: name, schemas, grants, imports.
@@ -73,6 +76,7 @@ pub async fn main() -> anyhow::Result<ExitCode> {
         Command::Signal(args) => run::signal(args).await,
         Command::Runs(command) => runs::main(command),
         Command::Store(command) => store::main(command),
+        Command::Gc(args) => store::gc(args),
         Command::Validate(args) => inspect::validate(args).await,
         Command::Inspect(args) => inspect::inspect(args).await,
         Command::Schema => {

@@ -97,6 +97,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.store.store)?;
     let policy = home.policy(args.store.policy)?;
     let store = home.open_store()?;
+    collect_if_due(&store, &policy)?;
     let engine = home.engine(&policy)?;
     let plan = Plan::build_with(&engine, definition, &policy).await?;
     let executor = Executor::with_concurrency(store, policy.concurrency);
@@ -147,6 +148,7 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.store.store.clone())?;
     let policy = home.policy(args.store.policy.clone())?;
     let store = home.open_store()?;
+    collect_if_due(&store, &policy)?;
     let engine = home.engine(&policy)?;
     let plan = std::sync::Arc::new(Plan::build_with(&engine, definition, &policy).await?);
     let executor = Executor::with_concurrency(store, policy.concurrency);
@@ -208,6 +210,26 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(super::EXIT_RUN_FAILED)
     })
+}
+
+/// The automatic collection: at most once a day, before anything runs.
+fn collect_if_due(
+    store: &plait::store::SledStore,
+    policy: &plait::policy::Policy,
+) -> anyhow::Result<()> {
+    if !policy.auto_gc {
+        return Ok(());
+    }
+    let now = plait::clock::now_ms();
+    if let Some(report) = store.gc_if_due(policy.retention.as_millis() as u64, now)? {
+        tracing::info!(
+            runs = report.runs,
+            blobs = report.blobs,
+            bytes = report.bytes,
+            "collected finished runs past the retention period"
+        );
+    }
+    Ok(())
 }
 
 /// `plait resume`.

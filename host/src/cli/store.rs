@@ -1,4 +1,4 @@
-//! `plait store check`: the store's integrity check.
+//! `plait store check` (the store's integrity check) and `plait gc`.
 
 use std::process::ExitCode;
 
@@ -52,4 +52,59 @@ pub fn main(command: StoreCommand) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// Arguments of `plait gc`.
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// Remove finished runs last changed longer ago than this (and cache
+    /// entries as old) [default: the policy's `[retention] runs`, else 30d].
+    #[arg(long, value_name = "DURATION")]
+    older_than: Option<String>,
+    /// Count what would be removed; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `plait gc`.
+pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
+    let home = Home::resolve(args.store.store)?;
+    let policy = home.policy(args.store.policy)?;
+    let retention = match &args.older_than {
+        // Zero is allowed here: `--older-than 0s` collects every finished run.
+        Some(text) => humantime::parse_duration(text.trim()).map_err(|error| {
+            super::UsageError(format!(
+                "`--older-than {text}` is not a duration ({error}); write for example `30d`, `12h` or `0s`"
+            ))
+        })?,
+        None => policy.retention,
+    };
+    let store = home.open_store()?;
+    let cutoff = plait::clock::now_ms().saturating_sub(retention.as_millis() as u64);
+    let report = store.gc(cutoff, args.dry_run)?;
+    if args.json {
+        output::print_json(&serde_json::to_value(&report)?)?;
+    } else {
+        eprintln!(
+            "{} {} finished runs older than {}, {} cache entries and {} blobs ({} bytes); kept {} runs and {} blobs",
+            if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            report.runs,
+            humantime::format_duration(retention),
+            report.cache_entries,
+            report.blobs,
+            report.bytes,
+            report.kept_runs,
+            report.kept_blobs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

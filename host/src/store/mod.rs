@@ -6,6 +6,7 @@
 //! step's output the truth that a resume builds on.
 
 pub mod check;
+pub mod gc;
 mod records;
 mod sled_store;
 

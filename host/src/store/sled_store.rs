@@ -165,6 +165,116 @@ impl SledStore {
         })
     }
 
+    /// Every cache entry with its key.
+    pub(crate) fn cache_entries(&self) -> Result<Vec<(String, CacheEntry)>, StoreError> {
+        self.cache
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(|error| self.database(error))?;
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    decode(&key, &value)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Every blob's digest and size.
+    pub(crate) fn blob_sizes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.blobs
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(|error| self.database(error))?;
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    value.len() as u64,
+                ))
+            })
+            .collect()
+    }
+
+    /// Removes a run and everything recorded under it: steps, logs,
+    /// signals, its lease and the idempotency keys that name it.
+    pub(crate) fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {
+        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let prefix = format!("{run_id}/");
+        for tree in [&self.steps, &self.logs, &self.signals] {
+            for key in tree.scan_prefix(&prefix).keys() {
+                let key = key.map_err(|error| self.database(error))?;
+                tree.remove(key).map_err(|error| self.database(error))?;
+            }
+        }
+        for entry in self.idempotency.iter() {
+            let (key, value) = entry.map_err(|error| self.database(error))?;
+            if decode::<IdempotencyRecord>(&key, &value)?.run_id == run_id {
+                self.idempotency
+                    .remove(key)
+                    .map_err(|error| self.database(error))?;
+            }
+        }
+        self.leases
+            .remove(run_id)
+            .map_err(|error| self.database(error))?;
+        // The run record last: an interrupted collection leaves a run whose
+        // leftovers the next one finds again.
+        self.runs
+            .remove(run_id)
+            .map_err(|error| self.database(error))?;
+        Ok(())
+    }
+
+    /// Removes cache entries.
+    pub(crate) fn delete_cache_entries(&self, keys: &[String]) -> Result<(), StoreError> {
+        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            self.cache
+                .remove(key)
+                .map_err(|error| self.database(error))?;
+        }
+        Ok(())
+    }
+
+    /// Removes blobs.
+    pub(crate) fn delete_blobs(&self, digests: &[String]) -> Result<(), StoreError> {
+        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for digest in digests {
+            self.blobs
+                .remove(digest)
+                .map_err(|error| self.database(error))?;
+        }
+        Ok(())
+    }
+
+    /// A value of the `meta` tree.
+    pub(crate) fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let meta = self
+            .db
+            .open_tree("meta")
+            .map_err(|error| self.database(error))?;
+        Ok(meta
+            .get(key)
+            .map_err(|error| self.database(error))?
+            .map(|value| value.to_vec()))
+    }
+
+    /// Sets a value of the `meta` tree.
+    pub(crate) fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let meta = self
+            .db
+            .open_tree("meta")
+            .map_err(|error| self.database(error))?;
+        meta.insert(key, value)
+            .map_err(|error| self.database(error))?;
+        Ok(())
+    }
+
+    /// Flushes everything to disk.
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.db.flush().map_err(|error| self.database(error))?;
+        Ok(())
+    }
+
     fn database(&self, source: sled::Error) -> StoreError {
         StoreError::Database {
             path: self.path.clone(),
