@@ -339,3 +339,89 @@ fn gc_removes_finished_runs_and_their_blobs_but_never_what_a_waiting_run_needs()
     assert_eq!(report["output_blobs"][0]["name"], "document");
     assert_eq!(report["output_blobs"][0]["size"], 7);
 }
+
+#[test]
+fn resume_all_continues_every_run_left_in_flight_but_not_those_awaiting_a_signal() {
+    let sandbox = Sandbox::new();
+    workflow(
+        &sandbox,
+        "workflow.yaml",
+        "    config: { sleep_ms: 800, sleep_every_attempt: true }\n  - id: second\n    uses: SLOW\n    config: { sleep_ms: 300, sleep_every_attempt: true }\n",
+    );
+    let text = std::fs::read_to_string(sandbox.dir.path().join("workflow.yaml"))
+        .unwrap()
+        .replace("SLOW", &yaml_path(SLOW_COUNTER_COMPONENT));
+    sandbox.write("workflow.yaml", text);
+    sandbox.write(
+        "waiting.yaml",
+        "name: waiting\nsteps:\n  - id: approve\n    type: wait\n",
+    );
+    sandbox.write("inputs.jsonl", "{\"n\": 1}\n{\"n\": 2}\n{\"n\": 3}\n");
+
+    // A host waiting for a signal, killed.
+    let mut waiting = sandbox
+        .plait()
+        .args(["run", "waiting.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead as _;
+        let lines = std::io::BufReader::new(waiting.stderr.take().unwrap()).lines();
+        for line in lines.map_while(Result::ok) {
+            if line.contains("waiting for a signal") {
+                break;
+            }
+        }
+    }
+    waiting.kill().unwrap();
+    waiting.wait().unwrap();
+
+    // A batch killed while its runs are inside their first step.
+    let mut batch = sandbox
+        .plait()
+        .args(["run", "workflow.yaml", "--batch", "inputs.jsonl"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    batch.kill().unwrap();
+    batch.wait().unwrap();
+    let listed = json(&sandbox.run(&["runs", "list", "--json"]));
+    let in_flight = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|run| run["status"] == "running")
+        .count();
+    assert!(in_flight >= 1, "{listed:#}");
+
+    let output = sandbox.run(&["resume", "--all", "--json"]);
+    assert_exit(&output, 0);
+    let reports = json(&output);
+    assert_eq!(reports.as_array().unwrap().len(), in_flight);
+    assert!(
+        reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "succeeded")
+    );
+    assert!(
+        stderr(&output).contains("waits for a signal"),
+        "{}",
+        stderr(&output)
+    );
+    let listed = json(&sandbox.run(&["runs", "list", "--json"]));
+    assert_eq!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|run| run["status"] == "waiting")
+            .count(),
+        1
+    );
+}

@@ -54,8 +54,13 @@ pub struct RunArgs {
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
     /// The run to continue.
-    #[arg(value_name = "RUN_ID")]
-    run_id: String,
+    #[arg(value_name = "RUN_ID", required_unless_present = "all")]
+    run_id: Option<String>,
+    /// Continue every run a stopped host left in flight (`running`, or
+    /// `waiting` on a sleep or a backoff), concurrently; runs waiting for a
+    /// signal are left to `plait signal`.
+    #[arg(long, conflicts_with = "run_id")]
+    all: bool,
     #[command(flatten)]
     store: StoreArgs,
     /// Print exactly one JSON object describing the run on stdout.
@@ -234,21 +239,87 @@ fn collect_if_due(
 
 /// `plait resume`.
 pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.store.store)?;
-    let policy = home.policy(args.store.policy)?;
+    let home = Home::resolve(args.store.store.clone())?;
+    let policy = home.policy(args.store.policy.clone())?;
     let store = home.open_store()?;
+    let Some(run_id) = args.run_id.clone() else {
+        return resume_all(&home, &policy, &store, args.json).await;
+    };
     let run = store
-        .run(&args.run_id)?
-        .ok_or_else(|| plait::store::StoreError::UnknownRun(args.run_id.clone()))?;
+        .run(&run_id)?
+        .ok_or_else(|| plait::store::StoreError::UnknownRun(run_id.clone()))?;
     let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
     if run.status == RunStatus::Succeeded {
         // Nothing to execute: report the stored result.
         let steps = store.steps(&run.id)?;
         return finish(&RunReport { run, steps }, args.json);
     }
-    let plan = plan_of_run(&home, &policy, &store, &run).await?;
+    let plan = plan_of_run(&home.engine(&policy)?, &policy, &store, &run).await?;
     let report = executor.resume(&plan, &run.id).await?;
     finish(&report, args.json)
+}
+
+/// `plait resume --all`: every run left in flight, concurrently.
+async fn resume_all(
+    home: &Home,
+    policy: &plait::policy::Policy,
+    store: &std::sync::Arc<plait::store::SledStore>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
+    let engine = home.engine(policy)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut skipped = 0;
+    for run in store.runs()? {
+        if !matches!(run.status, RunStatus::Running | RunStatus::Waiting) {
+            continue;
+        }
+        let plan = plan_of_run(&engine, policy, store, &run).await?;
+        // A run waiting for a signal would hold this command for ever.
+        let steps = store.steps(&run.id)?;
+        let awaits_signal = steps.iter().zip(&plan.steps).any(|(record, planned)| {
+            record.status == plait::store::StepStatus::Waiting
+                && matches!(
+                    planned.definition.kind,
+                    plait::definition::StepKind::Wait { .. }
+                )
+        });
+        if awaits_signal {
+            skipped += 1;
+            eprintln!(
+                "run {} waits for a signal; `plait signal` continues it",
+                run.id
+            );
+            continue;
+        }
+        let executor = executor.clone();
+        tasks.spawn(async move { executor.resume(&plan, &run.id).await });
+    }
+    let mut reports = Vec::new();
+    let mut failed = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let report = joined??;
+        if report.run.status != RunStatus::Succeeded {
+            failed += 1;
+        }
+        if !json {
+            eprintln!("run {} {}", report.run.id, report.run.status.as_str());
+        }
+        reports.push(output::run_json(&report, None));
+    }
+    if json {
+        output::print_json(&serde_json::Value::Array(reports))?;
+    } else {
+        eprintln!(
+            "{} runs continued, {failed} did not succeed; {skipped} wait for a signal",
+            reports.len()
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_RUN_FAILED)
+    })
 }
 
 /// The plan a run started with: its definition and components as pinned in
@@ -256,12 +327,11 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 /// created before pinning fall back to the files, and resume refuses if
 /// those changed.)
 async fn plan_of_run(
-    home: &Home,
+    engine: &plait::engine::Engine,
     policy: &plait::policy::Policy,
     store: &std::sync::Arc<plait::store::SledStore>,
     run: &plait::store::RunRecord,
 ) -> anyhow::Result<Plan> {
-    let engine = home.engine(policy)?;
     let definition = match store.blob(&run.workflow.digest)? {
         Some(bytes) => {
             let text = String::from_utf8(bytes).with_context(|| {
@@ -281,7 +351,7 @@ async fn plan_of_run(
             pinned.insert(step.uses.clone(), bytes);
         }
     }
-    Ok(Plan::build_pinned(&engine, definition, policy, &pinned).await?)
+    Ok(Plan::build_pinned(engine, definition, policy, &pinned).await?)
 }
 
 /// `plait signal`: records the signal and continues the run here, or,
@@ -325,7 +395,7 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
     let run = store
         .run(&args.run_id)?
         .ok_or_else(|| plait::store::StoreError::UnknownRun(args.run_id.clone()))?;
-    let plan = plan_of_run(&home, &policy, &store, &run).await?;
+    let plan = plan_of_run(&home.engine(&policy)?, &policy, &store, &run).await?;
     let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
     executor.signal(&plan, &run.id, &args.step_id, data)?;
     eprintln!(
