@@ -26,6 +26,7 @@
 //!
 //! [runtime]
 //! concurrency = 8           # steps running at once on this host, over all runs; default: 8
+//! max_input = "256MiB"      # a run's input document plus its input blobs; default: 256MiB
 //!
 //! [retention]
 //! runs = "30d"              # finished runs (and blobs only they use) are kept this long; default: 30d
@@ -79,11 +80,16 @@ pub struct Policy {
     pub model_dir: Option<PathBuf>,
     /// How many steps run at once on this host, over every run.
     pub concurrency: usize,
+    /// The most a run's input (document plus blobs) may weigh, in bytes.
+    pub max_input: u64,
     /// How long finished runs are kept.
     pub retention: std::time::Duration,
     /// Whether `plait run` collects garbage on its own (once a day).
     pub auto_gc: bool,
 }
+
+/// The most a run's input may weigh when the policy sets nothing.
+pub const DEFAULT_MAX_INPUT: u64 = 256 * 1024 * 1024;
 
 /// The retention of finished runs when the policy sets none.
 pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
@@ -103,6 +109,7 @@ impl Default for Policy {
             models: None,
             model_dir: None,
             concurrency: crate::executor::DEFAULT_HOST_CONCURRENCY,
+            max_input: DEFAULT_MAX_INPUT,
             retention: DEFAULT_RETENTION,
             auto_gc: true,
         }
@@ -261,6 +268,7 @@ struct RetentionTable {
 #[serde(deny_unknown_fields)]
 struct RuntimeTable {
     concurrency: Option<usize>,
+    max_input: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -471,6 +479,11 @@ impl Policy {
                     .map_err(|message| invalid("retention.runs", message))?,
             },
             auto_gc: file.retention.auto_gc.unwrap_or(true),
+            max_input: match &file.runtime.max_input {
+                None => DEFAULT_MAX_INPUT,
+                Some(text) => limits::parse_size(text)
+                    .map_err(|message| invalid("runtime.max_input", message))?,
+            },
             concurrency: match file.runtime.concurrency {
                 None => crate::executor::DEFAULT_HOST_CONCURRENCY,
                 Some(n @ 1..=1024) => n,

@@ -425,3 +425,40 @@ fn resume_all_continues_every_run_left_in_flight_but_not_those_awaiting_a_signal
         1
     );
 }
+
+#[test]
+fn an_input_over_the_hosts_limit_is_refused_before_anything_is_stored() {
+    let sandbox = Sandbox::new();
+    workflow(&sandbox, "workflow.yaml", "");
+    sandbox.write("plait.toml", "[runtime]\nmax_input = \"1KiB\"\n");
+    sandbox.write("big.bin", vec![b'x'; 2048]);
+    let output = sandbox.run(&[
+        "run",
+        "workflow.yaml",
+        "--policy",
+        "plait.toml",
+        "--file",
+        "document=big.bin",
+    ]);
+    assert_exit(&output, 2);
+    let error = stderr(&output);
+    assert!(
+        error.contains(
+            "the run's input weighs 2 KiB (blob `document` 2 KiB), over this host's limit of 1 KiB"
+        ),
+        "{error}"
+    );
+    let runs = json(&sandbox.run(&["runs", "list", "--json"]));
+    assert_eq!(runs, json!([]));
+    // Within the limit it runs.
+    sandbox.write("small.bin", vec![b'x'; 512]);
+    let output = sandbox.run(&[
+        "run",
+        "workflow.yaml",
+        "--policy",
+        "plait.toml",
+        "--file",
+        "document=small.bin",
+    ]);
+    assert_exit(&output, 0);
+}

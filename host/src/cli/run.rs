@@ -92,6 +92,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(batch) = &args.batch {
         return run_batch(&args, batch).await;
     }
+    let home = Home::resolve(args.store.store.clone())?;
+    let policy = home.policy(args.store.policy.clone())?;
+    check_input_size(&args, policy.max_input)?;
     let input = read_input(args.input.as_deref())?;
     let blobs = args
         .files
@@ -99,8 +102,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(|file| read_blob(file))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let definition = Definition::load(&args.workflow)?;
-    let home = Home::resolve(args.store.store)?;
-    let policy = home.policy(args.store.policy)?;
     let store = home.open_store()?;
     collect_if_due(&store, &policy)?;
     let engine = home.engine(&policy)?;
@@ -110,6 +111,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .start_keyed(&plan, input, blobs, args.idempotency_key.as_deref())
         .await?;
     finish(&report, args.json)
+}
+
+/// Refuses a run whose input files weigh more than the policy allows,
+/// before reading them: an explicit limit, never a silent truncation.
+fn check_input_size(args: &RunArgs, max_input: u64) -> anyhow::Result<()> {
+    let mut total = 0u64;
+    let mut parts = Vec::new();
+    for file in &args.files {
+        if let Some((name, path)) = file.split_once('=')
+            && let Ok(metadata) = std::fs::metadata(path)
+        {
+            total += metadata.len();
+            parts.push(format!(
+                "blob `{name}` {}",
+                plait::limits::format_size(metadata.len())
+            ));
+        }
+    }
+    if let Some(path) = args.input.as_deref().filter(|path| *path != "-")
+        && let Ok(metadata) = std::fs::metadata(path)
+    {
+        total += metadata.len();
+        parts.push(format!(
+            "input {}",
+            plait::limits::format_size(metadata.len())
+        ));
+    }
+    if total > max_input {
+        return Err(UsageError(format!(
+            "the run's input weighs {} ({}), over this host's limit of {}; raise `[runtime] max_input` in the policy, or pass less",
+            plait::limits::format_size(total),
+            parts.join(", "),
+            plait::limits::format_size(max_input)
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// How many runs of a batch are in flight at once (their steps are bounded
@@ -144,14 +182,15 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
         })?;
         inputs.push((format!("{prefix}:{}", number + 1), input));
     }
+    let home = Home::resolve(args.store.store.clone())?;
+    let policy = home.policy(args.store.policy.clone())?;
+    check_input_size(args, policy.max_input)?;
     let blobs = args
         .files
         .iter()
         .map(|file| read_blob(file))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let definition = Definition::load(&args.workflow)?;
-    let home = Home::resolve(args.store.store.clone())?;
-    let policy = home.policy(args.store.policy.clone())?;
     let store = home.open_store()?;
     collect_if_due(&store, &policy)?;
     let engine = home.engine(&policy)?;
