@@ -462,3 +462,57 @@ fn an_input_over_the_hosts_limit_is_refused_before_anything_is_stored() {
     ]);
     assert_exit(&output, 0);
 }
+
+/// A disk that refuses writes (here: a file size limit, as a full disk
+/// would) stops the host with a clear error instead of hanging, loses
+/// nothing committed before, and the run goes on with `plait resume --all`
+/// once writes work again.
+#[test]
+fn a_store_that_cannot_write_stops_the_host_cleanly_and_the_run_resumes_later() {
+    use plait_test_artifacts::HOSTILE_COMPONENT;
+
+    let sandbox = Sandbox::new();
+    let write = |name: &str, bytes: u32| {
+        sandbox.write(
+            name,
+            format!(
+                "name: big\nlimits: {{ output: 64MiB }}\nsteps:\n  - id: big\n    uses: {}\n    config: {{ attack: giant-blob, bytes: \"{bytes}\" }}\n",
+                yaml_path(HOSTILE_COMPONENT)
+            ),
+        );
+    };
+    write("small.yaml", 1000);
+    write("big.yaml", 3_000_001);
+    assert_exit(&sandbox.run(&["run", "small.yaml"]), 0);
+
+    // Files may not grow past 1 MiB: the 3 MB output cannot be written.
+    let output = sandbox
+        .shell("ulimit -f 1024; trap '' XFSZ; exec \"$PLAIT\" run big.yaml")
+        .env("PLAIT", env!("CARGO_BIN_EXE_plait"))
+        .env("PLAIT_STORE_TIMEOUT", "3s")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let error = stderr(&output);
+    assert!(
+        error.contains("has not finished a write in 3s: is the disk full"),
+        "{error}"
+    );
+
+    // Room again: nothing was lost, and the interrupted run finishes.
+    let check = sandbox.run(&["store", "check", "--json"]);
+    assert_exit(&check, 0);
+    let listed = json(&sandbox.run(&["runs", "list", "--json"]));
+    assert_eq!(listed[0]["status"], "succeeded", "{listed:#}");
+    let resumed = sandbox.run(&["resume", "--all", "--json"]);
+    assert_exit(&resumed, 0);
+    let listed = json(&sandbox.run(&["runs", "list", "--json"]));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|run| run["status"] == "succeeded"),
+        "{listed:#}"
+    );
+}

@@ -48,9 +48,35 @@ impl Home {
         self.dir.join("journal")
     }
 
-    /// Opens the run journal.
+    /// Opens the run journal, with a watchdog: a write the disk never
+    /// completes (a full disk, a file size limit) stops the process with
+    /// a clear error after `$PLAIT_STORE_TIMEOUT` (default 60s) instead of
+    /// hanging. Everything committed before stays; `plait resume` goes on
+    /// once there is room.
     pub fn open_store(&self) -> anyhow::Result<Arc<SledStore>> {
-        Ok(Arc::new(SledStore::open(&self.journal_dir())?))
+        let path = self.journal_dir();
+        let store = Arc::new(SledStore::open(&path)?);
+        let deadline = std::env::var("PLAIT_STORE_TIMEOUT")
+            .ok()
+            .and_then(|text| humantime::parse_duration(text.trim()).ok())
+            .unwrap_or(std::time::Duration::from_secs(60));
+        let watch = store.write_watch();
+        std::thread::Builder::new()
+            .name("plait-store-watchdog".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    if watch.stuck_for().is_some_and(|stuck| stuck > deadline) {
+                        eprintln!(
+                            "error: the store at `{}` has not finished a write in {}: is the disk full, or a file size limit reached?\n  = help: nothing committed before is lost; free some space, then `plait resume --all` continues the runs",
+                            path.display(),
+                            humantime::format_duration(deadline)
+                        );
+                        std::process::exit(i32::from(super::EXIT_RUN_FAILED));
+                    }
+                }
+            })?;
+        Ok(store)
     }
 
     /// Creates the engine, caching compiled components under the home, or in

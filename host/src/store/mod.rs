@@ -14,7 +14,9 @@ pub use records::{
     AttemptRecord, BlobRef, CacheEntry, CacheHit, IdempotencyRecord, ItemRecord, Lease, RunRecord,
     RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
 };
-pub use sled_store::{BATCH_INTERVAL_MS, Durability, SledStore, inbox_dir, post_signal};
+pub use sled_store::{
+    BATCH_INTERVAL_MS, Durability, SledStore, WriteWatch, inbox_dir, post_signal,
+};
 
 use crate::capabilities::StepLogs;
 

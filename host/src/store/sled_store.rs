@@ -62,6 +62,9 @@ pub struct SledStore {
     path: PathBuf,
     durability: Durability,
     commit_lock: Arc<Mutex<()>>,
+    /// When the write in progress started (ms since the epoch), 0 when
+    /// none is: what a watchdog reads to tell a stuck store from a busy one.
+    writing_since_ms: Arc<std::sync::atomic::AtomicU64>,
     // Held for its Drop: stops the flush thread after a last flush.
     _flusher: Option<Flusher>,
     db: sled::Db,
@@ -73,6 +76,45 @@ pub struct SledStore {
     idempotency: sled::Tree,
     cache: sled::Tree,
     leases: sled::Tree,
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // sled flushes when its trees are dropped, after this body, and
+        // that flush never returns if the disk refuses the write: mark it
+        // as a write in progress (never cleared) so a watchdog can tell.
+        self.writing_since_ms
+            .store(crate::clock::now_ms().max(1), Ordering::Release);
+    }
+}
+
+/// Marks a write in progress for as long as it lives.
+struct WriteMark<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> WriteMark<'a> {
+    fn new(since: &'a std::sync::atomic::AtomicU64) -> WriteMark<'a> {
+        since.store(crate::clock::now_ms().max(1), Ordering::Release);
+        WriteMark(since)
+    }
+}
+
+impl Drop for WriteMark<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+/// See [`SledStore::write_watch`].
+#[derive(Clone)]
+pub struct WriteWatch(Arc<std::sync::atomic::AtomicU64>);
+
+impl WriteWatch {
+    /// How long the write in progress has been going, if one is.
+    pub fn stuck_for(&self) -> Option<std::time::Duration> {
+        let since = self.0.load(Ordering::Acquire);
+        (since != 0)
+            .then(|| std::time::Duration::from_millis(crate::clock::now_ms().saturating_sub(since)))
+    }
 }
 
 /// Why a commit transaction aborted.
@@ -161,6 +203,7 @@ impl SledStore {
             _flusher: (durability == Durability::Batched)
                 .then(|| Flusher::spawn(db.clone(), commit_lock.clone())),
             commit_lock,
+            writing_since_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             db,
         })
     }
@@ -245,6 +288,22 @@ impl SledStore {
         Ok(())
     }
 
+    /// How long the write in progress has been going, if one is. sled does
+    /// not return from a write that the disk refuses (full, or past a file
+    /// size limit): a watchdog uses this to stop the process with a clear
+    /// error instead of hanging. The journal stays sound either way.
+    pub fn stuck_for(&self) -> Option<std::time::Duration> {
+        let since = self.writing_since_ms.load(Ordering::Acquire);
+        (since != 0)
+            .then(|| std::time::Duration::from_millis(crate::clock::now_ms().saturating_sub(since)))
+    }
+
+    /// A handle to [`SledStore::stuck_for`] that outlives borrows of the
+    /// store, for a watchdog thread.
+    pub fn write_watch(&self) -> WriteWatch {
+        WriteWatch(self.writing_since_ms.clone())
+    }
+
     /// A value of the `meta` tree.
     pub(crate) fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let meta = self
@@ -271,6 +330,7 @@ impl SledStore {
     /// Flushes everything to disk.
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
         let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _writing = WriteMark::new(&self.writing_since_ms);
         self.db.flush().map_err(|error| self.database(error))?;
         Ok(())
     }
@@ -381,6 +441,7 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
 impl RunStore for SledStore {
     fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
         let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _writing = WriteMark::new(&self.writing_since_ms);
         // Encode outside the transaction closure, which sled may re-run.
         let run = commit.run.map(|run| (run.id.clone(), encode(run)));
         let steps: Vec<(String, Vec<u8>)> = commit
@@ -523,6 +584,7 @@ impl RunStore for SledStore {
 
     fn acquire_lease(&self, run_id: &str, holder: &str, ttl_ms: u64) -> Result<Lease, StoreError> {
         let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _writing = WriteMark::new(&self.writing_since_ms);
         let now = crate::clock::now_ms();
         let current: Option<Lease> = match self.leases.get(run_id).map_err(|e| self.database(e))? {
             Some(bytes) => Some(decode(run_id.as_bytes(), &bytes)?),
