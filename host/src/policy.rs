@@ -27,6 +27,7 @@
 //! [runtime]
 //! concurrency = 8           # steps running at once on this host, over all runs; default: 8
 //! max_input = "256MiB"      # a run's input document plus its input blobs; default: 256MiB
+//! recover = false           # `plait run` first continues runs a dead host left in flight; default: false
 //!
 //! [retention]
 //! runs = "30d"              # finished runs (and blobs only they use) are kept this long; default: 30d
@@ -82,6 +83,8 @@ pub struct Policy {
     pub concurrency: usize,
     /// The most a run's input (document plus blobs) may weigh, in bytes.
     pub max_input: u64,
+    /// Whether `plait run` continues the runs a dead host left in flight.
+    pub recover: bool,
     /// How long finished runs are kept.
     pub retention: std::time::Duration,
     /// Whether `plait run` collects garbage on its own (once a day).
@@ -110,6 +113,7 @@ impl Default for Policy {
             model_dir: None,
             concurrency: crate::executor::DEFAULT_HOST_CONCURRENCY,
             max_input: DEFAULT_MAX_INPUT,
+            recover: false,
             retention: DEFAULT_RETENTION,
             auto_gc: true,
         }
@@ -269,6 +273,7 @@ struct RetentionTable {
 struct RuntimeTable {
     concurrency: Option<usize>,
     max_input: Option<String>,
+    recover: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -479,6 +484,7 @@ impl Policy {
                     .map_err(|message| invalid("retention.runs", message))?,
             },
             auto_gc: file.retention.auto_gc.unwrap_or(true),
+            recover: file.runtime.recover.unwrap_or(false),
             max_input: match &file.runtime.max_input {
                 None => DEFAULT_MAX_INPUT,
                 Some(text) => limits::parse_size(text)

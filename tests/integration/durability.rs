@@ -516,3 +516,52 @@ fn a_store_that_cannot_write_stops_the_host_cleanly_and_the_run_resumes_later() 
         "{listed:#}"
     );
 }
+
+#[test]
+fn with_recover_on_plait_run_continues_what_a_dead_host_left_in_flight() {
+    let sandbox = Sandbox::new();
+    // Sleeps on its first attempt only, so the continued attempt is quick.
+    workflow(&sandbox, "slow.yaml", "    config: { sleep_ms: 600000 }\n");
+    workflow(&sandbox, "quick.yaml", "");
+    sandbox.write("plait.toml", "[runtime]\nrecover = true\n");
+    let mut child = sandbox
+        .plait()
+        .args(["run", "slow.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead as _;
+        let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.map_while(Result::ok) {
+            if line.contains(" invoked ") {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Without the setting, another run leaves it alone.
+    assert_exit(&sandbox.run(&["run", "quick.yaml"]), 0);
+    let listed = json(&sandbox.run(&["runs", "list", "--json"]));
+    assert_eq!(listed[0]["status"], "running", "{listed:#}");
+
+    let output = sandbox.run(&["run", "quick.yaml", "--policy", "plait.toml"]);
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("recovered run"),
+        "{}",
+        stderr(&output)
+    );
+    let listed = json(&sandbox.run(&["runs", "list", "--json"]));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|run| run["status"] == "succeeded"),
+        "{listed:#}"
+    );
+}

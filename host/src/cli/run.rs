@@ -106,10 +106,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     collect_if_due(&store, &policy)?;
     let engine = home.engine(&policy)?;
     let plan = Plan::build_with(&engine, definition, &policy).await?;
-    let executor = Executor::with_concurrency(store, policy.concurrency);
+    let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
+    // `[runtime] recover`: this host continues what a dead one left in
+    // flight, alongside its own run.
+    let recovering = if policy.recover {
+        Some(
+            recover(
+                &engine,
+                &policy,
+                &store,
+                &executor,
+                args.idempotency_key.as_deref(),
+            )
+            .await?
+            .0,
+        )
+    } else {
+        None
+    };
     let report = executor
         .start_keyed(&plan, input, blobs, args.idempotency_key.as_deref())
         .await?;
+    if let Some(mut recovering) = recovering {
+        while let Some(joined) = recovering.join_next().await {
+            match joined? {
+                Ok(recovered) => eprintln!(
+                    "recovered run {} {}",
+                    recovered.run.id,
+                    recovered.run.status.as_str()
+                ),
+                Err(error) => eprintln!("error: a run left in flight could not go on: {error}"),
+            }
+        }
+    }
     finish(&report, args.json)
 }
 
@@ -307,33 +336,7 @@ async fn resume_all(
 ) -> anyhow::Result<ExitCode> {
     let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
     let engine = home.engine(policy)?;
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut skipped = 0;
-    for run in store.runs()? {
-        if !matches!(run.status, RunStatus::Running | RunStatus::Waiting) {
-            continue;
-        }
-        let plan = plan_of_run(&engine, policy, store, &run).await?;
-        // A run waiting for a signal would hold this command for ever.
-        let steps = store.steps(&run.id)?;
-        let awaits_signal = steps.iter().zip(&plan.steps).any(|(record, planned)| {
-            record.status == plait::store::StepStatus::Waiting
-                && matches!(
-                    planned.definition.kind,
-                    plait::definition::StepKind::Wait { .. }
-                )
-        });
-        if awaits_signal {
-            skipped += 1;
-            eprintln!(
-                "run {} waits for a signal; `plait signal` continues it",
-                run.id
-            );
-            continue;
-        }
-        let executor = executor.clone();
-        tasks.spawn(async move { executor.resume(&plan, &run.id).await });
-    }
+    let (mut tasks, skipped) = recover(&engine, policy, store, &executor, None).await?;
     let mut reports = Vec::new();
     let mut failed = 0;
     while let Some(joined) = tasks.join_next().await {
@@ -359,6 +362,53 @@ async fn resume_all(
     } else {
         ExitCode::from(super::EXIT_RUN_FAILED)
     })
+}
+
+/// Runs a dead host left in flight, each continuing as a task on
+/// `executor`: `running` ones and those `waiting` on a sleep or a backoff.
+/// Runs waiting for a signal are left alone (they would hold the command
+/// for ever) and counted.
+async fn recover(
+    engine: &plait::engine::Engine,
+    policy: &plait::policy::Policy,
+    store: &std::sync::Arc<plait::store::SledStore>,
+    executor: &Executor,
+    own_key: Option<&str>,
+) -> anyhow::Result<(
+    tokio::task::JoinSet<Result<RunReport, plait::executor::ExecutorError>>,
+    usize,
+)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut skipped = 0;
+    for run in store.runs()? {
+        // The run this command is about to start or continue itself.
+        if !matches!(run.status, RunStatus::Running | RunStatus::Waiting)
+            || (own_key.is_some() && run.idempotency_key.as_deref() == own_key)
+        {
+            continue;
+        }
+        let plan = plan_of_run(engine, policy, store, &run).await?;
+        // A run waiting for a signal would hold this command for ever.
+        let steps = store.steps(&run.id)?;
+        let awaits_signal = steps.iter().zip(&plan.steps).any(|(record, planned)| {
+            record.status == plait::store::StepStatus::Waiting
+                && matches!(
+                    planned.definition.kind,
+                    plait::definition::StepKind::Wait { .. }
+                )
+        });
+        if awaits_signal {
+            skipped += 1;
+            eprintln!(
+                "run {} waits for a signal; `plait signal` continues it",
+                run.id
+            );
+            continue;
+        }
+        let executor = executor.clone();
+        tasks.spawn(async move { executor.resume(&plan, &run.id).await });
+    }
+    Ok((tasks, skipped))
 }
 
 /// The plan a run started with: its definition and components as pinned in
