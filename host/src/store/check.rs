@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{BlobRef, RunStore, StoreError};
 use crate::engine::digest;
+use crate::plan::error_chain;
 
 /// What the check found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -131,15 +132,4 @@ pub fn check(store: &dyn RunStore) -> Result<CheckReport, StoreError> {
         }
     }
     Ok(report)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
