@@ -1014,10 +1014,9 @@ impl<'a> Scheduler<'a> {
     /// sets it skipped, waiting, fanned out or ready.
     async fn start(&mut self, index: usize, now: u64) -> Result<(), ExecutorError> {
         let definition = &self.plan.steps[index].definition;
-        let context = self.context(index, None);
         if let Some(condition) = definition.condition.clone() {
             let shown = condition.text().to_owned();
-            let ctx = context.clone();
+            let ctx = self.context(index, None);
             match evaluate_bounded(&shown, move || condition.run(&ctx)).await {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
@@ -1066,6 +1065,7 @@ impl<'a> Scheduler<'a> {
                 }
                 Some(for_each) => {
                     let shown = for_each.text().to_owned();
+                    let context = self.context(index, None);
                     let items = match evaluate_bounded(&shown, move || for_each.run(&context)).await
                     {
                         Ok(Value::Array(items)) => items,
@@ -1165,9 +1165,11 @@ impl<'a> Scheduler<'a> {
             _ => index,
         };
         let definition = &self.plan.steps[source].definition;
-        let context = self.context(index, item);
         let json = match &definition.input {
             Some(template) => {
+                // Built only when an expression reads it: it holds every
+                // step the step may read.
+                let context = self.context(index, item);
                 let template = template.clone();
                 evaluate_bounded("input", move || template.evaluate(&context))
                     .await

@@ -605,12 +605,11 @@ impl RunStore for SledStore {
             token: current.map_or(1, |current| current.token + 1),
             expires_at_ms: now + ttl_ms,
         };
+        // Not flushed on its own: the run's next commit flushes it, and a
+        // lease lost in a crash lapses when the store is opened again.
         self.leases
             .insert(run_id, encode(&lease))
             .map_err(|e| self.database(e))?;
-        if self.durability == Durability::Durable {
-            self.db.flush().map_err(|error| self.database(error))?;
-        }
         Ok(lease)
     }
 
