@@ -998,7 +998,17 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        match SledStore::open(dir.path()) {
+        // sled releases its file lock from a background thread after the
+        // last handle is dropped: wait for it rather than race it.
+        let mut opened = SledStore::open(dir.path());
+        for _ in 0..50 {
+            if !matches!(opened, Err(StoreError::Locked { .. })) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            opened = SledStore::open(dir.path());
+        }
+        match opened {
             Err(StoreError::Foreign { found, .. }) => {
                 assert!(found.contains("plait-journal/99"), "{found}")
             }
