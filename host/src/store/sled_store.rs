@@ -748,6 +748,20 @@ mod tests {
     use crate::capabilities::StepLogs;
     use crate::store::{BlobRef, RunStatus, StepStatus, WorkflowRef};
 
+    /// Opens the store again after the last handle was dropped: sled
+    /// releases its file lock from a background thread, so wait for it.
+    fn reopen(path: &Path) -> SledStore {
+        for _ in 0..50 {
+            match SledStore::open(path) {
+                Err(StoreError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(100))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("the store stays locked");
+    }
+
     fn run(id: &str) -> RunRecord {
         RunRecord {
             id: id.to_owned(),
@@ -845,7 +859,7 @@ mod tests {
         // Reopening the store (the process that held it is gone) lets the
         // lease lapse, and the next token is higher still.
         drop(store);
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let third = store.acquire_lease("r1", "c", 60_000).unwrap();
         assert_eq!(third.token, 3);
     }
@@ -878,7 +892,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.run("r1").unwrap(), Some(record));
         let read: Vec<u32> = store.steps("r1").unwrap().iter().map(|s| s.index).collect();
         assert_eq!(read, (0..11).collect::<Vec<_>>());
