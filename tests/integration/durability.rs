@@ -19,6 +19,33 @@ fn invocations(output: &std::process::Output) -> usize {
         .count()
 }
 
+/// Starts `plait ARGS` with run events on stderr, waits for a line
+/// containing `needle`, then SIGKILLs it; returns that line.
+fn kill_at(sandbox: &Sandbox, args: &[&str], needle: &str) -> String {
+    use std::io::BufRead as _;
+    let mut child = sandbox
+        .plait()
+        .args(args)
+        .env("PLAIT_LOG", "warn,plait::step=info,plait::executor=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let found = lines
+        .map_while(Result::ok)
+        .find(|line| line.contains(needle));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    found.unwrap_or_else(|| panic!("`plait {}` never logged `{needle}`", args.join(" ")))
+}
+
+/// The run id in a log line (`run=ID`).
+fn run_field(line: &str) -> String {
+    let start = line.find("run=").expect("a run field") + 4;
+    line[start..].split_whitespace().next().unwrap().to_owned()
+}
+
 fn workflow(sandbox: &Sandbox, name: &str, step: &str) {
     sandbox.write(
         name,
@@ -105,35 +132,12 @@ fn repeating_a_keyed_run_after_a_kill_continues_it() {
         "workflow.yaml",
         "    config: { sleep_ms: 600000 }\n",
     );
-    let mut child = sandbox
-        .plait()
-        .args(["run", "workflow.yaml", "--idempotency-key", "job-7"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the step is running (it logged `invoked`), then SIGKILL.
-    let stderr_pipe = child.stderr.take().unwrap();
-    let (sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stderr_pipe)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = sender.send(line);
-        }
-    });
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the step started");
-        if line.contains(" invoked ") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // SIGKILL once the step is running (it logged `invoked`).
+    kill_at(
+        &sandbox,
+        &["run", "workflow.yaml", "--idempotency-key", "job-7"],
+        " invoked ",
+    );
 
     let (again, report) = run(
         &sandbox,
@@ -288,28 +292,11 @@ fn gc_removes_finished_runs_and_their_blobs_but_never_what_a_waiting_run_needs()
     }
     // A run left waiting for a signal by a killed host, with an input blob.
     sandbox.write("document.txt", "keep me");
-    let mut child = sandbox
-        .plait()
-        .args(["run", "waiting.yaml", "--file", "document=document.txt"])
-        .env("PLAIT_LOG", "warn,plait::executor=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let run_id = {
-        use std::io::BufRead as _;
-        let mut lines = std::io::BufReader::new(stderr_pipe).lines();
-        loop {
-            let line = lines.next().expect("a waiting line").unwrap();
-            if line.contains("waiting for a signal") {
-                let start = line.find("run=").unwrap() + 4;
-                break line[start..].split_whitespace().next().unwrap().to_owned();
-            }
-        }
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let run_id = run_field(&kill_at(
+        &sandbox,
+        &["run", "waiting.yaml", "--file", "document=document.txt"],
+        "waiting for a signal",
+    ));
 
     let dry = json(&sandbox.run(&["gc", "--older-than", "0s", "--dry-run", "--json"]));
     assert_eq!(dry["runs"], 2, "{dry:#}");
@@ -359,24 +346,7 @@ fn resume_all_continues_every_run_left_in_flight_but_not_those_awaiting_a_signal
     sandbox.write("inputs.jsonl", "{\"n\": 1}\n{\"n\": 2}\n{\"n\": 3}\n");
 
     // A host waiting for a signal, killed.
-    let mut waiting = sandbox
-        .plait()
-        .args(["run", "waiting.yaml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::BufRead as _;
-        let lines = std::io::BufReader::new(waiting.stderr.take().unwrap()).lines();
-        for line in lines.map_while(Result::ok) {
-            if line.contains("waiting for a signal") {
-                break;
-            }
-        }
-    }
-    waiting.kill().unwrap();
-    waiting.wait().unwrap();
+    kill_at(&sandbox, &["run", "waiting.yaml"], "waiting for a signal");
 
     // A batch killed while its runs are inside their first step.
     let mut batch = sandbox
@@ -524,24 +494,7 @@ fn with_recover_on_plait_run_continues_what_a_dead_host_left_in_flight() {
     workflow(&sandbox, "slow.yaml", "    config: { sleep_ms: 600000 }\n");
     workflow(&sandbox, "quick.yaml", "");
     sandbox.write("plait.toml", "[runtime]\nrecover = true\n");
-    let mut child = sandbox
-        .plait()
-        .args(["run", "slow.yaml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::BufRead as _;
-        let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        for line in lines.map_while(Result::ok) {
-            if line.contains(" invoked ") {
-                break;
-            }
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at(&sandbox, &["run", "slow.yaml"], " invoked ");
 
     // Without the setting, another run leaves it alone.
     assert_exit(&sandbox.run(&["run", "quick.yaml"]), 0);
