@@ -123,6 +123,7 @@ async fn invoke(component: &LoadedComponent, sandbox: &Sandbox, input: &Payload)
         step_id: "step".into(),
         attempt: 1,
         idempotency_key: "bench/step".into(),
+        traceparent: None,
     };
     let invoked = component.invoke(&invocation, sandbox, input).await;
     invoked.result.expect("the step succeeds").json

@@ -568,6 +568,7 @@ fn finished_step(run_id: &str, index: u32) -> StepRecord {
         status: StepStatus::Succeeded,
         attempts: 1,
         component_digest: "sha256:00".into(),
+        component: Some("echo".into()),
         started_at_ms: Some(0),
         finished_at_ms: Some(0),
         duration_ms: Some(0),
@@ -622,6 +623,8 @@ fn prefill(dir: &std::path::Path, count: usize) {
         error: None,
         idempotency_key: None,
         deadline_ms: None,
+        trace: None,
+        started_by: None,
     };
     for _ in 0..count {
         let run = plait::store::RunRecord {

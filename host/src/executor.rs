@@ -15,13 +15,15 @@
 //! a `sleep`, a `wait` for a signal. A restart resumes the pause where it
 //! was, not from the start, and a waiting run holds no worker.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::clock::now_ms;
 use crate::definition::{
@@ -32,10 +34,11 @@ use crate::plan::Plan;
 use crate::schema::{Schema, Violations};
 use crate::step::{Blob, FailureKind, InvocationInfo, Payload, StepFailure};
 use crate::store::{
-    AttemptRecord, BlobRef, CacheEntry, CacheHit, Commit, IdempotencyRecord, ItemRecord, Lease,
+    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, Commit, IdempotencyRecord, ItemRecord, Lease,
     LogsEntry, RunRecord, RunStatus, RunStore, Signal, StepRecord, StepStatus, StoreError,
     WorkflowRef,
 };
+use crate::telemetry::{Metrics, RunTrace, TraceContext};
 
 /// How many steps run at once across every run of one executor, unless
 /// the operator sets another number.
@@ -143,6 +146,101 @@ pub struct Executor {
     slots: Arc<Semaphore>,
     /// This executor's id, the holder of the leases it takes.
     id: String,
+    metrics: Arc<Metrics>,
+    events: tokio::sync::broadcast::Sender<RunEvent>,
+}
+
+/// Something that happened to a run, as it happened: what a progress bar
+/// or an event stream follows. Delivery is best effort (a slow subscriber
+/// misses events); the store is the record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunEvent {
+    /// The run.
+    pub run_id: String,
+    /// Its workflow.
+    pub workflow: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// Steps done (succeeded, skipped, recovered, or failed and gone past).
+    pub steps_done: usize,
+    /// Steps in the workflow.
+    pub steps_total: usize,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: RunEventKind,
+}
+
+/// What a [`RunEvent`] reports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEventKind {
+    /// This process began executing the run (a start or a resume).
+    RunStarted,
+    /// An attempt began.
+    StepStarted {
+        /// The step.
+        step: String,
+        /// The item of a fan-out.
+        item: Option<u32>,
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// An attempt ended: `succeeded`, `retrying` or `failed`.
+    StepFinished {
+        /// The step.
+        step: String,
+        /// The item of a fan-out.
+        item: Option<u32>,
+        /// The attempt number.
+        attempt: u32,
+        /// How it ended.
+        status: String,
+        /// How long it took.
+        latency_ms: u64,
+    },
+    /// The run ended.
+    RunFinished {
+        /// `succeeded` or `failed`.
+        status: String,
+        /// Why it failed.
+        error: Option<String>,
+    },
+}
+
+/// Who asks for an action, and the trace it belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// Who, for the audit log: `user:NAME` (the CLI), `token:NAME` (the
+    /// HTTP API). `None`: `host`.
+    pub actor: Option<String>,
+    /// The caller's trace context (a W3C `traceparent`): the run's spans
+    /// become its children.
+    pub trace_parent: Option<TraceContext>,
+}
+
+impl Origin {
+    fn actor(&self) -> String {
+        self.actor.clone().unwrap_or_else(|| "host".to_owned())
+    }
+}
+
+/// The span of one process's work on a run: the run's root span when it
+/// starts it, a child of that root when it resumes it.
+fn run_span(plan: &Plan, resumed: bool) -> tracing::Span {
+    let name = if resumed { "resume" } else { "run" };
+    tracing::info_span!(
+        target: "plait::executor",
+        "run",
+        otel.name = %format!("{name} {}", plan.definition.name),
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+        run_id = Empty,
+        workflow_id = %plan.definition.name,
+        workflow_version = %plan.definition.version,
+        resumed,
+        trace_id = Empty,
+        span_id = Empty,
+    )
 }
 
 /// How long a run's lease lasts unless renewed.
@@ -165,7 +263,25 @@ impl Executor {
             store,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             id: format!("executor-{}", uuid::Uuid::now_v7()),
+            metrics: Arc::new(Metrics::new()),
+            events: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Events of every run this executor executes, from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RunEvent> {
+        self.events.subscribe()
+    }
+
+    /// Counts into `metrics` (one registry a `/metrics` endpoint serves).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Executor {
+        self.metrics = metrics;
+        self
+    }
+
+    /// What this executor counts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The journal.
@@ -195,19 +311,38 @@ impl Executor {
         blobs: Vec<Blob>,
         key: Option<&str>,
     ) -> Result<RunReport, ExecutorError> {
-        let (run, new) = self.create(plan, input, blobs, key)?;
+        self.start_with(plan, input, blobs, key, &Origin::default())
+            .await
+    }
+
+    /// [`Executor::start_keyed`] on behalf of `origin`: the audit log names
+    /// its actor, and the run's trace continues its trace context.
+    pub async fn start_with(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+        origin: &Origin,
+    ) -> Result<RunReport, ExecutorError> {
+        let span = run_span(plan, false);
+        let root = TraceContext::enter_trace(&span, origin.trace_parent.as_ref());
+        let trace = RunTrace::new(&root, origin.trace_parent.as_ref());
+        let (run, new) = self.create_with(plan, input, blobs, key, origin, Some(trace))?;
+        span.record("run_id", run.id.as_str());
         if !new {
-            tracing::info!(run = %run.id, key = key.unwrap_or(""), "idempotency key already used; the same run");
+            tracing::info!(target: "plait::executor", parent: &span, key = key.unwrap_or(""), "idempotency key already used; the same run");
+            drop(span);
             if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
                 let steps = self.store.steps(&run.id)?;
                 return Ok(RunReport { run, steps });
             }
-            return self.resume(plan, &run.id).await;
+            return self.resume_with(plan, &run.id, origin).await;
         }
         let lease = self.store.acquire_lease(&run.id, &self.id, LEASE_TTL_MS)?;
         let steps = self.store.steps(&run.id)?;
-        tracing::info!(run = %run.id, workflow = %run.workflow.name, "run started");
-        self.execute(plan, run, steps, lease).await
+        tracing::info!(target: "plait::executor", parent: &span, "run started");
+        self.execute(plan, run, steps, lease, span).await
     }
 
     /// Checks the input and records a new run of `plan`, without running it.
@@ -219,6 +354,18 @@ impl Executor {
         input: Value,
         blobs: Vec<Blob>,
         key: Option<&str>,
+    ) -> Result<(RunRecord, bool), ExecutorError> {
+        self.create_with(plan, input, blobs, key, &Origin::default(), None)
+    }
+
+    fn create_with(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+        origin: &Origin,
+        trace: Option<RunTrace>,
     ) -> Result<(RunRecord, bool), ExecutorError> {
         for (index, blob) in blobs.iter().enumerate() {
             if blobs[..index].iter().any(|other| other.name == blob.name) {
@@ -304,6 +451,8 @@ impl Executor {
             output_blobs: Vec::new(),
             error: None,
             idempotency_key: key.map(str::to_owned),
+            trace,
+            started_by: Some(origin.actor()),
             deadline_ms: plan
                 .definition
                 .timeout
@@ -320,6 +469,10 @@ impl Executor {
                 status: StepStatus::Pending,
                 attempts: 0,
                 component_digest: step.component_digest().to_owned(),
+                component: step
+                    .component
+                    .as_ref()
+                    .map(|component| component.description.name.clone()),
                 started_at_ms: None,
                 finished_at_ms: None,
                 duration_ms: None,
@@ -343,7 +496,19 @@ impl Executor {
                 },
             )
         });
+        let audit = AuditRecord {
+            at_ms: now,
+            actor: origin.actor(),
+            action: "run.start".to_owned(),
+            run_id: Some(run_id.clone()),
+            workflow: Some(plan.definition.name.clone()),
+            detail: match key {
+                Some(key) => json!({"idempotency_key": key}),
+                None => Value::Null,
+            },
+        };
         let committed = self.store.commit(Commit {
+            audit: Some(&audit),
             run: Some(&run),
             steps: steps.iter().collect(),
             blobs: contents
@@ -359,7 +524,10 @@ impl Executor {
             ..Commit::default()
         });
         match committed {
-            Ok(()) => Ok((run, true)),
+            Ok(()) => {
+                self.metrics.run_started(&run.workflow.name);
+                Ok((run, true))
+            }
             // Another start with the key won the race: its run is the one.
             Err(StoreError::KeyTaken(key)) => {
                 let digest = &request.as_ref().expect("a key was claimed").1;
@@ -399,6 +567,16 @@ impl Executor {
     /// where they were, and failed steps are tried again. A run that already
     /// succeeded is returned as it is, without executing anything.
     pub async fn resume(&self, plan: &Plan, run_id: &str) -> Result<RunReport, ExecutorError> {
+        self.resume_with(plan, run_id, &Origin::default()).await
+    }
+
+    /// [`Executor::resume`] on behalf of `origin` (for the audit log).
+    pub async fn resume_with(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        origin: &Origin,
+    ) -> Result<RunReport, ExecutorError> {
         let run = self
             .store
             .run(run_id)?
@@ -478,14 +656,31 @@ impl Executor {
                 .timeout
                 .map(|timeout| now_ms() + timeout.as_millis() as u64);
         }
+        // The resume's spans join the run's trace, under its root span.
+        let span = run_span(plan, true);
+        span.record("run_id", run.id.as_str());
+        let parent = run.trace.as_ref().and_then(RunTrace::context);
+        let context = TraceContext::enter_trace(&span, parent.as_ref());
+        if run.trace.is_none() {
+            run.trace = Some(RunTrace::new(&context, None));
+        }
+        let audit = AuditRecord {
+            at_ms: now_ms(),
+            actor: origin.actor(),
+            action: "run.resume".to_owned(),
+            run_id: Some(run.id.clone()),
+            workflow: Some(run.workflow.name.clone()),
+            detail: json!({"was": if failed_before { "failed" } else { "interrupted" }}),
+        };
         self.store.commit(Commit {
             run: Some(&run),
             steps: changed.iter().map(|&index| &steps[index]).collect(),
             fence: Some((run_id, &lease.holder, lease.token)),
+            audit: Some(&audit),
             ..Commit::default()
         })?;
-        tracing::info!(run = %run.id, "run resumed");
-        self.execute(plan, run, steps, lease).await
+        tracing::info!(target: "plait::executor", parent: &span, "run resumed");
+        self.execute(plan, run, steps, lease, span).await
     }
 
     /// Delivers `data` to `wait` step `step_id` of run `run_id`. The run
@@ -497,6 +692,18 @@ impl Executor {
         run_id: &str,
         step_id: &str,
         data: Value,
+    ) -> Result<(), ExecutorError> {
+        self.signal_with(plan, run_id, step_id, data, &Origin::default())
+    }
+
+    /// [`Executor::signal`] on behalf of `origin` (for the audit log).
+    pub fn signal_with(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        step_id: &str,
+        data: Value,
+        origin: &Origin,
     ) -> Result<(), ExecutorError> {
         let run = self
             .store
@@ -522,9 +729,11 @@ impl Executor {
             step_id: step_id.to_owned(),
             data,
             sent_at_ms: now_ms(),
+            sent_by: Some(origin.actor()),
         };
         self.store.commit(Commit {
             signal: Some(&signal),
+            audit: Some(&signal.audit()),
             ..Commit::default()
         })?;
         Ok(())
@@ -536,9 +745,13 @@ impl Executor {
         run: RunRecord,
         steps: Vec<StepRecord>,
         lease: Lease,
+        span: tracing::Span,
     ) -> Result<RunReport, ExecutorError> {
-        let mut scheduler = Scheduler::new(self, plan, run, steps, lease);
-        let result = scheduler.run().await;
+        let mut scheduler = Scheduler::new(self, plan, run, steps, lease, span.clone());
+        self.metrics.run_active(true);
+        let result = scheduler.run().instrument(span).await;
+        self.metrics.run_active(false);
+        self.metrics.queue(-scheduler.queued);
         // Whatever happened, no invocation outlives the scheduler, and the
         // run is free for the next executor.
         scheduler.tasks.abort_all();
@@ -643,6 +856,16 @@ struct Scheduler<'a> {
     lease: Lease,
     /// When the lease was last extended.
     renewed_at_ms: u64,
+    /// This process's span of the run.
+    span: tracing::Span,
+    metrics: Arc<Metrics>,
+    events: tokio::sync::broadcast::Sender<RunEvent>,
+    /// The span of each attempt in flight.
+    attempt_spans: HashMap<Unit, tracing::Span>,
+    /// The span of each pause (a backoff, a wait, a sleep) in progress.
+    pauses: HashMap<Unit, tracing::Span>,
+    /// Units ready but not started, as last counted in the queue gauge.
+    queued: i64,
 }
 
 impl<'a> Scheduler<'a> {
@@ -652,6 +875,7 @@ impl<'a> Scheduler<'a> {
         run: RunRecord,
         steps: Vec<StepRecord>,
         lease: Lease,
+        span: tracing::Span,
     ) -> Scheduler<'a> {
         let definition = &plan.definition;
         let index_of = |id: &crate::definition::StepId| {
@@ -709,7 +933,85 @@ impl<'a> Scheduler<'a> {
             announced: HashSet::new(),
             lease,
             renewed_at_ms: now_ms(),
+            span,
+            metrics: executor.metrics.clone(),
+            events: executor.events.clone(),
+            attempt_spans: HashMap::new(),
+            pauses: HashMap::new(),
+            queued: 0,
         }
+    }
+
+    /// The name step `index`'s component declares, for metrics; the step id
+    /// for a built-in step.
+    fn component_name(&self, index: usize) -> String {
+        match &self.plan.steps[index].component {
+            Some(component) => component.description.name.clone(),
+            None => self.steps[index].id.clone(),
+        }
+    }
+
+    /// Opens the span of a pause of `unit` (`backoff`, `wait`, `sleep`),
+    /// unless one is open; it closes when the pause ends.
+    fn pause(&mut self, unit: Unit, kind: &'static str) {
+        if self.pauses.contains_key(&unit) {
+            return;
+        }
+        let step = self.steps[unit.0].id.clone();
+        let span = tracing::info_span!(
+            target: "plait::executor",
+            parent: &self.span,
+            "pause",
+            otel.name = %format!("{kind} {step}"),
+            kind,
+            step = %step,
+            item = unit.1,
+        );
+        self.pauses.insert(unit, span);
+    }
+
+    /// Tells subscribers, if any.
+    fn event(&self, kind: RunEventKind) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.events.send(RunEvent {
+            run_id: self.run.id.clone(),
+            workflow: self.run.workflow.name.clone(),
+            at_ms: now_ms(),
+            steps_done: self.steps.iter().filter(|record| finished(record)).count(),
+            steps_total: self.steps.len(),
+            kind,
+        });
+    }
+
+    /// Logs how the run ended (the line that closes its log file), and
+    /// counts it.
+    fn ended(&self) {
+        let status = self.run.status;
+        self.event(RunEventKind::RunFinished {
+            status: status.as_str().to_owned(),
+            error: self.run.error.clone(),
+        });
+        let duration_ms = now_ms().saturating_sub(self.run.created_at_ms);
+        self.metrics.run_finished(&self.run.workflow.name, status);
+        match &self.run.error {
+            Some(error) => {
+                self.span.record("otel.status_code", "ERROR");
+                self.span.record("otel.status_description", error.as_str());
+                tracing::info!(target: "plait::executor", run_status = status.as_str(), duration_ms, error = %error, "run {}", status.as_str());
+            }
+            None => {
+                self.span.record("otel.status_code", "OK");
+                tracing::info!(target: "plait::executor", run_status = status.as_str(), duration_ms, "run {}", status.as_str());
+            }
+        }
+    }
+
+    /// Whether a failed attempt of step `index` will be tried again.
+    fn will_retry(&self, index: usize, attempt: u32, failure: &StepFailure) -> bool {
+        let policy = self.plan.steps[index].definition.retry;
+        attempt > 0 && failure.kind.is_retryable() && attempt < policy.max_attempts
     }
 
     /// Commits under the run's lease: refused if another executor took the
@@ -742,6 +1044,7 @@ impl<'a> Scheduler<'a> {
     }
 
     async fn run(&mut self) -> Result<RunReport, ExecutorError> {
+        self.event(RunEventKind::RunStarted);
         loop {
             self.renew_lease()?;
             if self.waits_for_signal() {
@@ -774,6 +1077,9 @@ impl<'a> Scheduler<'a> {
             } else {
                 false
             };
+            let queued = self.ready.len() as i64;
+            self.metrics.queue(queued - self.queued);
+            self.queued = queued;
             if self.tasks.is_empty()
                 && let Some(report) = self.finish().await?
             {
@@ -889,8 +1195,7 @@ impl<'a> Scheduler<'a> {
                     && self.announced.insert(index)
                 {
                     tracing::info!(
-                        run = %self.run.id,
-                        step = %record.id,
+                                step = %record.id,
                         "waiting for a signal; deliver it with `plait signal {} {}`",
                         self.run.id,
                         record.id
@@ -923,6 +1228,14 @@ impl<'a> Scheduler<'a> {
                     self.start(index, now).await?;
                 }
                 StepStatus::Waiting => match kind {
+                    StepKind::Sleep { .. } if !self.pauses.contains_key(&(index, None)) => {
+                        self.pause((index, None), "sleep");
+                        self.progress = true;
+                    }
+                    StepKind::Wait { .. } if !self.pauses.contains_key(&(index, None)) => {
+                        self.pause((index, None), "wait");
+                        self.progress = true;
+                    }
                     StepKind::Sleep { .. } => {
                         if self.steps[index].wake_at_ms.is_none_or(|wake| now >= wake) {
                             self.succeed(index, Value::Null, Vec::new())?;
@@ -931,7 +1244,7 @@ impl<'a> Scheduler<'a> {
                     StepKind::Wait { timeout, default } => {
                         let id = self.steps[index].id.clone();
                         if let Some(signal) = self.store.signal(&self.run.id, &id)? {
-                            tracing::info!(run = %self.run.id, step = %id, "signal received");
+                            tracing::info!(step = %id, "signal received");
                             self.succeed(index, signal.data, Vec::new())?;
                         } else if self.steps[index].wake_at_ms.is_some_and(|wake| now >= wake) {
                             let waited = timeout.map(humantime::format_duration);
@@ -1023,7 +1336,7 @@ impl<'a> Scheduler<'a> {
                     let record = &mut self.steps[index];
                     record.status = StepStatus::Skipped;
                     record.finished_at_ms = Some(now);
-                    tracing::debug!(run = %self.run.id, step = %record.id, "step skipped");
+                    tracing::debug!(step = %record.id, "step skipped");
                     self.commit_step(index)?;
                     return Ok(());
                 }
@@ -1360,7 +1673,8 @@ impl<'a> Scheduler<'a> {
             step_id: entry.step_id,
             created_at_ms: entry.created_at_ms,
         };
-        tracing::info!(run = %self.run.id, step = %self.steps[index].id, item, from_run = %hit.run_id, "step output reused from the cache");
+        tracing::info!(step = %self.steps[index].id, item, from_run = %hit.run_id, status = "cached", "step output reused from the cache");
+        self.metrics.cache_hit(&self.component_name(index));
         let now = now_ms();
         let record = &mut self.steps[index];
         match item {
@@ -1433,19 +1747,50 @@ impl<'a> Scheduler<'a> {
                 InvocationInfo::idempotency_key(&self.run.id, &step_id)
             ),
         };
+        // The attempt's span: a child of this process's run span, its
+        // context passed on to the step's HTTP requests.
+        let span = tracing::info_span!(
+            target: "plait::executor",
+            parent: &self.span,
+            "step",
+            otel.name = %format!("step {step_id}"),
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            step = %step_id,
+            item = Empty,
+            attempt,
+            component = %self.component_name(index),
+            trace_id = Empty,
+            span_id = Empty,
+            status = Empty,
+            latency_ms = Empty,
+        );
+        if let Some(item) = item {
+            span.record("item", item);
+        }
+        let context = TraceContext::enter_trace(&span, None);
+        // A pause before this attempt (its backoff) is over.
+        self.pauses.remove(&unit);
         let invocation = InvocationInfo {
             run_id: self.run.id.clone(),
             step_id,
             attempt,
             idempotency_key,
+            traceparent: Some(context.to_traceparent()),
         };
         let component = planned
             .component
             .clone()
             .expect("component steps have a component");
         let sandbox = planned.sandbox.clone();
-        tracing::debug!(run = %self.run.id, step = %invocation.step_id, item, attempt, "step started");
+        tracing::debug!(target: "plait::executor", parent: &span, "step started");
+        self.event(RunEventKind::StepStarted {
+            step: invocation.step_id.clone(),
+            item,
+            attempt,
+        });
         self.in_flight.insert(unit);
+        self.attempt_spans.insert(unit, span.clone());
         self.tasks.spawn(async move {
             let _permits = permits;
             let started_at_ms = now_ms();
@@ -1459,8 +1804,61 @@ impl<'a> Scheduler<'a> {
                 started_at_ms,
                 duration_ms: started.elapsed().as_millis() as u64,
             }
-        });
+        }.instrument(span));
         Ok(())
+    }
+
+    /// Counts an attempt, closes its span with its status, and logs the
+    /// line every finished attempt gets.
+    fn attempt_finished(
+        &mut self,
+        unit: Unit,
+        attempt: u32,
+        duration_ms: u64,
+        (instantiation, fuel): &(Option<Duration>, Option<u64>),
+        result: &Result<Payload, StepFailure>,
+    ) {
+        let (index, _) = unit;
+        let component = self.component_name(index);
+        if let Some(instantiation) = instantiation {
+            self.metrics
+                .instantiated(&component, instantiation.as_secs_f64());
+        }
+        if let Some(fuel) = fuel {
+            self.metrics.fuel(&component, *fuel);
+        }
+        let failure = result.as_ref().err();
+        self.metrics
+            .attempt(&component, duration_ms as f64 / 1000.0, failure);
+        let span = self
+            .attempt_spans
+            .remove(&unit)
+            .unwrap_or_else(tracing::Span::none);
+        let status = match failure {
+            None => "succeeded",
+            Some(failure) if self.will_retry(index, attempt, failure) => "retrying",
+            Some(_) => "failed",
+        };
+        span.record("status", status);
+        span.record("latency_ms", duration_ms);
+        self.event(RunEventKind::StepFinished {
+            step: self.steps[index].id.clone(),
+            item: unit.1,
+            attempt,
+            status: status.to_owned(),
+            latency_ms: duration_ms,
+        });
+        match failure {
+            None => {
+                span.record("otel.status_code", "OK");
+                tracing::info!(target: "plait::executor", parent: &span, status, latency_ms = duration_ms, "step attempt finished");
+            }
+            Some(failure) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", failure.to_string());
+                tracing::info!(target: "plait::executor", parent: &span, status, latency_ms = duration_ms, error = %failure, "step attempt finished");
+            }
+        }
     }
 
     /// Records what an invocation returned.
@@ -1475,6 +1873,7 @@ impl<'a> Scheduler<'a> {
         } = done;
         self.in_flight.remove(&unit);
         let (index, item) = unit;
+        let invoked_stats = (invoked.instantiation, invoked.fuel_consumed);
         let logs = invoked.logs;
         {
             let record = &mut self.steps[index];
@@ -1502,6 +1901,7 @@ impl<'a> Scheduler<'a> {
                 None => Ok(output),
             }
         });
+        self.attempt_finished(unit, attempt, duration_ms, &invoked_stats, &result);
         if item.is_none() {
             let history = &mut self.steps[index].history;
             history.push(AttemptRecord {
@@ -1576,12 +1976,13 @@ impl<'a> Scheduler<'a> {
                     idempotency: None,
                     cache: cache_key.as_deref().zip(entry.as_ref()),
                     fence: None,
+                    audit: None,
                 })?;
                 if let Some((primary, record)) = recovered {
-                    tracing::info!(run = %self.run.id, step = %record.id, "step recovered by its fallback");
+                    tracing::info!(step = %record.id, "step recovered by its fallback");
                     self.steps[primary] = record;
                 }
-                tracing::debug!(run = %self.run.id, step = %self.steps[index].id, item, "step succeeded");
+                tracing::debug!(step = %self.steps[index].id, item, "step succeeded");
                 if item.is_some() {
                     self.complete_fan_out(index)?;
                 }
@@ -1602,6 +2003,11 @@ impl<'a> Scheduler<'a> {
     ) -> Result<(), StoreError> {
         let (index, item) = unit;
         let policy = self.plan.steps[index].definition.retry;
+        let retry = self.will_retry(index, attempt, &failure);
+        if retry {
+            self.metrics.retry(&self.component_name(index));
+            self.pause(unit, "backoff");
+        }
         let logs_entry = logs.map(|logs| LogsEntry {
             run_id: &self.run.id,
             index: index as u32,
@@ -1609,11 +2015,10 @@ impl<'a> Scheduler<'a> {
             attempt,
             logs,
         });
-        if attempt > 0 && failure.kind.is_retryable() && attempt < policy.max_attempts {
+        if retry {
             let delay = policy.delay(attempt, fastrand::f64());
             let wake = now_ms() + delay.as_millis() as u64;
             tracing::info!(
-                run = %self.run.id,
                 step = %self.steps[index].id,
                 item,
                 attempt,
@@ -1657,6 +2062,7 @@ impl<'a> Scheduler<'a> {
         item: Option<u32>,
         failure: StepFailure,
     ) -> Result<(), StoreError> {
+        self.pauses.remove(&(index, item));
         let definition = &self.plan.steps[index].definition;
         let on_error = definition.on_error.clone();
         let id = self.steps[index].id.clone();
@@ -1682,7 +2088,7 @@ impl<'a> Scheduler<'a> {
         match on_error {
             OnError::Continue => {
                 record.output = Some(json!({"error": failure}));
-                tracing::info!(run = %self.run.id, step = %id, error = %failure, "step failed; the run goes on");
+                tracing::info!(step = %id, error = %failure, "step failed; the run goes on");
                 self.commit_step(index)?;
                 // A fallback that failed this way leaves its step failed
                 // the same way.
@@ -1694,7 +2100,7 @@ impl<'a> Scheduler<'a> {
                 }
             }
             OnError::Fallback(ref fallback) => {
-                tracing::info!(run = %self.run.id, step = %id, fallback = %fallback, error = %failure, "step failed; running its fallback");
+                tracing::info!(step = %id, fallback = %fallback, error = %failure, "step failed; running its fallback");
                 self.commit_step(index)?;
             }
             OnError::Fail => {
@@ -1770,6 +2176,7 @@ impl<'a> Scheduler<'a> {
         output: Value,
         blobs: Vec<BlobRef>,
     ) -> Result<(), StoreError> {
+        self.pauses.remove(&(index, None));
         let record = &mut self.steps[index];
         record.status = StepStatus::Succeeded;
         record.output = Some(output);
@@ -1793,7 +2200,7 @@ impl<'a> Scheduler<'a> {
                 run: Some(&self.run),
                 ..Commit::default()
             })?;
-            tracing::info!(run = %self.run.id, error = self.run.error.as_deref().unwrap_or(""), "run failed");
+            self.ended();
             return Ok(Some(self.report()));
         }
         // Fallbacks whose step did not fail are not needed.
@@ -1837,6 +2244,7 @@ impl<'a> Scheduler<'a> {
                             run: Some(&self.run),
                             ..Commit::default()
                         })?;
+                        self.ended();
                         return Ok(Some(self.report()));
                     }
                 }
@@ -1862,7 +2270,7 @@ impl<'a> Scheduler<'a> {
             run: Some(&self.run),
             ..Commit::default()
         })?;
-        tracing::info!(run = %self.run.id, "run succeeded");
+        self.ended();
         Ok(Some(self.report()))
     }
 
@@ -1901,7 +2309,7 @@ impl<'a> Scheduler<'a> {
         self.failing = Some(format!(
             "the run did not finish within its timeout of {limit}"
         ));
-        tracing::info!(run = %self.run.id, "run timed out");
+        tracing::info!("run timed out");
         Ok(self.finish().await?.expect("a failing run finishes"))
     }
 

@@ -14,7 +14,8 @@
 //! [`capabilities`] (what a running step can reach, the models of
 //! [`inference`] included) →
 //! [`executor`] (runs a plan against the journal) →
-//! [`store`] (the run journal, sled behind a trait).
+//! [`store`] (the run journal, sled behind a trait), watched through
+//! [`telemetry`] (logs, traces, metrics).
 
 pub mod capabilities;
 pub mod clock;
@@ -29,3 +30,4 @@ pub mod policy;
 pub mod schema;
 pub mod step;
 pub mod store;
+pub mod telemetry;

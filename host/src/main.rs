@@ -9,7 +9,6 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    cli::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -33,6 +33,12 @@
 //! runs = "30d"              # finished runs (and blobs only they use) are kept this long; default: 30d
 //! auto_gc = true            # `plait run` collects at most once a day; default: true
 //!
+//! [telemetry]
+//! log_format = "text"       # `text` or `json` lines on stderr; default: text
+//! otlp_endpoint = "http://127.0.0.1:4318"  # export spans over OTLP/HTTP; default: none
+//!                           # ($OTEL_EXPORTER_OTLP_ENDPOINT works too)
+//! service_name = "plait"    # the `service.name` of exported spans; default: plait
+//!
 //! [secrets]
 //! file = "/etc/plait/secrets.toml"  # `name = "value"` lines
 //! env_prefix = "PLAIT_SECRET_"      # PLAIT_SECRET_API_TOKEN is secret `api_token`
@@ -89,6 +95,20 @@ pub struct Policy {
     pub retention: std::time::Duration,
     /// Whether `plait run` collects garbage on its own (once a day).
     pub auto_gc: bool,
+    /// Logs and traces.
+    pub telemetry: TelemetrySettings,
+}
+
+/// The `[telemetry]` table: how the host reports what it does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    /// `text` or `json`; `None`: text (or the command line's choice).
+    pub log_format: Option<crate::telemetry::LogFormat>,
+    /// The OTLP/HTTP collector spans go to; `None`: none (unless the
+    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT` names one).
+    pub otlp_endpoint: Option<String>,
+    /// The exported `service.name`; `None`: `plait`.
+    pub service_name: Option<String>,
 }
 
 /// The most a run's input may weigh when the policy sets nothing.
@@ -116,6 +136,7 @@ impl Default for Policy {
             recover: false,
             retention: DEFAULT_RETENTION,
             auto_gc: true,
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -259,6 +280,16 @@ struct PolicyFile {
     runtime: RuntimeTable,
     #[serde(default)]
     retention: RetentionTable,
+    #[serde(default)]
+    telemetry: TelemetryTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TelemetryTable {
+    log_format: Option<String>,
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -484,6 +515,25 @@ impl Policy {
                     .map_err(|message| invalid("retention.runs", message))?,
             },
             auto_gc: file.retention.auto_gc.unwrap_or(true),
+            telemetry: TelemetrySettings {
+                log_format: match &file.telemetry.log_format {
+                    None => None,
+                    Some(text) => Some(
+                        text.parse()
+                            .map_err(|message| invalid("telemetry.log_format", message))?,
+                    ),
+                },
+                otlp_endpoint: match &file.telemetry.otlp_endpoint {
+                    Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                        return Err(invalid(
+                            "telemetry.otlp_endpoint",
+                            format!("`{url}` is not an http:// or https:// URL (OTLP/HTTP, port 4318 on most collectors)"),
+                        ));
+                    }
+                    other => other.clone(),
+                },
+                service_name: file.telemetry.service_name.clone(),
+            },
             recover: file.runtime.recover.unwrap_or(false),
             max_input: match &file.runtime.max_input {
                 None => DEFAULT_MAX_INPUT,

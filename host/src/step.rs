@@ -38,6 +38,9 @@ pub struct InvocationInfo {
     pub attempt: u32,
     /// Stable across every attempt of this step in this run.
     pub idempotency_key: String,
+    /// The attempt's W3C trace context (`traceparent`), passed on to the
+    /// step's outbound HTTP requests; not part of the WIT contract.
+    pub traceparent: Option<String>,
 }
 
 impl InvocationInfo {

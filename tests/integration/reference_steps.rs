@@ -79,6 +79,7 @@ async fn archive_writes_once_however_often_an_attempt_is_retried() {
             step_id: "archive".into(),
             attempt,
             idempotency_key: InvocationInfo::idempotency_key("run-7", "archive"),
+            traceparent: None,
         };
         let invoked = component.invoke(&invocation, &sandbox, &input).await;
         outputs.push(invoked.result.unwrap().json);
@@ -115,6 +116,7 @@ async fn archive_writes_once_however_often_an_attempt_is_retried() {
                 step_id: "archive".into(),
                 attempt: 1,
                 idempotency_key: "run-8/archive".into(),
+                traceparent: None,
             },
             &plait::capabilities::Sandbox::default(),
             &input,

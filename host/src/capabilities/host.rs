@@ -58,7 +58,18 @@ pub(super) struct LogBuffer {
     volume: LogVolume,
     /// Applied before a record is kept or shown in the host's live log.
     redactor: Redactor,
+    /// Tokens for the live log: a step cannot flood the host's log stream
+    /// (every record is still kept with the run).
+    tokens: f64,
+    refilled: std::time::Instant,
+    /// Records kept but not written to the live log.
+    suppressed: u64,
 }
+
+/// Records a step may write to the live log in a burst.
+const LIVE_LOG_BURST: f64 = 100.0;
+/// Records per second a step may write to the live log after a burst.
+const LIVE_LOG_RATE: f64 = 20.0;
 
 impl LogBuffer {
     pub(super) fn new(
@@ -72,6 +83,24 @@ impl LogBuffer {
             dropped: 0,
             volume,
             redactor,
+            tokens: LIVE_LOG_BURST,
+            refilled: std::time::Instant::now(),
+            suppressed: 0,
+        }
+    }
+
+    /// Whether one more record may go to the live log now.
+    fn may_emit(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * LIVE_LOG_RATE).min(LIVE_LOG_BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.suppressed += 1;
+            false
         }
     }
 
@@ -100,7 +129,9 @@ impl LogBuffer {
                 )
             })
             .collect();
-        self.emit(level, &message, &fields);
+        if self.may_emit() {
+            self.emit(level, &message, &fields);
+        }
         self.records.push(LogRecord {
             at_ms: crate::clock::now_ms(),
             level,
@@ -113,7 +144,6 @@ impl LogBuffer {
     /// Writes the record to the host's own log (target `plait::step`), so an
     /// operator watching `plait run` sees it as it happens.
     fn emit(&self, level: LogLevel, message: &str, fields: &[(String, String)]) {
-        let labels = &self.labels;
         let fields = fields
             .iter()
             .map(|(key, value)| format!("{key}={value}"))
@@ -124,9 +154,6 @@ impl LogBuffer {
                 tracing::event!(
                     target: "plait::step",
                     $level,
-                    run = %labels.run_id,
-                    step = %labels.step_id,
-                    attempt = labels.attempt,
                     "{message}{}{fields}",
                     if fields.is_empty() { "" } else { " " },
                 )
@@ -142,6 +169,19 @@ impl LogBuffer {
     }
 
     pub(super) fn take(&mut self) -> StepLogs {
+        if self.suppressed > 0 {
+            tracing::warn!(
+                target: "plait::step",
+                suppressed = self.suppressed,
+                "{} log records of step `{}` were kept with the run but not written here \
+                 (a step may write {LIVE_LOG_BURST} at once, then {LIVE_LOG_RATE} a second); \
+                 see them with `plait runs show {} --logs`",
+                self.suppressed,
+                self.labels.step_id,
+                self.labels.run_id,
+            );
+            self.suppressed = 0;
+        }
         StepLogs {
             records: std::mem::take(&mut self.records),
             dropped_records: std::mem::take(&mut self.dropped),

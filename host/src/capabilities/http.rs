@@ -24,6 +24,8 @@ pub struct HttpHooks {
     allow_private: bool,
     /// Denied requests, one line each, for the step's log.
     pub(super) denials: Arc<Mutex<Vec<String>>>,
+    /// The invoking attempt's trace context, passed on to the server.
+    traceparent: Option<http::HeaderValue>,
 }
 
 impl HttpHooks {
@@ -34,7 +36,15 @@ impl HttpHooks {
             rules,
             allow_private,
             denials: Arc::default(),
+            traceparent: None,
         }
+    }
+
+    /// Sends `traceparent` (a W3C trace context) with every request that
+    /// does not carry its own, so the server's spans join the run's trace.
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> HttpHooks {
+        self.traceparent = traceparent.and_then(|value| http::HeaderValue::from_str(&value).ok());
+        self
     }
 }
 
@@ -59,6 +69,13 @@ impl WasiHttpHooks for HttpHooks {
         let rules = self.rules.clone();
         let allow_private = self.allow_private;
         let denials = self.denials.clone();
+        if let Some(traceparent) = &self.traceparent
+            && !request.headers().contains_key("traceparent")
+        {
+            request
+                .headers_mut()
+                .insert("traceparent", traceparent.clone());
+        }
         Box::new(async move {
             let deny = |why: String, error: HttpError| {
                 denials.lock().unwrap_or_else(|p| p.into_inner()).push(why);

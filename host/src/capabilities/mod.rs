@@ -54,6 +54,9 @@ pub struct InvocationLabels {
     pub step_id: String,
     /// The attempt number.
     pub attempt: u32,
+    /// The attempt's W3C trace context, sent as `traceparent` on the
+    /// step's outbound HTTP requests.
+    pub traceparent: Option<String>,
 }
 
 /// Everything one step may reach and use, resolved from its workflow's
@@ -192,7 +195,8 @@ impl StepState {
         Ok(StepState {
             wasi: builder.build(),
             http: WasiHttpCtx::new(),
-            http_hooks: http::HttpHooks::new(sandbox.http.clone(), sandbox.private_networks),
+            http_hooks: http::HttpHooks::new(sandbox.http.clone(), sandbox.private_networks)
+                .with_traceparent(labels.traceparent.clone()),
             table: ResourceTable::new(),
             config: sandbox.config.clone(),
             log: host::LogBuffer::new(

@@ -43,6 +43,11 @@ impl Home {
         })
     }
 
+    /// Where each run's own log file goes (`RUN_ID.jsonl`).
+    pub fn run_logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
     /// The run journal's folder.
     pub fn journal_dir(&self) -> PathBuf {
         self.dir.join("journal")

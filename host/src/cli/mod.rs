@@ -3,7 +3,9 @@
 
 mod home;
 mod inspect;
+mod observe;
 mod output;
+mod progress;
 mod run;
 mod runs;
 mod store;
@@ -24,6 +26,22 @@ pub const EXIT_USAGE: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+/// How the host reports what it does; every command takes these.
+#[derive(Debug, clap::Args)]
+struct TelemetryArgs {
+    /// Log lines on stderr: `text` for people, `json` for log pipelines
+    /// [default: the policy's `[telemetry] log_format`, else text].
+    #[arg(long, global = true, value_name = "FORMAT", env = "PLAIT_LOG_FORMAT")]
+    log_format: Option<plait::telemetry::LogFormat>,
+    /// Export spans to this OpenTelemetry collector over OTLP/HTTP
+    /// (`http://127.0.0.1:4318`) [default: the policy's `[telemetry]
+    /// otlp_endpoint`, else $OTEL_EXPORTER_OTLP_ENDPOINT, else none].
+    #[arg(long, global = true, value_name = "URL", env = "PLAIT_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// Where runs are stored: `--store`, else `PLAIT_HOME`, else the user's data
@@ -49,9 +67,15 @@ enum Command {
     Resume(run::ResumeArgs),
     /// Deliver a signal to a `wait` step of a run, and continue the run.
     Signal(run::SignalArgs),
-    /// List and show stored runs.
+    /// List stored runs, and show one as a timeline.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// Print a run's log: every host and step event, in order.
+    Logs(observe::LogsArgs),
+    /// Print the store's metrics in the Prometheus text format.
+    Metrics(observe::MetricsArgs),
+    /// Show who started, resumed, signalled or collected what, and when.
+    Audit(observe::AuditArgs),
     /// Check the store's integrity.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -70,11 +94,23 @@ enum Command {
 /// Parses the command line and runs the command.
 pub async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    match cli.command {
+    let telemetry = init_telemetry(&cli)?;
+    let code = dispatch(cli.command).await;
+    // Spans still in the exporter's queue go out before the process ends;
+    // off the async workers, whose runtime the export itself uses.
+    let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
+    code
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Run(args) => run::run(args).await,
         Command::Resume(args) => run::resume(args).await,
         Command::Signal(args) => run::signal(args).await,
         Command::Runs(command) => runs::main(command),
+        Command::Logs(args) => observe::logs(args).await,
+        Command::Metrics(args) => observe::metrics(args),
+        Command::Audit(args) => observe::audit(args),
         Command::Store(command) => store::main(command),
         Command::Gc(args) => store::gc(args),
         Command::Validate(args) => inspect::validate(args).await,
@@ -159,16 +195,116 @@ pub fn print_error(error: &anyhow::Error) {
     }
 }
 
-/// Logs go to stderr; `PLAIT_LOG` filters them (default: warnings from the
-/// host, info and above from steps).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLAIT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,plait::step=info,plait::executor=info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+impl Command {
+    /// The store and policy the command works on, if it has them.
+    fn store_args(&self) -> Option<&StoreArgs> {
+        match self {
+            Command::Run(args) => Some(args.store_args()),
+            Command::Resume(args) => Some(args.store_args()),
+            Command::Signal(args) => Some(args.store_args()),
+            Command::Runs(command) => Some(command.store_args()),
+            Command::Logs(args) => Some(&args.store),
+            Command::Metrics(args) => Some(&args.store),
+            Command::Audit(args) => Some(&args.store),
+            Command::Store(command) => Some(command.store_args()),
+            Command::Gc(args) => Some(args.store_args()),
+            Command::Validate(_) | Command::Inspect(_) | Command::Schema => None,
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `PLAIT_LOG` (default: warnings, plus
+/// what steps log and what happens to runs), as text or JSON lines; each
+/// run's events also go to `logs/RUN_ID.jsonl` in the Plait home, for
+/// `plait logs`. Spans go to an OTLP collector when one is configured.
+fn init_telemetry(cli: &Cli) -> anyhow::Result<plait::telemetry::Telemetry> {
+    use plait::telemetry::{LogFormat, OtlpConfig, TelemetryConfig};
+    // The policy's `[telemetry]` table, for commands that have a policy.
+    // A broken policy is reported by the command itself.
+    let (policy, run_logs) = match cli.command.store_args() {
+        Some(store) => match home::Home::resolve(store.store.clone()) {
+            Ok(home) => (
+                home.policy(store.policy.clone()).ok(),
+                Some(home.run_logs_dir()),
+            ),
+            Err(_) => (None, None),
+        },
+        None => (None, None),
+    };
+    let settings = policy.map(|policy| policy.telemetry).unwrap_or_default();
+    let format = cli
+        .telemetry
+        .log_format
+        .or(settings.log_format)
+        .unwrap_or(LogFormat::Text);
+    let env_set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|value| value.eq_ignore_ascii_case("true"));
+    let endpoint = cli
+        .telemetry
+        .otlp_endpoint
+        .clone()
+        .filter(|url| !url.trim().is_empty())
+        .or(settings.otlp_endpoint);
+    let otlp = if disabled {
+        None
+    } else if endpoint.is_some()
+        || env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+        || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    {
+        Some(OtlpConfig {
+            endpoint,
+            service_name: std::env::var("OTEL_SERVICE_NAME")
+                .ok()
+                .or(settings.service_name)
+                .unwrap_or_else(|| "plait".to_owned()),
+        })
+    } else {
+        None
+    };
+    let filter = std::env::var("PLAIT_LOG")
+        .ok()
+        .filter(|filter| !filter.trim().is_empty())
+        .unwrap_or_else(|| plait::telemetry::DEFAULT_FILTER.to_owned());
+    let telemetry = plait::telemetry::init(TelemetryConfig {
+        log_format: format,
+        filter,
+        ansi: format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        sink: std::sync::Arc::new(progress::Sink),
+        run_logs,
+        otlp,
+    })
+    .map_err(|error| UsageError(error.to_string()))?;
+    Ok(telemetry)
+}
+
+/// Who the CLI acts for, in the audit log: `user:$PLAIT_ACTOR`, else
+/// `user:` the OS user.
+pub fn actor() -> String {
+    let name = ["PLAIT_ACTOR", "USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.trim().is_empty()))
+        .or_else(os_user)
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("user:{name}")
+}
+
+/// The name of the user running this process, from its uid and
+/// `/etc/passwd` (services often run without `$USER`).
+fn os_user() -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let uid = std::fs::metadata("/proc/self").ok()?.uid();
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let name = passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+        });
+        Some(name.unwrap_or_else(|| format!("uid{uid}")))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }

@@ -41,6 +41,8 @@ pub fn run_json(report: &RunReport, logs: Option<&[Vec<AttemptLogs>]>) -> Value 
         "error": run.error,
         "idempotency_key": run.idempotency_key,
         "deadline": run.deadline_ms.map(timestamp),
+        "trace_id": run.trace.as_ref().map(|trace| &trace.trace_id),
+        "started_by": run.started_by,
         "steps": steps,
     })
 }
@@ -53,6 +55,7 @@ fn step_json(step: &StepRecord) -> Value {
         "duration_ms": step.duration_ms,
         "fuel_consumed": step.fuel_consumed,
         "component_digest": step.component_digest,
+        "component": step.component,
         "output": step.output,
         "output_blobs": step.output_blobs,
         "error": step.error,

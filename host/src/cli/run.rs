@@ -11,13 +11,14 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use plait::definition::Definition;
-use plait::executor::{Executor, RunReport};
+use plait::executor::{Executor, Origin, RunReport};
 use plait::plan::Plan;
 use plait::step::Blob;
 use plait::store::{RunStatus, RunStore as _};
 
 use super::home::Home;
 use super::output;
+use super::progress::Progress;
 use super::{StoreArgs, UsageError};
 
 /// Arguments of `plait run`.
@@ -45,9 +46,88 @@ pub struct RunArgs {
     idempotency_key: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    observe: ObserveArgs,
     /// Print exactly one JSON object describing the run on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// Tracing and metrics options of the commands that execute runs.
+#[derive(Debug, clap::Args)]
+pub struct ObserveArgs {
+    /// The caller's W3C trace context: the run's spans join that trace
+    /// (`00-<trace id>-<span id>-<flags>`).
+    #[arg(long, value_name = "TRACEPARENT", env = "TRACEPARENT")]
+    traceparent: Option<String>,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` while the command
+    /// runs (`127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl ObserveArgs {
+    /// Who acts, and in which trace.
+    fn origin(&self) -> anyhow::Result<Origin> {
+        let trace_parent = match self.traceparent.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(value) => Some(
+                plait::telemetry::TraceContext::parse(value)
+                    .map_err(|error| UsageError(format!("--traceparent: {error}")))?,
+            ),
+        };
+        Ok(Origin {
+            actor: Some(super::actor()),
+            trace_parent,
+        })
+    }
+
+    /// An executor over `store`, counting into metrics served on
+    /// `--metrics-listen` if given (the server lives as long as the
+    /// returned handle).
+    async fn executor(
+        &self,
+        store: &std::sync::Arc<plait::store::SledStore>,
+        concurrency: usize,
+    ) -> anyhow::Result<(Executor, Option<tokio::task::JoinHandle<()>>)> {
+        let executor = Executor::with_concurrency(store.clone(), concurrency);
+        let Some(address) = self.metrics_listen else {
+            return Ok((executor, None));
+        };
+        let (bound, server) = plait::telemetry::metrics::listen(
+            address,
+            executor.metrics().clone(),
+            Some(store.clone() as std::sync::Arc<dyn plait::store::RunStore>),
+        )
+        .await
+        .map_err(|error| {
+            UsageError(format!(
+                "--metrics-listen {address}: cannot listen there: {error}"
+            ))
+        })?;
+        tracing::info!(target: "plait::executor", "metrics at http://{bound}/metrics");
+        Ok((executor, Some(server)))
+    }
+}
+
+/// Shows one run's progress (on a terminal) while it executes.
+fn follow(executor: &Executor) -> (std::sync::Arc<Progress>, tokio::task::JoinHandle<()>) {
+    let progress = std::sync::Arc::new(Progress::new("steps", None));
+    let mut events = executor.subscribe();
+    let shown = progress.clone();
+    let task = tokio::spawn(async move {
+        if !shown.shown() {
+            return;
+        }
+        loop {
+            match events.recv().await {
+                Ok(event) => shown.follow(&event),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    (progress, task)
 }
 
 /// Arguments of `plait resume`.
@@ -63,6 +143,8 @@ pub struct ResumeArgs {
     all: bool,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    observe: ObserveArgs,
     /// Print exactly one JSON object describing the run on stdout.
     #[arg(long)]
     json: bool,
@@ -82,9 +164,32 @@ pub struct SignalArgs {
     data: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    observe: ObserveArgs,
     /// Print exactly one JSON object describing the run on stdout.
     #[arg(long)]
     json: bool,
+}
+
+impl RunArgs {
+    /// The store it works on.
+    pub fn store_args(&self) -> &StoreArgs {
+        &self.store
+    }
+}
+
+impl ResumeArgs {
+    /// The store it works on.
+    pub fn store_args(&self) -> &StoreArgs {
+        &self.store
+    }
+}
+
+impl SignalArgs {
+    /// The store it works on.
+    pub fn store_args(&self) -> &StoreArgs {
+        &self.store
+    }
 }
 
 /// `plait run`.
@@ -92,6 +197,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(batch) = &args.batch {
         return run_batch(&args, batch).await;
     }
+    let origin = args.observe.origin()?;
     let home = Home::resolve(args.store.store.clone())?;
     let policy = home.policy(args.store.policy.clone())?;
     check_input_size(&args, policy.max_input)?;
@@ -103,10 +209,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let definition = Definition::load(&args.workflow)?;
     let store = home.open_store()?;
-    collect_if_due(&store, &policy)?;
+    collect_if_due(&home, &store, &policy)?;
     let engine = home.engine(&policy)?;
     let plan = Plan::build_with(&engine, definition, &policy).await?;
-    let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
+    let (executor, _server) = args.observe.executor(&store, policy.concurrency).await?;
     // `[runtime] recover`: this host continues what a dead one left in
     // flight, alongside its own run.
     let recovering = if policy.recover {
@@ -116,6 +222,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 &policy,
                 &store,
                 &executor,
+                Some(&origin),
                 args.idempotency_key.as_deref(),
             )
             .await?
@@ -124,9 +231,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let (progress, follower) = follow(&executor);
     let report = executor
-        .start_keyed(&plan, input, blobs, args.idempotency_key.as_deref())
-        .await?;
+        .start_with(
+            &plan,
+            input,
+            blobs,
+            args.idempotency_key.as_deref(),
+            &origin,
+        )
+        .await;
+    follower.abort();
+    drop(progress);
+    let report = report?;
     if let Some(mut recovering) = recovering {
         while let Some(joined) = recovering.join_next().await {
             match joined? {
@@ -211,6 +328,7 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
         })?;
         inputs.push((format!("{prefix}:{}", number + 1), input));
     }
+    let origin = std::sync::Arc::new(args.observe.origin()?);
     let home = Home::resolve(args.store.store.clone())?;
     let policy = home.policy(args.store.policy.clone())?;
     check_input_size(args, policy.max_input)?;
@@ -221,25 +339,37 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let definition = Definition::load(&args.workflow)?;
     let store = home.open_store()?;
-    collect_if_due(&store, &policy)?;
+    collect_if_due(&home, &store, &policy)?;
     let engine = home.engine(&policy)?;
     let plan = std::sync::Arc::new(Plan::build_with(&engine, definition, &policy).await?);
-    let executor = Executor::with_concurrency(store, policy.concurrency);
+    let (executor, _server) = args.observe.executor(&store, policy.concurrency).await?;
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(BATCH_RUNS));
     let mut tasks = tokio::task::JoinSet::new();
+    let progress = Progress::new("runs", Some(inputs.len() as u64));
     for (index, (key, input)) in inputs.into_iter().enumerate() {
-        let (executor, plan, blobs, gate) =
-            (executor.clone(), plan.clone(), blobs.clone(), gate.clone());
+        let (executor, plan, blobs, gate, origin) = (
+            executor.clone(),
+            plan.clone(),
+            blobs.clone(),
+            gate.clone(),
+            origin.clone(),
+        );
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let report = executor.start_keyed(&plan, input, blobs, Some(&key)).await;
+            let report = executor
+                .start_with(&plan, input, blobs, Some(&key), &origin)
+                .await;
             (index, key, report)
         });
     }
     let mut results = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        results.push(joined?);
+        let joined = joined?;
+        progress.inc();
+        progress.message(format!("{} done", joined.1));
+        results.push(joined);
     }
+    drop(progress);
     results.sort_by_key(|(index, _, _)| *index);
     let mut failed = 0;
     let mut reports = Vec::new();
@@ -287,6 +417,7 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
 
 /// The automatic collection: at most once a day, before anything runs.
 fn collect_if_due(
+    home: &Home,
     store: &plait::store::SledStore,
     policy: &plait::policy::Policy,
 ) -> anyhow::Result<()> {
@@ -295,6 +426,7 @@ fn collect_if_due(
     }
     let now = plait::clock::now_ms();
     if let Some(report) = store.gc_if_due(policy.retention.as_millis() as u64, now)? {
+        super::store::collected(home, store, &report)?;
         tracing::info!(
             runs = report.runs,
             blobs = report.blobs,
@@ -307,24 +439,28 @@ fn collect_if_due(
 
 /// `plait resume`.
 pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    let origin = args.observe.origin()?;
     let home = Home::resolve(args.store.store.clone())?;
     let policy = home.policy(args.store.policy.clone())?;
     let store = home.open_store()?;
+    let (executor, _server) = args.observe.executor(&store, policy.concurrency).await?;
     let Some(run_id) = args.run_id.clone() else {
-        return resume_all(&home, &policy, &store, args.json).await;
+        return resume_all(&home, &policy, &store, &executor, &origin, args.json).await;
     };
     let run = store
         .run(&run_id)?
         .ok_or_else(|| plait::store::StoreError::UnknownRun(run_id.clone()))?;
-    let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
     if run.status == RunStatus::Succeeded {
         // Nothing to execute: report the stored result.
         let steps = store.steps(&run.id)?;
         return finish(&RunReport { run, steps }, args.json);
     }
     let plan = plan_of_run(&home.engine(&policy)?, &policy, &store, &run).await?;
-    let report = executor.resume(&plan, &run.id).await?;
-    finish(&report, args.json)
+    let (progress, follower) = follow(&executor);
+    let report = executor.resume_with(&plan, &run.id, &origin).await;
+    follower.abort();
+    drop(progress);
+    finish(&report?, args.json)
 }
 
 /// `plait resume --all`: every run left in flight, concurrently.
@@ -332,11 +468,12 @@ async fn resume_all(
     home: &Home,
     policy: &plait::policy::Policy,
     store: &std::sync::Arc<plait::store::SledStore>,
+    executor: &Executor,
+    origin: &Origin,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
     let engine = home.engine(policy)?;
-    let (mut tasks, skipped) = recover(&engine, policy, store, &executor, None).await?;
+    let (mut tasks, skipped) = recover(&engine, policy, store, executor, Some(origin), None).await?;
     let mut reports = Vec::new();
     let mut failed = 0;
     while let Some(joined) = tasks.join_next().await {
@@ -373,6 +510,7 @@ async fn recover(
     policy: &plait::policy::Policy,
     store: &std::sync::Arc<plait::store::SledStore>,
     executor: &Executor,
+    origin: Option<&Origin>,
     own_key: Option<&str>,
 ) -> anyhow::Result<(
     tokio::task::JoinSet<Result<RunReport, plait::executor::ExecutorError>>,
@@ -406,7 +544,8 @@ async fn recover(
             continue;
         }
         let executor = executor.clone();
-        tasks.spawn(async move { executor.resume(&plan, &run.id).await });
+        let origin = origin.cloned().unwrap_or_default();
+        tasks.spawn(async move { executor.resume_with(&plan, &run.id, &origin).await });
     }
     Ok((tasks, skipped))
 }
@@ -455,6 +594,7 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
             ))
         })?,
     };
+    let origin = args.observe.origin()?;
     let home = Home::resolve(args.store.store)?;
     let policy = home.policy(args.store.policy)?;
     let store = match home.open_store() {
@@ -470,6 +610,7 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
                 step_id: args.step_id.clone(),
                 data,
                 sent_at_ms: plait::clock::now_ms(),
+                sent_by: origin.actor.clone(),
             };
             plait::store::post_signal(&home.journal_dir(), &signal)
                 .context("leaving the signal in the store's inbox")?;
@@ -485,14 +626,17 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
         .run(&args.run_id)?
         .ok_or_else(|| plait::store::StoreError::UnknownRun(args.run_id.clone()))?;
     let plan = plan_of_run(&home.engine(&policy)?, &policy, &store, &run).await?;
-    let executor = Executor::with_concurrency(store.clone(), policy.concurrency);
-    executor.signal(&plan, &run.id, &args.step_id, data)?;
+    let (executor, _server) = args.observe.executor(&store, policy.concurrency).await?;
+    executor.signal_with(&plan, &run.id, &args.step_id, data, &origin)?;
     eprintln!(
         "signal delivered to step `{}`; continuing run {}",
         args.step_id, run.id
     );
-    let report = executor.resume(&plan, &run.id).await?;
-    finish(&report, args.json)
+    let (progress, follower) = follow(&executor);
+    let report = executor.resume_with(&plan, &run.id, &origin).await;
+    follower.abort();
+    drop(progress);
+    finish(&report?, args.json)
 }
 
 fn finish(report: &RunReport, json: bool) -> anyhow::Result<ExitCode> {

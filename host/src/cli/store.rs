@@ -20,6 +20,53 @@ pub enum StoreCommand {
     },
 }
 
+impl StoreCommand {
+    /// The store it works on.
+    pub fn store_args(&self) -> &StoreArgs {
+        match self {
+            StoreCommand::Check { store, .. } => store,
+        }
+    }
+}
+
+impl GcArgs {
+    /// The store it works on.
+    pub fn store_args(&self) -> &StoreArgs {
+        &self.store
+    }
+}
+
+/// After a collection: removes the collected runs' log files and records
+/// the collection in the audit log.
+pub fn collected(
+    home: &Home,
+    store: &plait::store::SledStore,
+    report: &plait::store::gc::GcReport,
+) -> anyhow::Result<()> {
+    use plait::store::RunStore as _;
+    let dir = home.run_logs_dir();
+    for run_id in &report.removed_run_ids {
+        let _ = std::fs::remove_file(plait::telemetry::logs::run_log_path(&dir, run_id));
+    }
+    store.commit(plait::store::Commit {
+        audit: Some(&plait::store::AuditRecord {
+            at_ms: plait::clock::now_ms(),
+            actor: super::actor(),
+            action: "store.gc".to_owned(),
+            run_id: None,
+            workflow: None,
+            detail: serde_json::json!({
+                "runs": report.runs,
+                "blobs": report.blobs,
+                "bytes": report.bytes,
+                "cache_entries": report.cache_entries,
+            }),
+        }),
+        ..plait::store::Commit::default()
+    })?;
+    Ok(())
+}
+
 /// Runs a `store` subcommand.
 pub fn main(command: StoreCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -87,6 +134,9 @@ pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     let store = home.open_store()?;
     let cutoff = plait::clock::now_ms().saturating_sub(retention.as_millis() as u64);
     let report = store.gc(cutoff, args.dry_run)?;
+    if !args.dry_run {
+        collected(&home, &store, &report)?;
+    }
     if args.json {
         output::print_json(&serde_json::to_value(&report)?)?;
     } else {

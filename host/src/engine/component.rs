@@ -29,6 +29,8 @@ pub struct Invoked {
     pub logs: StepLogs,
     /// Fuel the invocation consumed, when the engine meters fuel.
     pub fuel_consumed: Option<u64>,
+    /// How long instantiating the component took, when it got that far.
+    pub instantiation: Option<std::time::Duration>,
 }
 
 /// The world every step implements.
@@ -449,6 +451,7 @@ impl LoadedComponent {
             run_id: invocation.run_id.clone(),
             step_id: invocation.step_id.clone(),
             attempt: invocation.attempt,
+            traceparent: invocation.traceparent.clone(),
         };
         let limits = sandbox.limits;
         let redactor = Redactor::new(&sandbox.secrets);
@@ -463,12 +466,20 @@ impl LoadedComponent {
                     }),
                     logs: StepLogs::default(),
                     fuel_consumed: None,
+                    instantiation: None,
                 };
             }
         };
+        let mut instantiation = None;
         let called = tokio::time::timeout(
             limits.timeout,
-            self.call_run(&mut store, invocation, input, limits.output),
+            self.call_run(
+                &mut store,
+                invocation,
+                input,
+                limits.output,
+                &mut instantiation,
+            ),
         )
         .await;
         let fuel_consumed = self
@@ -500,6 +511,7 @@ impl LoadedComponent {
             result,
             logs,
             fuel_consumed,
+            instantiation,
         }
     }
 
@@ -509,8 +521,11 @@ impl LoadedComponent {
         invocation: &InvocationInfo,
         input: &Payload,
         output_limit: u64,
+        instantiation: &mut Option<std::time::Duration>,
     ) -> wasmtime::Result<Result<Payload, StepFailure>> {
+        let started = std::time::Instant::now();
         let instance = self.pre.instantiate_async(&mut *store).await?;
+        *instantiation = Some(started.elapsed());
         let wit_invocation = wit::Invocation {
             run_id: invocation.run_id.clone(),
             step_id: invocation.step_id.clone(),

@@ -25,6 +25,9 @@ pub struct GcReport {
     pub kept_runs: u64,
     /// Blobs kept.
     pub kept_blobs: u64,
+    /// The ids of the runs removed (or that would be, in a dry run).
+    #[serde(skip)]
+    pub removed_run_ids: Vec<String>,
 }
 
 /// How often `plait run` collects on its own: at most once a day.
@@ -93,6 +96,7 @@ impl SledStore {
             }
         }
         report.runs = doomed_runs.len() as u64;
+        report.removed_run_ids = doomed_runs.clone();
         report.cache_entries = doomed_cache.len() as u64;
         let mut doomed_blobs = Vec::new();
         for (digest, size) in self.blob_sizes()? {
@@ -145,6 +149,8 @@ mod tests {
             error: None,
             idempotency_key: None,
             deadline_ms: None,
+            trace: None,
+            started_by: None,
         }
     }
 

@@ -11,7 +11,7 @@ mod records;
 mod sled_store;
 
 pub use records::{
-    AttemptRecord, BlobRef, CacheEntry, CacheHit, IdempotencyRecord, ItemRecord, Lease, RunRecord,
+    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, IdempotencyRecord, ItemRecord, Lease, RunRecord,
     RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
 };
 pub use sled_store::{
@@ -111,6 +111,8 @@ pub struct Commit<'a> {
     /// fails with [`StoreError::Fenced`] (and writes nothing) unless that
     /// lease is still the run's.
     pub fence: Option<(&'a str, &'a str, u64)>,
+    /// An audit log entry, written with the rest.
+    pub audit: Option<&'a AuditRecord>,
 }
 
 /// The logs of one attempt of one step (or of one item of a fan-out).
@@ -179,5 +181,11 @@ pub trait RunStore: Send + Sync {
     /// cannot be shared between processes has nothing to collect.
     fn collect_inbox(&self) -> Result<Vec<Signal>, StoreError> {
         Ok(Vec::new())
+    }
+    /// The audit log, oldest first.
+    fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The store's size on disk, when the backend knows it.
+    fn size_on_disk(&self) -> Option<u64> {
+        None
     }
 }

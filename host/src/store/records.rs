@@ -87,6 +87,13 @@ pub struct RunRecord {
     /// When the run's `timeout` passes, ms since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// The run's trace: every process that works on the run puts its spans
+    /// under this root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::telemetry::RunTrace>,
+    /// Who started the run (see [`AuditRecord::actor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
 }
 
 /// The state of one step in a run.
@@ -142,6 +149,10 @@ pub struct StepRecord {
     pub attempts: u32,
     /// Digest of the component it runs.
     pub component_digest: String,
+    /// The name its component declares (`describe()`); none for a built-in
+    /// step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
     /// When the latest attempt started.
     pub started_at_ms: Option<u64>,
     /// When it finished.
@@ -230,6 +241,23 @@ pub struct Signal {
     pub data: serde_json::Value,
     /// When it was sent, ms since the Unix epoch.
     pub sent_at_ms: u64,
+    /// Who sent it (see [`AuditRecord::actor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_by: Option<String>,
+}
+
+impl Signal {
+    /// The audit log entry of this signal's delivery.
+    pub fn audit(&self) -> AuditRecord {
+        AuditRecord {
+            at_ms: self.sent_at_ms,
+            actor: self.sent_by.clone().unwrap_or_else(|| "unknown".to_owned()),
+            action: "run.signal".to_owned(),
+            run_id: Some(self.run_id.clone()),
+            workflow: None,
+            detail: serde_json::json!({ "step": self.step_id }),
+        }
+    }
 }
 
 /// A run started with an idempotency key (`plait run --idempotency-key`):
@@ -272,6 +300,28 @@ pub struct CacheHit {
     pub step_id: String,
     /// When it was computed.
     pub created_at_ms: u64,
+}
+
+/// One entry of the audit log: who did what to which run, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// Who: `user:NAME` for the CLI (the OS user, or `$PLAIT_ACTOR`),
+    /// `token:NAME` for the HTTP API.
+    pub actor: String,
+    /// What: `run.start`, `run.resume`, `run.signal`, `run.cancel`,
+    /// `store.gc`, `bundle.install`, ...
+    pub action: String,
+    /// The run it concerns, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The workflow it concerns, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Anything else worth keeping (the signalled step, the key, counts).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
 }
 
 /// The right to execute a run, held by one executor at a time. Every commit

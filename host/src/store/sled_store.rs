@@ -19,7 +19,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
-    AttemptLogs, CacheEntry, Commit, IdempotencyRecord, Lease, RunRecord, RunStore, Signal,
+    AttemptLogs, AuditRecord, CacheEntry, Commit, IdempotencyRecord, Lease, RunRecord, RunStore, Signal,
     StepRecord, StoreError,
 };
 
@@ -76,6 +76,7 @@ pub struct SledStore {
     idempotency: sled::Tree,
     cache: sled::Tree,
     leases: sled::Tree,
+    audit: sled::Tree,
 }
 
 impl Drop for SledStore {
@@ -198,6 +199,7 @@ impl SledStore {
             signals: db.open_tree("signals").map_err(database)?,
             idempotency: db.open_tree("idempotency").map_err(database)?,
             cache: db.open_tree("cache").map_err(database)?,
+            audit: db.open_tree("audit").map_err(database)?,
             path: path.to_owned(),
             durability,
             _flusher: (durability == Durability::Batched)
@@ -470,6 +472,12 @@ impl RunStore for SledStore {
             .cache
             .map(|(key, entry)| (key.to_owned(), encode(entry)));
         let fence = commit.fence;
+        // Keyed by time, then a uuid: oldest first, never two alike.
+        let audit = commit.audit.map(|record| {
+            let mut key = record.at_ms.to_be_bytes().to_vec();
+            key.extend_from_slice(uuid::Uuid::now_v7().as_bytes());
+            (key, encode(record))
+        });
         let result: Result<(), TransactionError<Abort>> = (
             &self.runs,
             &self.steps,
@@ -479,9 +487,10 @@ impl RunStore for SledStore {
             &self.idempotency,
             &self.cache,
             &self.leases,
+            &self.audit,
         )
             .transaction(
-                |(runs, steps_tree, blobs, logs_tree, signals, keys, cache, leases)| {
+                |(runs, steps_tree, blobs, logs_tree, signals, keys, cache, leases, audit_tree)| {
                     // First: a lost lease or a taken key aborts the whole
                     // commit.
                     if let Some((run_id, holder, token)) = fence {
@@ -519,6 +528,9 @@ impl RunStore for SledStore {
                     }
                     if let Some((key, value)) = &run {
                         runs.insert(key.as_bytes(), value.as_slice())?;
+                    }
+                    if let Some((key, value)) = &audit {
+                        audit_tree.insert(key.as_slice(), value.as_slice())?;
                     }
                     Ok::<(), ConflictableTransactionError<Abort>>(())
                 },
@@ -572,6 +584,20 @@ impl RunStore for SledStore {
                 decode(&key, &value)
             })
             .collect()
+    }
+
+    fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(|error| self.database(error))?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        self.db.size_on_disk().ok()
     }
 
     fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -713,6 +739,7 @@ impl RunStore for SledStore {
                     if self.signal(&signal.run_id, &signal.step_id)?.is_none() {
                         self.commit(Commit {
                             signal: Some(&signal),
+                            audit: Some(&signal.audit()),
                             ..Commit::default()
                         })?;
                         collected.push(signal);
@@ -786,6 +813,8 @@ mod tests {
             error: None,
             idempotency_key: None,
             deadline_ms: None,
+            trace: None,
+            started_by: Some("user:test".into()),
         }
     }
 
@@ -797,6 +826,7 @@ mod tests {
             status: StepStatus::Pending,
             attempts: 0,
             component_digest: "sha256:cd".into(),
+            component: Some("echo".into()),
             started_at_ms: None,
             finished_at_ms: None,
             duration_ms: None,
@@ -889,6 +919,7 @@ mod tests {
                     idempotency: None,
                     cache: None,
                     fence: None,
+                    audit: None,
                 })
                 .unwrap();
         }

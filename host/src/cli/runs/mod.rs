@@ -1,28 +1,47 @@
-//! `plait runs list` and `plait runs show`.
+//! `plait runs list` and `plait runs show` (a run as a timeline).
+
+mod timeline;
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use plait::executor::RunReport;
-use plait::store::{RunStore as _, StoreError};
+use plait::store::{RunStatus, RunStore as _, StoreError};
 use serde_json::json;
 
-use super::StoreArgs;
 use super::home::Home;
-use super::output;
+use super::observe::parse_when;
+use super::{StoreArgs, UsageError, output};
 
 /// `plait runs ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum RunsCommand {
     /// List stored runs, oldest first.
     List {
+        /// Only runs of this workflow (its `name`).
+        #[arg(long, value_name = "NAME")]
+        workflow: Option<String>,
+        /// Only runs with this status: running, waiting, succeeded, failed.
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        /// Only runs created after this: a duration ago (`2h`, `7d`) or an
+        /// RFC 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only runs created before this (same forms as `--since`).
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+        /// Only the newest N of those.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
         #[command(flatten)]
         store: StoreArgs,
         /// Print one JSON array on stdout.
         #[arg(long)]
         json: bool,
     },
-    /// Show one run: its input, output, and every step.
+    /// Show one run as a timeline: its steps, each attempt, backoffs and
+    /// waits, durations, errors, cache hits.
     Show {
         /// The run id.
         #[arg(value_name = "RUN_ID")]
@@ -38,10 +57,62 @@ pub enum RunsCommand {
     },
 }
 
+impl RunsCommand {
+    /// The store it works on.
+    pub fn store_args(&self) -> &StoreArgs {
+        match self {
+            RunsCommand::List { store, .. } | RunsCommand::Show { store, .. } => store,
+        }
+    }
+}
+
+/// The filters of `plait runs list`.
+struct Filter {
+    workflow: Option<String>,
+    status: Option<RunStatus>,
+    since: Option<u64>,
+    until: Option<u64>,
+    limit: Option<usize>,
+}
+
 /// Runs a `runs` subcommand.
 pub fn main(command: RunsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        RunsCommand::List { store, json } => list(store, json),
+        RunsCommand::List {
+            workflow,
+            status,
+            since,
+            until,
+            limit,
+            store,
+            json,
+        } => {
+            let status = status
+                .map(|status| {
+                    [
+                        RunStatus::Running,
+                        RunStatus::Waiting,
+                        RunStatus::Succeeded,
+                        RunStatus::Failed,
+                    ]
+                    .into_iter()
+                    .find(|known| known.as_str() == status.trim())
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "--status `{status}` is not a run status; use running, waiting, succeeded or failed"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let filter = Filter {
+                workflow,
+                status,
+                since: since.map(|s| parse_when("--since", &s)).transpose()?,
+                until: until.map(|u| parse_when("--until", &u)).transpose()?,
+                limit,
+            };
+            list(store, &filter, json)
+        }
         RunsCommand::Show {
             run_id,
             store,
@@ -51,9 +122,25 @@ pub fn main(command: RunsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn list(store: StoreArgs, json: bool) -> anyhow::Result<ExitCode> {
+fn list(store: StoreArgs, filter: &Filter, json: bool) -> anyhow::Result<ExitCode> {
     let store = Home::resolve(store.store)?.open_store()?;
-    let runs = store.runs()?;
+    let mut runs: Vec<_> = store
+        .runs()?
+        .into_iter()
+        .filter(|run| {
+            filter
+                .workflow
+                .as_deref()
+                .is_none_or(|name| run.workflow.name == name)
+                && filter.status.is_none_or(|status| run.status == status)
+                && filter.since.is_none_or(|since| run.created_at_ms >= since)
+                && filter.until.is_none_or(|until| run.created_at_ms < until)
+        })
+        .collect();
+    if let Some(limit) = filter.limit {
+        let skip = runs.len().saturating_sub(limit);
+        runs.drain(..skip);
+    }
     if json {
         let runs: Vec<_> = runs
             .iter()
@@ -64,6 +151,7 @@ fn list(store: StoreArgs, json: bool) -> anyhow::Result<ExitCode> {
                     "status": run.status.as_str(),
                     "created_at": output::timestamp(run.created_at_ms),
                     "updated_at": output::timestamp(run.updated_at_ms),
+                    "started_by": run.started_by,
                 })
             })
             .collect();
@@ -72,17 +160,31 @@ fn list(store: StoreArgs, json: bool) -> anyhow::Result<ExitCode> {
     }
     let mut stdout = std::io::stdout().lock();
     if runs.is_empty() {
-        writeln!(stdout, "no runs yet; start one with `plait run WORKFLOW`")?;
+        if filter.workflow.is_some()
+            || filter.status.is_some()
+            || filter.since.is_some()
+            || filter.until.is_some()
+        {
+            writeln!(stdout, "no runs match")?;
+        } else {
+            writeln!(stdout, "no runs yet; start one with `plait run WORKFLOW`")?;
+        }
     } else {
         writeln!(
             stdout,
-            "{:<36}  {:<20}  {:<9}  CREATED",
-            "RUN ID", "WORKFLOW", "STATUS"
+            "{:<36}  {:<20}  {:<9}  {:<20}  TOOK",
+            "RUN ID", "WORKFLOW", "STATUS", "CREATED"
         )?;
         for run in &runs {
+            let took = match run.status {
+                RunStatus::Succeeded | RunStatus::Failed => {
+                    timeline::duration(run.updated_at_ms.saturating_sub(run.created_at_ms))
+                }
+                _ => "-".to_owned(),
+            };
             writeln!(
                 stdout,
-                "{:<36}  {:<20}  {:<9}  {}",
+                "{:<36}  {:<20}  {:<9}  {:<20}  {took}",
                 run.id,
                 run.workflow.name,
                 run.status.as_str(),
@@ -124,9 +226,23 @@ fn show(store: StoreArgs, run_id: &str, with_logs: bool, json: bool) -> anyhow::
         run.workflow.version,
         run.workflow.path.display()
     )?;
-    writeln!(stdout, "status    {}", run.status.as_str())?;
+    let now = plait::clock::now_ms();
+    let took = match run.status {
+        RunStatus::Succeeded | RunStatus::Failed => format!(
+            " in {}",
+            timeline::duration(run.updated_at_ms.saturating_sub(run.created_at_ms))
+        ),
+        _ => String::new(),
+    };
+    writeln!(stdout, "status    {}{took}", run.status.as_str())?;
+    if let Some(actor) = &run.started_by {
+        writeln!(stdout, "by        {actor}")?;
+    }
     writeln!(stdout, "created   {}", output::timestamp(run.created_at_ms))?;
     writeln!(stdout, "updated   {}", output::timestamp(run.updated_at_ms))?;
+    if let Some(trace) = &run.trace {
+        writeln!(stdout, "trace     {}", trace.trace_id)?;
+    }
     if let Some(error) = &run.error {
         writeln!(stdout, "error     {error}")?;
     }
@@ -134,9 +250,13 @@ fn show(store: StoreArgs, run_id: &str, with_logs: bool, json: bool) -> anyhow::
     for blob in &run.input_blobs {
         writeln!(stdout, "  blob    {}", output::blob_line(blob))?;
     }
-    writeln!(stdout, "steps")?;
-    for (index, step) in report.steps.iter().enumerate() {
-        writeln!(stdout, "  {}", output::step_line(step))?;
+    writeln!(stdout)?;
+    let (header, blocks) = timeline::render(run, &report.steps, now);
+    writeln!(stdout, "{header}")?;
+    for (index, block) in blocks.iter().enumerate() {
+        for line in block {
+            writeln!(stdout, "{line}")?;
+        }
         if let Some(logs) = logs.as_ref().and_then(|logs| logs.get(index)) {
             for attempt in logs {
                 writeln!(stdout, "      attempt {}:", attempt.attempt)?;
@@ -183,6 +303,7 @@ fn show(store: StoreArgs, run_id: &str, with_logs: bool, json: bool) -> anyhow::
             }
         }
     }
+    writeln!(stdout)?;
     match &run.output {
         Some(output) => writeln!(stdout, "output    {output}")?,
         None => writeln!(stdout, "output    (none yet)")?,

@@ -1,0 +1,109 @@
+//! Progress on a terminal: a bar per command while runs execute, quiet
+//! when stderr is not a terminal (piped, redirected, in CI). Log lines
+//! print above the bar instead of through it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use plait::executor::{RunEvent, RunEventKind};
+
+/// The bar being drawn, if any: log lines go around it.
+static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// The CLI's log sink: stderr, around the progress bar.
+pub struct Sink;
+
+impl plait::telemetry::LogSink for Sink {
+    fn write_line(&self, line: &str) {
+        let bar = BAR.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+/// A progress bar, drawn only when stderr is a terminal; cleared when
+/// dropped.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// A bar over `total` units (`steps`, `runs`), or a spinner when the
+    /// total is not known yet.
+    pub fn new(unit: &'static str, total: Option<u64>) -> Progress {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr())
+            || std::env::var_os("PLAIT_NO_PROGRESS").is_some()
+        {
+            return Progress { bar: None };
+        }
+        let bar = match total {
+            Some(total) => ProgressBar::new(total),
+            None => ProgressBar::new_spinner(),
+        };
+        let template = format!("{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} {{msg}}");
+        if let Ok(style) = ProgressStyle::with_template(&template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(Duration::from_millis(120));
+        *BAR.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar.clone());
+        Progress { bar: Some(bar) }
+    }
+
+    /// Whether anything is drawn.
+    pub fn shown(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// One more unit done.
+    pub fn inc(&self) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    /// Follows one run's events: steps done out of the workflow's, and what
+    /// is happening now.
+    pub fn follow(&self, event: &RunEvent) {
+        let Some(bar) = &self.bar else { return };
+        bar.set_length(event.steps_total as u64);
+        bar.set_position(event.steps_done as u64);
+        let message = match &event.kind {
+            RunEventKind::RunStarted => "started".to_owned(),
+            RunEventKind::StepStarted { step, item, attempt } => {
+                format!("{}{} running (attempt {attempt})", step, item_suffix(*item))
+            }
+            RunEventKind::StepFinished {
+                step,
+                item,
+                status,
+                latency_ms,
+                ..
+            } => format!("{}{} {status} in {latency_ms} ms", step, item_suffix(*item)),
+            RunEventKind::RunFinished { status, .. } => status.clone(),
+        };
+        bar.set_message(message);
+    }
+
+    /// A message beside the bar.
+    pub fn message(&self, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
+        }
+    }
+}
+
+fn item_suffix(item: Option<u32>) -> String {
+    item.map(|item| format!("[{item}]")).unwrap_or_default()
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            *BAR.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+}

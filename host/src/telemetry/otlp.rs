@@ -1,0 +1,160 @@
+//! Span export over OTLP/HTTP (protobuf), to any OpenTelemetry collector.
+//!
+//! The exporter's batch processor runs on its own thread and blocks on
+//! each export; the HTTP client here hands the request to the tokio
+//! runtime the host already runs, over hyper (plain HTTP) or hyper +
+//! rustls (HTTPS, the Mozilla roots), so no second HTTP stack is linked.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::rt::TokioIo;
+use opentelemetry_http::{HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+/// How long one export may take before it is given up.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest collector response read.
+const MAX_RESPONSE: usize = 1 << 20;
+
+/// Where spans go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// The collector's base URL (`http://127.0.0.1:4318`); spans are posted
+    /// to `/v1/traces` under it. `None`: from the standard
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` variables.
+    pub endpoint: Option<String>,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+}
+
+/// Why span export could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    /// The endpoint or another setting was refused.
+    #[error("cannot export spans to the OTLP endpoint: {0}")]
+    Build(String),
+}
+
+/// A tracer provider exporting to `config`'s collector in batches. Needs a
+/// tokio runtime (the calling one is kept for the exports).
+pub fn provider(config: &OtlpConfig) -> Result<SdkTracerProvider, OtlpError> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+        OtlpError::Build("span export needs a tokio runtime; initialise telemetry inside one".into())
+    })?;
+    let client = TokioClient { handle };
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_timeout(EXPORT_TIMEOUT);
+    if let Some(endpoint) = &config.endpoint {
+        let endpoint = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+        let uri: http::Uri = endpoint
+            .parse()
+            .map_err(|error| OtlpError::Build(format!("`{endpoint}` is not a URL: {error}")))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(OtlpError::Build(format!(
+                "`{endpoint}` is not an http:// or https:// URL; OTLP/HTTP is what Plait speaks (port 4318 on most collectors)"
+            )));
+        }
+        builder = builder.with_endpoint(endpoint);
+    }
+    let exporter = builder
+        .build()
+        .map_err(|error| OtlpError::Build(error.to_string()))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(config.service_name.clone())
+                .build(),
+        )
+        .build())
+}
+
+/// Sends exporter requests on a tokio runtime.
+#[derive(Debug, Clone)]
+struct TokioClient {
+    handle: tokio::runtime::Handle,
+}
+
+impl HttpClient for TokioClient {
+    fn send_bytes<'a, 'b>(
+        &'a self,
+        request: Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Bytes>, HttpError>> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        // The exporter thread waits on the join handle; the request itself
+        // runs on the runtime, where sockets work.
+        let task = self.handle.spawn(async move {
+            tokio::time::timeout(EXPORT_TIMEOUT, send(request))
+                .await
+                .map_err(|_| -> HttpError { "the OTLP collector did not answer in time".into() })?
+        });
+        Box::pin(async move { task.await.map_err(|error| -> HttpError { Box::new(error) })? })
+    }
+}
+
+async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+    let uri = request.uri().clone();
+    let host = uri.host().ok_or("the OTLP endpoint has no host")?.to_owned();
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
+    let (parts, body) = request.into_parts();
+    let mut request = Request::from_parts(parts, Full::new(body));
+    // HTTP/1.1 over a fresh connection: origin-form target, Host header.
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    *request.uri_mut() = path.parse()?;
+    let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or(host.clone());
+    request
+        .headers_mut()
+        .insert(http::header::HOST, http::HeaderValue::from_str(&authority)?);
+    let response = if https {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())?;
+        let tls = connector.connect(name, stream).await?;
+        exchange(TokioIo::new(tls), request).await?
+    } else {
+        exchange(TokioIo::new(stream), request).await?
+    };
+    Ok(response)
+}
+
+async fn exchange<T>(
+    io: T,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Bytes>, HttpError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|error| -> HttpError { error })?
+        .to_bytes();
+    Ok(Response::from_parts(parts, body))
+}
