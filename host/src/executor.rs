@@ -34,9 +34,9 @@ use crate::plan::Plan;
 use crate::schema::{Schema, Violations};
 use crate::step::{Blob, FailureKind, InvocationInfo, Payload, StepFailure};
 use crate::store::{
-    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, Commit, IdempotencyRecord, ItemRecord, Lease,
-    LogsEntry, RunRecord, RunStatus, RunStore, Signal, StepRecord, StepStatus, StoreError,
-    WorkflowRef,
+    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, Commit, IdempotencyRecord,
+    ItemRecord, Lease, LogsEntry, RunRecord, RunStatus, RunStore, Signal, StepRecord, StepStatus,
+    StoreError, WorkflowRef,
 };
 use crate::telemetry::{Metrics, RunTrace, TraceContext};
 
@@ -1791,20 +1791,23 @@ impl<'a> Scheduler<'a> {
         });
         self.in_flight.insert(unit);
         self.attempt_spans.insert(unit, span.clone());
-        self.tasks.spawn(async move {
-            let _permits = permits;
-            let started_at_ms = now_ms();
-            let started = Instant::now();
-            let invoked = component.invoke(&invocation, &sandbox, &payload).await;
-            Done {
-                unit,
-                cache_key,
-                attempt,
-                invoked,
-                started_at_ms,
-                duration_ms: started.elapsed().as_millis() as u64,
+        self.tasks.spawn(
+            async move {
+                let _permits = permits;
+                let started_at_ms = now_ms();
+                let started = Instant::now();
+                let invoked = component.invoke(&invocation, &sandbox, &payload).await;
+                Done {
+                    unit,
+                    cache_key,
+                    attempt,
+                    invoked,
+                    started_at_ms,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                }
             }
-        }.instrument(span));
+            .instrument(span),
+        );
         Ok(())
     }
 

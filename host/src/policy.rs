@@ -527,7 +527,9 @@ impl Policy {
                     Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
                         return Err(invalid(
                             "telemetry.otlp_endpoint",
-                            format!("`{url}` is not an http:// or https:// URL (OTLP/HTTP, port 4318 on most collectors)"),
+                            format!(
+                                "`{url}` is not an http:// or https:// URL (OTLP/HTTP, port 4318 on most collectors)"
+                            ),
                         ));
                     }
                     other => other.clone(),

@@ -14,5 +14,6 @@ mod definition_language;
 mod durability;
 mod failures;
 mod hostile;
+mod observability;
 mod reference_steps;
 mod sandbox;

@@ -238,7 +238,8 @@ fn init_telemetry(cli: &Cli) -> anyhow::Result<plait::telemetry::Telemetry> {
         .or(settings.log_format)
         .unwrap_or(LogFormat::Text);
     let env_set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
-    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|value| value.eq_ignore_ascii_case("true"));
+    let disabled =
+        std::env::var("OTEL_SDK_DISABLED").is_ok_and(|value| value.eq_ignore_ascii_case("true"));
     let endpoint = cli
         .telemetry
         .otlp_endpoint
@@ -282,7 +283,11 @@ fn init_telemetry(cli: &Cli) -> anyhow::Result<plait::telemetry::Telemetry> {
 pub fn actor() -> String {
     let name = ["PLAIT_ACTOR", "USER", "USERNAME", "LOGNAME"]
         .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|value| !value.trim().is_empty()))
+        .find_map(|name| {
+            std::env::var(name)
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+        })
         .or_else(os_user)
         .unwrap_or_else(|| "unknown".to_owned());
     format!("user:{name}")

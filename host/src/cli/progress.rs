@@ -43,7 +43,8 @@ impl Progress {
             Some(total) => ProgressBar::new(total),
             None => ProgressBar::new_spinner(),
         };
-        let template = format!("{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} {{msg}}");
+        let template =
+            format!("{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} {{msg}}");
         if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style.progress_chars("=> "));
         }
@@ -72,7 +73,11 @@ impl Progress {
         bar.set_position(event.steps_done as u64);
         let message = match &event.kind {
             RunEventKind::RunStarted => "started".to_owned(),
-            RunEventKind::StepStarted { step, item, attempt } => {
+            RunEventKind::StepStarted {
+                step,
+                item,
+                attempt,
+            } => {
                 format!("{}{} running (attempt {attempt})", step, item_suffix(*item))
             }
             RunEventKind::StepFinished {

@@ -426,7 +426,9 @@ fn collect_if_due(
     }
     let now = plait::clock::now_ms();
     if let Some(report) = store.gc_if_due(policy.retention.as_millis() as u64, now)? {
-        super::store::collected(home, store, &report)?;
+        if report.runs + report.blobs + report.cache_entries > 0 {
+            super::store::collected(home, store, &report)?;
+        }
         tracing::info!(
             runs = report.runs,
             blobs = report.blobs,
@@ -473,7 +475,8 @@ async fn resume_all(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let engine = home.engine(policy)?;
-    let (mut tasks, skipped) = recover(&engine, policy, store, executor, Some(origin), None).await?;
+    let (mut tasks, skipped) =
+        recover(&engine, policy, store, executor, Some(origin), None).await?;
     let mut reports = Vec::new();
     let mut failed = 0;
     while let Some(joined) = tasks.join_next().await {

@@ -11,8 +11,8 @@ mod records;
 mod sled_store;
 
 pub use records::{
-    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, IdempotencyRecord, ItemRecord, Lease, RunRecord,
-    RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
+    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, IdempotencyRecord, ItemRecord,
+    Lease, RunRecord, RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
 };
 pub use sled_store::{
     BATCH_INTERVAL_MS, Durability, SledStore, WriteWatch, inbox_dir, post_signal,

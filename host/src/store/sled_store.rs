@@ -19,8 +19,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
-    AttemptLogs, AuditRecord, CacheEntry, Commit, IdempotencyRecord, Lease, RunRecord, RunStore, Signal,
-    StepRecord, StoreError,
+    AttemptLogs, AuditRecord, CacheEntry, Commit, IdempotencyRecord, Lease, RunRecord, RunStore,
+    Signal, StepRecord, StoreError,
 };
 
 /// The value of `meta/format`; bump it when records change incompatibly.

@@ -349,10 +349,16 @@ mod tests {
             lines.clone(),
         ));
         tracing::subscriber::with_default(subscriber, || {
-            let run = tracing::info_span!("run", run_id = "r1", workflow_id = "w", trace_id = tracing::field::Empty);
+            let run = tracing::info_span!(
+                "run",
+                run_id = "r1",
+                workflow_id = "w",
+                trace_id = tracing::field::Empty
+            );
             run.record("trace_id", "abc");
             let _run = run.enter();
-            let step = tracing::info_span!("step", step = "ocr", attempt = 2u32, otel.name = "step ocr");
+            let step =
+                tracing::info_span!("step", step = "ocr", attempt = 2u32, otel.name = "step ocr");
             let _step = step.enter();
             tracing::info!(status = "succeeded", latency_ms = 12u64, "step finished");
         });
@@ -410,7 +416,12 @@ mod tests {
         let text = std::fs::read_to_string(run_log_path(dir.path(), "run-1")).unwrap();
         let messages: Vec<String> = text
             .lines()
-            .map(|line| serde_json::from_str::<Value>(line).unwrap()["message"].as_str().unwrap().to_owned())
+            .map(|line| {
+                serde_json::from_str::<Value>(line).unwrap()["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         assert_eq!(messages, ["one", "two"]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -325,10 +325,7 @@ impl Metrics {
             })
             .inc();
         for step in steps {
-            let component = step
-                .component
-                .clone()
-                .unwrap_or_else(|| step.id.clone());
+            let component = step.component.clone().unwrap_or_else(|| step.id.clone());
             for attempt in &step.history {
                 let seconds =
                     attempt.finished_at_ms.saturating_sub(attempt.started_at_ms) as f64 / 1000.0;
@@ -378,7 +375,11 @@ pub fn serve(
                     let metrics = metrics.clone();
                     let store = store.clone();
                     async move {
-                        Ok::<_, std::convert::Infallible>(respond(&request, &metrics, store.as_deref()))
+                        Ok::<_, std::convert::Infallible>(respond(
+                            &request,
+                            &metrics,
+                            store.as_deref(),
+                        ))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

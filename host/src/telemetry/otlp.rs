@@ -47,7 +47,9 @@ pub enum OtlpError {
 /// tokio runtime (the calling one is kept for the exports).
 pub fn provider(config: &OtlpConfig) -> Result<SdkTracerProvider, OtlpError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-        OtlpError::Build("span export needs a tokio runtime; initialise telemetry inside one".into())
+        OtlpError::Build(
+            "span export needs a tokio runtime; initialise telemetry inside one".into(),
+        )
     })?;
     let client = TokioClient { handle };
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
@@ -101,13 +103,19 @@ impl HttpClient for TokioClient {
                 .await
                 .map_err(|_| -> HttpError { "the OTLP collector did not answer in time".into() })?
         });
-        Box::pin(async move { task.await.map_err(|error| -> HttpError { Box::new(error) })? })
+        Box::pin(async move {
+            task.await
+                .map_err(|error| -> HttpError { Box::new(error) })?
+        })
     }
 }
 
 async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
     let uri = request.uri().clone();
-    let host = uri.host().ok_or("the OTLP endpoint has no host")?.to_owned();
+    let host = uri
+        .host()
+        .ok_or("the OTLP endpoint has no host")?
+        .to_owned();
     let https = uri.scheme_str() == Some("https");
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
@@ -119,7 +127,10 @@ async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
     *request.uri_mut() = path.parse()?;
-    let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or(host.clone());
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or(host.clone());
     request
         .headers_mut()
         .insert(http::header::HOST, http::HeaderValue::from_str(&authority)?);
@@ -131,7 +142,8 @@ async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())?;
+        let name =
+            rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())?;
         let tls = connector.connect(name, stream).await?;
         exchange(TokioIo::new(tls), request).await?
     } else {
@@ -140,10 +152,7 @@ async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
     Ok(response)
 }
 
-async fn exchange<T>(
-    io: T,
-    request: Request<Full<Bytes>>,
-) -> Result<Response<Bytes>, HttpError>
+async fn exchange<T>(io: T, request: Request<Full<Bytes>>) -> Result<Response<Bytes>, HttpError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

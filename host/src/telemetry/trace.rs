@@ -48,14 +48,19 @@ impl TraceContext {
         }
         let [version, trace, span, flags] = [parts[0], parts[1], parts[2], parts[3]];
         if version.len() != 2 || version == "ff" || !is_lower_hex(version) {
-            return Err(error("the version is not two lowercase hex digits (or is ff)"));
+            return Err(error(
+                "the version is not two lowercase hex digits (or is ff)",
+            ));
         }
         if version == "00" && parts.len() != 4 {
             return Err(error("version 00 has exactly four parts"));
         }
-        let trace_id = hex_bytes::<16>(trace).ok_or_else(|| error("the trace id is not 32 lowercase hex digits"))?;
-        let span_id = hex_bytes::<8>(span).ok_or_else(|| error("the parent id is not 16 lowercase hex digits"))?;
-        let flags = hex_bytes::<1>(flags).ok_or_else(|| error("the flags are not two lowercase hex digits"))?;
+        let trace_id = hex_bytes::<16>(trace)
+            .ok_or_else(|| error("the trace id is not 32 lowercase hex digits"))?;
+        let span_id = hex_bytes::<8>(span)
+            .ok_or_else(|| error("the parent id is not 16 lowercase hex digits"))?;
+        let flags = hex_bytes::<1>(flags)
+            .ok_or_else(|| error("the flags are not two lowercase hex digits"))?;
         if trace_id == [0; 16] {
             return Err(error("the trace id is all zeros"));
         }
@@ -250,22 +255,38 @@ mod tests {
         assert!(context.sampled);
         assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(context.to_traceparent(), value);
-        let unsampled = TraceContext::parse(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
-        )
-        .unwrap();
+        let unsampled =
+            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
         assert!(!unsampled.sampled);
     }
 
     #[test]
     fn bad_traceparents_are_refused_with_the_reason() {
         for (value, why) in [
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", "four"),
-            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", "all zeros"),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "all zeros"),
-            ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "trace id"),
-            ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "version"),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", "exactly four"),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                "four",
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                "all zeros",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                "all zeros",
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                "trace id",
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "version",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+                "exactly four",
+            ),
         ] {
             let error = TraceContext::parse(value).unwrap_err().to_string();
             assert!(error.contains(why), "{value}: {error}");
@@ -275,10 +296,9 @@ mod tests {
 
     #[test]
     fn a_future_version_is_read_as_version_00() {
-        let context = TraceContext::parse(
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-        )
-        .unwrap();
+        let context =
+            TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
+                .unwrap();
         assert_eq!(context.span_id_hex(), "00f067aa0ba902b7");
     }
 

@@ -69,7 +69,7 @@ pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Ve
     let blocks = steps
         .iter()
         .map(|step| {
-            let mut bar = vec![' '; WIDTH];
+            let mut bar = [' '; WIDTH];
             let mut fill = |from: u64, to: u64, mark: char| {
                 let a = position(from).min(WIDTH - 1);
                 let b = position(to).clamp(a + 1, WIDTH);
@@ -91,11 +91,16 @@ pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Ve
                     format!("the output of step `{}` in run {}", hit.step_id, hit.run_id),
                 ));
             } else if !attempts.is_empty() {
+                // Backoffs first, so the attempts are drawn over their ends.
+                for pair in attempts.windows(2) {
+                    if pair[1].started_at_ms > pair[0].finished_at_ms {
+                        fill(pair[0].finished_at_ms, pair[1].started_at_ms, '·');
+                    }
+                }
                 for (n, attempt) in attempts.iter().enumerate() {
                     if n > 0 {
                         let previous = attempts[n - 1].finished_at_ms;
                         if attempt.started_at_ms > previous {
-                            fill(previous, attempt.started_at_ms, '·');
                             details.push(Row::new(
                                 "  backoff".to_owned(),
                                 "",
@@ -175,14 +180,21 @@ pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Ve
             }
             if !step.items.is_empty() {
                 let count = |status: StepStatus| {
-                    step.items.iter().filter(|item| item.status == status).count()
+                    step.items
+                        .iter()
+                        .filter(|item| item.status == status)
+                        .count()
                 };
                 let retried: u32 = step
                     .items
                     .iter()
                     .map(|item| item.attempts.saturating_sub(1))
                     .sum();
-                let cached = step.items.iter().filter(|item| item.cache_hit.is_some()).count();
+                let cached = step
+                    .items
+                    .iter()
+                    .filter(|item| item.cache_hit.is_some())
+                    .count();
                 let mut line = format!(
                     "{} succeeded, {} failed",
                     count(StepStatus::Succeeded),
@@ -202,11 +214,15 @@ pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Ve
                     line,
                 ));
             }
-            let started = step
-                .started_at_ms
-                .map(offset)
-                .unwrap_or_else(|| "-".to_owned());
-            let took = match (step.started_at_ms, step.finished_at_ms) {
+            // From the first attempt kept, not the latest.
+            let first_start = attempts
+                .first()
+                .map(|attempt| attempt.started_at_ms)
+                .into_iter()
+                .chain(step.started_at_ms)
+                .min();
+            let started = first_start.map(offset).unwrap_or_else(|| "-".to_owned());
+            let took = match (first_start, step.finished_at_ms) {
                 (Some(started), Some(finished)) => duration(finished.saturating_sub(started)),
                 (Some(started), None) if !matches!(step.status, StepStatus::Pending) => {
                     format!("{}…", duration(now_ms.saturating_sub(started)))
