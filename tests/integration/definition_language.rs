@@ -575,8 +575,7 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
             .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|_| panic!("no `{needle}` line within 2 minutes"));
         if line.contains(needle) {
-            let start = line.find("run=").expect("a run field") + 4;
-            return line[start..].split_whitespace().next().unwrap().to_owned();
+            return run_id_in(&line);
         }
     }
 }

@@ -40,10 +40,9 @@ fn kill_at(sandbox: &Sandbox, args: &[&str], needle: &str) -> String {
     found.unwrap_or_else(|| panic!("`plait {}` never logged `{needle}`", args.join(" ")))
 }
 
-/// The run id in a log line (`run=ID`).
+/// The run id in a log line.
 fn run_field(line: &str) -> String {
-    let start = line.find("run=").expect("a run field") + 4;
-    line[start..].split_whitespace().next().unwrap().to_owned()
+    run_id_in(line)
 }
 
 fn workflow(sandbox: &Sandbox, name: &str, step: &str) {

@@ -73,6 +73,19 @@ pub fn yaml_path(path: &str) -> String {
     serde_json::to_string(path).unwrap()
 }
 
+/// The run id in a text log line (`HH:MM:SS.mmm  INFO run ID ...: ...`).
+pub fn run_id_in(line: &str) -> String {
+    let start = line
+        .find(" run ")
+        .unwrap_or_else(|| panic!("no run in `{line}`"))
+        + 5;
+    line[start..]
+        .split(|c: char| c == ':' || c.is_whitespace())
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
