@@ -48,6 +48,9 @@ pub const DEFAULT_HOST_CONCURRENCY: usize = 8;
 /// process (`plait signal` while this one holds the store).
 const SIGNAL_POLL: Duration = Duration::from_millis(200);
 
+/// How often a run that waits for nothing looks for a cancel request.
+const CANCEL_POLL: Duration = Duration::from_millis(1000);
+
 /// Errors that stop the executor itself (as opposed to a step failing,
 /// which is a normal outcome recorded in the run).
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,21 @@ pub enum ExecutorError {
     /// An idempotency key that cannot be used.
     #[error("invalid idempotency key: {0}")]
     InvalidKey(String),
+    /// A cancel that cannot be done, or a resume of a cancelled run.
+    #[error("{0}")]
+    Cancel(String),
+}
+
+/// What [`Executor::cancel_with`] did.
+#[derive(Debug)]
+pub enum Cancelled {
+    /// No process was executing the run: it is cancelled now.
+    Now(Box<RunReport>),
+    /// A process is executing the run: it stops the run when it next looks
+    /// (within a second).
+    Requested,
+    /// A cancel was requested before; nothing more was done.
+    AlreadyRequested,
 }
 
 /// The longest idempotency key accepted.
@@ -333,7 +351,7 @@ impl Executor {
         if !new {
             tracing::info!(target: "plait::executor", parent: &span, key = key.unwrap_or(""), "idempotency key already used; the same run");
             drop(span);
-            if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+            if run.status.is_finished() {
                 let steps = self.store.steps(&run.id)?;
                 return Ok(RunReport { run, steps });
             }
@@ -585,6 +603,12 @@ impl Executor {
         if run.status == RunStatus::Succeeded {
             return Ok(RunReport { run, steps });
         }
+        if run.status == RunStatus::Cancelled {
+            return Err(ExecutorError::Cancel(format!(
+                "run `{run_id}` was cancelled ({}); a cancelled run is not resumed: start a new run",
+                run.error.as_deref().unwrap_or("no reason given")
+            )));
+        }
         if run.workflow.digest != plan.digest {
             return Err(ExecutorError::Changed(format!(
                 "the workflow file `{}` changed since run `{run_id}` started ({} then, {} now); \
@@ -739,6 +763,62 @@ impl Executor {
         Ok(())
     }
 
+    /// Cancels run `run_id` on behalf of `origin`: records the request
+    /// (and who made it) and, if no process is executing the run, stops it
+    /// now; otherwise the process executing it stops it (its running
+    /// attempts are abandoned, its pauses end) and records it `cancelled`.
+    /// A cancelled run is final.
+    pub fn cancel_with(
+        &self,
+        run_id: &str,
+        reason: Option<&str>,
+        origin: &Origin,
+    ) -> Result<Cancelled, ExecutorError> {
+        let run = self
+            .store
+            .run(run_id)?
+            .ok_or_else(|| StoreError::UnknownRun(run_id.to_owned()))?;
+        if run.status.is_finished() {
+            return Err(ExecutorError::Cancel(format!(
+                "run `{run_id}` is already {}; only a running or waiting run can be cancelled",
+                run.status.as_str()
+            )));
+        }
+        if self.store.signal(run_id, Signal::CANCEL)?.is_some() {
+            return Ok(Cancelled::AlreadyRequested);
+        }
+        let request = cancel_request(run_id, reason, origin);
+        self.store.commit(Commit {
+            signal: Some(&request),
+            audit: Some(&request.audit()),
+            ..Commit::default()
+        })?;
+        let lease = match self.store.acquire_lease(run_id, &self.id, LEASE_TTL_MS) {
+            Ok(lease) => lease,
+            Err(StoreError::LeaseHeld { .. }) => return Ok(Cancelled::Requested),
+            Err(error) => return Err(error.into()),
+        };
+        let mut run = run;
+        let mut steps = self.store.steps(run_id)?;
+        let message = cancel_message(&request);
+        let changed = abandon(&mut steps, &message);
+        run.status = RunStatus::Cancelled;
+        run.error = Some(message);
+        run.updated_at_ms = now_ms();
+        let committed = self.store.commit(Commit {
+            run: Some(&run),
+            steps: changed.iter().map(|&index| &steps[index]).collect(),
+            fence: Some((run_id, &lease.holder, lease.token)),
+            ..Commit::default()
+        });
+        let _ = self.store.release_lease(run_id, &lease);
+        committed?;
+        self.metrics
+            .run_finished(&run.workflow.name, RunStatus::Cancelled);
+        tracing::info!(target: "plait::executor", run_id = %run.id, run_status = "cancelled", error = run.error.as_deref().unwrap_or(""), "run cancelled");
+        Ok(Cancelled::Now(Box::new(RunReport { run, steps })))
+    }
+
     async fn execute(
         &self,
         plan: &Plan,
@@ -788,9 +868,9 @@ pub fn check_signal(plan: &Plan, run: &RunRecord, step_id: &str) -> Result<(), E
             "step `{step_id}` is not a `type: wait` step; only wait steps take signals"
         )));
     }
-    if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+    if run.status.is_finished() {
         return Err(ExecutorError::Signal(format!(
-            "run `{}` has already {}; a signal can only reach a run that is running or waiting",
+            "run `{}` is already {}; a signal can only reach a run that is running or waiting",
             run.id,
             run.status.as_str()
         )));
@@ -806,6 +886,65 @@ fn finished(record: &StepRecord) -> bool {
         StepStatus::Failed => record.output.is_some(),
         StepStatus::Pending | StepStatus::Running | StepStatus::Waiting => false,
     }
+}
+
+/// The request that cancels run `run_id`, kept with its signals.
+pub fn cancel_request(run_id: &str, reason: Option<&str>, origin: &Origin) -> Signal {
+    Signal {
+        run_id: run_id.to_owned(),
+        step_id: Signal::CANCEL.to_owned(),
+        data: match reason {
+            Some(reason) => json!({ "reason": reason }),
+            None => json!({}),
+        },
+        sent_at_ms: now_ms(),
+        sent_by: Some(origin.actor()),
+    }
+}
+
+/// The run's error once `request` cancelled it.
+fn cancel_message(request: &Signal) -> String {
+    let by = request.sent_by.as_deref().unwrap_or("unknown");
+    match request.data.get("reason").and_then(Value::as_str) {
+        Some(reason) => format!("cancelled by {by}: {reason}"),
+        None => format!("cancelled by {by}"),
+    }
+}
+
+/// Marks every unfinished attempt, pause and item of `steps` failed with
+/// `message`; returns the indexes of the records changed.
+fn abandon(steps: &mut [StepRecord], message: &str) -> Vec<usize> {
+    let failure = StepFailure {
+        kind: FailureKind::Fatal,
+        message: message.to_owned(),
+        details: None,
+    };
+    let mut changed = Vec::new();
+    for (index, record) in steps.iter_mut().enumerate() {
+        let mut touched = false;
+        if matches!(record.status, StepStatus::Running | StepStatus::Waiting) {
+            record.status = StepStatus::Failed;
+            record.error = Some(failure.clone());
+            record.finished_at_ms = Some(now_ms());
+            record.wake_at_ms = None;
+            touched = true;
+        }
+        for item in &mut record.items {
+            if matches!(
+                item.status,
+                StepStatus::Running | StepStatus::Waiting | StepStatus::Pending
+            ) {
+                item.status = StepStatus::Failed;
+                item.error = Some(failure.clone());
+                item.wake_at_ms = None;
+                touched = true;
+            }
+        }
+        if touched {
+            changed.push(index);
+        }
+    }
+    changed
 }
 
 /// One unit of work: a step, or one item of a fan-out.
@@ -866,6 +1005,8 @@ struct Scheduler<'a> {
     pauses: HashMap<Unit, tracing::Span>,
     /// Units ready but not started, as last counted in the queue gauge.
     queued: i64,
+    /// When the store's inbox was last collected.
+    inbox_at_ms: u64,
 }
 
 impl<'a> Scheduler<'a> {
@@ -939,6 +1080,7 @@ impl<'a> Scheduler<'a> {
             attempt_spans: HashMap::new(),
             pauses: HashMap::new(),
             queued: 0,
+            inbox_at_ms: 0,
         }
     }
 
@@ -1047,8 +1189,14 @@ impl<'a> Scheduler<'a> {
         self.event(RunEventKind::RunStarted);
         loop {
             self.renew_lease()?;
-            if self.waits_for_signal() {
+            // Signals and cancel requests other processes left: looked for
+            // at most every SIGNAL_POLL.
+            if now_ms().saturating_sub(self.inbox_at_ms) >= SIGNAL_POLL.as_millis() as u64 {
+                self.inbox_at_ms = now_ms();
                 for signal in self.store.collect_inbox()? {
+                    if signal.is_cancel() {
+                        continue;
+                    }
                     let wait = self
                         .plan
                         .definition
@@ -1062,6 +1210,9 @@ impl<'a> Scheduler<'a> {
                         );
                     }
                 }
+            }
+            if let Some(request) = self.store.signal(&self.run.id, Signal::CANCEL)? {
+                return self.cancel(&request).await;
             }
             let now = now_ms();
             if let Some(deadline) = self.run.deadline_ms
@@ -1088,10 +1239,15 @@ impl<'a> Scheduler<'a> {
             self.mark_waiting()?;
 
             let mut wake = self.next_wake();
-            if self.waits_for_signal() || blocked {
-                let poll = now_ms() + SIGNAL_POLL.as_millis() as u64;
-                wake = Some(wake.map_or(poll, |wake| wake.min(poll)));
-            }
+            // A signal is waited for, or a slot: look often. Otherwise look
+            // for a cancel request once a second.
+            let poll = if self.waits_for_signal() || blocked {
+                SIGNAL_POLL
+            } else {
+                CANCEL_POLL
+            };
+            let poll = now_ms() + poll.as_millis() as u64;
+            wake = Some(wake.map_or(poll, |wake| wake.min(poll)));
             if self.tasks.is_empty()
                 && wake.is_none()
                 && self.ready.is_empty()
@@ -2275,6 +2431,34 @@ impl<'a> Scheduler<'a> {
         })?;
         self.ended();
         Ok(Some(self.report()))
+    }
+
+    /// A cancel was requested: stops what runs and ends the run
+    /// `cancelled`.
+    async fn cancel(&mut self, request: &Signal) -> Result<RunReport, ExecutorError> {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.in_flight.clear();
+        self.ready.clear();
+        self.pauses.clear();
+        for span in self.attempt_spans.drain().map(|(_, span)| span) {
+            span.record("status", "cancelled");
+            span.record("otel.status_code", "ERROR");
+        }
+        let message = cancel_message(request);
+        let changed = abandon(&mut self.steps, &message);
+        for index in changed {
+            self.commit_step(index)?;
+        }
+        self.run.status = RunStatus::Cancelled;
+        self.run.error = Some(message);
+        self.run.updated_at_ms = now_ms();
+        self.commit(Commit {
+            run: Some(&self.run),
+            ..Commit::default()
+        })?;
+        self.ended();
+        Ok(self.report())
     }
 
     /// The run's `timeout` passed: stops what runs and fails the run.

@@ -715,7 +715,7 @@ fn the_timeline_logs_listing_and_audit_tell_what_happened() {
     assert_eq!(listed(&["--limit", "1"]), ["failing"]);
     let bad = sandbox.run(&["runs", "list", "--status", "done"]);
     assert_exit(&bad, 2);
-    assert!(stderr(&bad).contains("running, waiting, succeeded or failed"));
+    assert!(stderr(&bad).contains("running, waiting, succeeded, failed or cancelled"));
 
     // `plait logs`: the run's events in order, as text or as stored.
     let logs = sandbox.run(&["logs", &run_id]);
@@ -761,4 +761,169 @@ fn the_timeline_logs_listing_and_audit_tell_what_happened() {
     assert_exit(&sandbox.run(&["logs", &run_id]), 2);
     let filtered = json(&sandbox.run(&["audit", "--json", "--action", "run.start"]));
     assert_eq!(filtered.as_array().unwrap().len(), 2);
+}
+
+/// Waits up to a minute for `child` to exit.
+fn exit_within_a_minute(child: &mut std::process::Child) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    panic!("the process did not stop within a minute");
+}
+
+#[test]
+fn a_run_in_progress_is_cancelled_through_the_inbox_and_audited() {
+    let sandbox = Sandbox::new();
+    let workflow = sandbox.write(
+        "slow.yaml",
+        format!(
+            "name: slow\nsteps:\n  - id: slow\n    uses: {}\n    config: {{ sleep_ms: 60000 }}\n    timeout: 5m\n  - id: after\n    uses: {}\n",
+            yaml_path(plait_test_artifacts::SLOW_COUNTER_COMPONENT),
+            yaml_path(ECHO_COMPONENT)
+        ),
+    );
+    let mut child = sandbox
+        .plait()
+        .env("PLAIT_ACTOR", "ops")
+        .args(["run", workflow.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let run_id = loop {
+        let line = lines.next().expect("plait ended early").unwrap();
+        // The guest's first log line: the step is running.
+        if line.contains(" invoked ") {
+            break run_id_in(&line);
+        }
+    };
+    let cancel = sandbox
+        .plait()
+        .env("PLAIT_ACTOR", "bob")
+        .args(["cancel", &run_id, "--reason", "wrong input"])
+        .output()
+        .unwrap();
+    assert_exit(&cancel, 0);
+    assert!(
+        stderr(&cancel).contains("waits in its inbox"),
+        "{}",
+        stderr(&cancel)
+    );
+    // The 60 s step is abandoned: the process ends long before.
+    let status = exit_within_a_minute(&mut child);
+    assert_eq!(status.code(), Some(1), "a cancelled run is not a success");
+
+    let shown = json(&sandbox.run(&["runs", "show", &run_id, "--json"]));
+    assert_eq!(shown["status"], "cancelled");
+    assert_eq!(shown["error"], "cancelled by user:bob: wrong input");
+    assert_eq!(shown["steps"][0]["status"], "failed");
+    assert_eq!(
+        shown["steps"][0]["error"]["message"],
+        "cancelled by user:bob: wrong input"
+    );
+    assert_eq!(
+        shown["steps"][1]["status"], "pending",
+        "nothing after it started"
+    );
+
+    // Final: not resumed, not cancelled twice.
+    let resumed = sandbox.run(&["resume", &run_id]);
+    assert_exit(&resumed, 2);
+    assert!(
+        stderr(&resumed).contains("was cancelled"),
+        "{}",
+        stderr(&resumed)
+    );
+    let again = sandbox.run(&["cancel", &run_id]);
+    assert_exit(&again, 2);
+    assert!(
+        stderr(&again).contains("already cancelled"),
+        "{}",
+        stderr(&again)
+    );
+
+    let audit = json(&sandbox.run(&["audit", "--json", "--run", &run_id]));
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            (
+                entry["actor"].as_str().unwrap(),
+                entry["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [("user:ops", "run.start"), ("user:bob", "run.cancel")]
+    );
+    assert_eq!(audit[1]["detail"]["reason"], "wrong input");
+    let metrics = stdout(&sandbox.run(&["metrics"]));
+    assert_eq!(
+        series(
+            &metrics,
+            "plait_runs_finished_total{workflow=\"slow\",status=\"cancelled\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(listed_statuses(&sandbox, "cancelled"), 1);
+}
+
+fn listed_statuses(sandbox: &Sandbox, status: &str) -> usize {
+    json(&sandbox.run(&["runs", "list", "--json", "--status", status]))
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn a_waiting_run_no_process_holds_is_cancelled_at_once() {
+    let sandbox = Sandbox::new();
+    let workflow = sandbox.write(
+        "waits.yaml",
+        format!(
+            "name: waits\nsteps:\n  - id: first\n    uses: {}\n  - id: approve\n    type: wait\n",
+            yaml_path(ECHO_COMPONENT)
+        ),
+    );
+    let mut child = sandbox
+        .plait()
+        .args(["run", workflow.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let run_id = loop {
+        let line = lines.next().expect("plait ended early").unwrap();
+        if line.contains("waiting for a signal") {
+            break run_id_in(&line);
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let output = sandbox.run(&["cancel", &run_id, "--json"]);
+    assert_exit(&output, 0);
+    let report = json(&output);
+    assert_eq!(report["status"], "cancelled");
+    assert_eq!(
+        report["steps"][0]["status"], "succeeded",
+        "finished work stays"
+    );
+    assert_eq!(report["steps"][1]["status"], "failed");
+    let late = sandbox.run(&["signal", &run_id, "approve"]);
+    assert_exit(&late, 2);
+    assert!(
+        stderr(&late).contains("is already cancelled"),
+        "{}",
+        stderr(&late)
+    );
+    assert_exit(&sandbox.run(&["cancel", "no-such-run"]), 2);
 }

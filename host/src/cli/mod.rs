@@ -67,6 +67,8 @@ enum Command {
     Resume(run::ResumeArgs),
     /// Deliver a signal to a `wait` step of a run, and continue the run.
     Signal(run::SignalArgs),
+    /// Stop a running or waiting run for good.
+    Cancel(run::CancelArgs),
     /// List stored runs, and show one as a timeline.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -107,6 +109,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Resume(args) => run::resume(args).await,
         Command::Signal(args) => run::signal(args).await,
+        Command::Cancel(args) => run::cancel(args),
         Command::Runs(command) => runs::main(command),
         Command::Logs(args) => observe::logs(args).await,
         Command::Metrics(args) => observe::metrics(args),
@@ -159,6 +162,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                 | ExecutorError::Signal(_)
                 | ExecutorError::KeyReused { .. }
                 | ExecutorError::InvalidKey(_)
+                | ExecutorError::Cancel(_)
                 | ExecutorError::Changed(_) => EXIT_USAGE,
                 ExecutorError::Store(StoreError::UnknownRun(_)) => EXIT_USAGE,
                 _ => EXIT_RUN_FAILED,
@@ -202,6 +206,7 @@ impl Command {
             Command::Run(args) => Some(args.store_args()),
             Command::Resume(args) => Some(args.store_args()),
             Command::Signal(args) => Some(args.store_args()),
+            Command::Cancel(args) => Some(&args.store),
             Command::Runs(command) => Some(command.store_args()),
             Command::Logs(args) => Some(&args.store),
             Command::Metrics(args) => Some(&args.store),

@@ -171,6 +171,77 @@ pub struct SignalArgs {
     json: bool,
 }
 
+/// Arguments of `plait cancel`.
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// The run to stop.
+    #[arg(value_name = "RUN_ID")]
+    run_id: String,
+    /// Why, for the run's error and the audit log.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print exactly one JSON object describing the run on stdout (when it
+    /// was cancelled here).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `plait cancel`: stops the run here if no process executes it; else
+/// leaves the request in the store's inbox for the process that does.
+pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
+    use plait::executor::Cancelled;
+    let origin = Origin {
+        actor: Some(super::actor()),
+        trace_parent: None,
+    };
+    let home = Home::resolve(args.store.store.clone())?;
+    let store = match home.open_store() {
+        Ok(store) => store,
+        Err(error)
+            if matches!(
+                error.downcast_ref::<plait::store::StoreError>(),
+                Some(plait::store::StoreError::Locked { .. })
+            ) =>
+        {
+            let request =
+                plait::executor::cancel_request(&args.run_id, args.reason.as_deref(), &origin);
+            plait::store::post_signal(&home.journal_dir(), &request)
+                .context("leaving the cancel request in the store's inbox")?;
+            eprintln!(
+                "another plait process holds the store; the cancel request for run {} waits in its inbox, and the run stops within a second if that process runs it (else when it is next resumed)",
+                args.run_id
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) => return Err(error),
+    };
+    let executor = Executor::new(store);
+    match executor.cancel_with(&args.run_id, args.reason.as_deref(), &origin)? {
+        Cancelled::Now(report) => {
+            if args.json {
+                output::print_json(&output::run_json(&report, None))?;
+            } else {
+                eprintln!(
+                    "run {} cancelled: {}",
+                    report.run.id,
+                    report.run.error.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        Cancelled::Requested => eprintln!(
+            "cancel requested; the process running {} stops it within a second",
+            args.run_id
+        ),
+        Cancelled::AlreadyRequested => eprintln!(
+            "a cancel of run {} was already requested; it stops when the process running it next looks",
+            args.run_id
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 impl RunArgs {
     /// The store it works on.
     pub fn store_args(&self) -> &StoreArgs {

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::sled_store::SledStore;
-use super::{RunStatus, RunStore, StoreError};
+use super::{RunStore, StoreError};
 
 /// What a collection removed (or would remove, in a dry run).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -70,7 +70,7 @@ impl SledStore {
         let mut keep: BTreeSet<String> = BTreeSet::new();
         let mut doomed_runs = Vec::new();
         for run in self.runs()? {
-            let finished = matches!(run.status, RunStatus::Succeeded | RunStatus::Failed);
+            let finished = run.status.is_finished();
             if finished && run.updated_at_ms < cutoff_ms {
                 doomed_runs.push(run.id.clone());
                 continue;
@@ -123,7 +123,7 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BlobRef, Commit, RunRecord, WorkflowRef};
+    use crate::store::{BlobRef, Commit, RunRecord, RunStatus, WorkflowRef};
 
     fn run(id: &str, status: RunStatus, updated_at_ms: u64, blob: &str) -> RunRecord {
         RunRecord {

@@ -43,9 +43,20 @@ pub enum RunStatus {
     Succeeded,
     /// A step failed; `plait resume` retries it.
     Failed,
+    /// Stopped on request (`plait cancel`); final: it is not resumed.
+    Cancelled,
 }
 
 impl RunStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Running,
+        RunStatus::Waiting,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
     /// The lowercase name used in output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -53,7 +64,16 @@ impl RunStatus {
             RunStatus::Waiting => "waiting",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether the run has ended (a failed run may still be resumed).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 }
 
@@ -247,15 +267,29 @@ pub struct Signal {
 }
 
 impl Signal {
+    /// The step id under which a run's cancel request is kept with its
+    /// signals (no step id can contain `!`).
+    pub const CANCEL: &'static str = "!cancel";
+
+    /// Whether this is a cancel request rather than a `wait` step's data.
+    pub fn is_cancel(&self) -> bool {
+        self.step_id == Signal::CANCEL
+    }
+
     /// The audit log entry of this signal's delivery.
     pub fn audit(&self) -> AuditRecord {
+        let (action, detail) = if self.is_cancel() {
+            ("run.cancel", self.data.clone())
+        } else {
+            ("run.signal", serde_json::json!({ "step": self.step_id }))
+        };
         AuditRecord {
             at_ms: self.sent_at_ms,
             actor: self.sent_by.clone().unwrap_or_else(|| "unknown".to_owned()),
-            action: "run.signal".to_owned(),
+            action: action.to_owned(),
             run_id: Some(self.run_id.clone()),
             workflow: None,
-            detail: serde_json::json!({ "step": self.step_id }),
+            detail,
         }
     }
 }

@@ -315,7 +315,7 @@ impl Metrics {
     fn replay(&self, run: &RunRecord, steps: &[StepRecord]) {
         let workflow = &run.workflow.name;
         self.run_started(workflow);
-        if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+        if run.status.is_finished() {
             self.run_finished(workflow, run.status);
         }
         self.runs_stored

@@ -21,7 +21,8 @@ pub enum RunsCommand {
         /// Only runs of this workflow (its `name`).
         #[arg(long, value_name = "NAME")]
         workflow: Option<String>,
-        /// Only runs with this status: running, waiting, succeeded, failed.
+        /// Only runs with this status: running, waiting, succeeded, failed,
+        /// cancelled.
         #[arg(long, value_name = "STATUS")]
         status: Option<String>,
         /// Only runs created after this: a duration ago (`2h`, `7d`) or an
@@ -89,17 +90,12 @@ pub fn main(command: RunsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let status = status
                 .map(|status| {
-                    [
-                        RunStatus::Running,
-                        RunStatus::Waiting,
-                        RunStatus::Succeeded,
-                        RunStatus::Failed,
-                    ]
-                    .into_iter()
+                    RunStatus::ALL
+                        .into_iter()
                     .find(|known| known.as_str() == status.trim())
                     .ok_or_else(|| {
                         UsageError(format!(
-                            "--status `{status}` is not a run status; use running, waiting, succeeded or failed"
+                            "--status `{status}` is not a run status; use running, waiting, succeeded, failed or cancelled"
                         ))
                     })
                 })
@@ -177,7 +173,7 @@ fn list(store: StoreArgs, filter: &Filter, json: bool) -> anyhow::Result<ExitCod
         )?;
         for run in &runs {
             let took = match run.status {
-                RunStatus::Succeeded | RunStatus::Failed => {
+                RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled => {
                     timeline::duration(run.updated_at_ms.saturating_sub(run.created_at_ms))
                 }
                 _ => "-".to_owned(),
@@ -228,7 +224,7 @@ fn show(store: StoreArgs, run_id: &str, with_logs: bool, json: bool) -> anyhow::
     )?;
     let now = plait::clock::now_ms();
     let took = match run.status {
-        RunStatus::Succeeded | RunStatus::Failed => format!(
+        RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled => format!(
             " in {}",
             timeline::duration(run.updated_at_ms.saturating_sub(run.created_at_ms))
         ),

@@ -52,7 +52,7 @@ impl Row {
 pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Vec<Vec<String>>) {
     let start = run.created_at_ms;
     let end = match run.status {
-        RunStatus::Succeeded | RunStatus::Failed => run.updated_at_ms,
+        RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled => run.updated_at_ms,
         _ => now_ms,
     }
     .max(start + 1);
