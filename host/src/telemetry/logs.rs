@@ -87,9 +87,37 @@ pub struct LogLayer {
     run_logs: Option<RunLogs>,
 }
 
+/// The run log files' writer: a thread of its own, so a run pays a
+/// channel send per line, not a file creation and a write.
 struct RunLogs {
-    dir: PathBuf,
-    open: Mutex<HashMap<String, File>>,
+    sender: Mutex<std::sync::mpsc::Sender<Message>>,
+}
+
+enum Message {
+    Line {
+        run_id: String,
+        line: String,
+        last: bool,
+    },
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Waits for the run log files' writer to have written every line sent so
+/// far (see [`LogLayer::run_log_flush`]).
+#[derive(Clone)]
+pub struct RunLogFlush {
+    sender: std::sync::mpsc::Sender<Message>,
+}
+
+impl RunLogFlush {
+    /// Blocks until every line logged before has reached its file, or a
+    /// second passed.
+    pub fn flush(&self) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self.sender.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(std::time::Duration::from_secs(1));
+        }
+    }
 }
 
 impl LogLayer {
@@ -104,13 +132,71 @@ impl LogLayer {
         }
     }
 
-    /// Also copies each run's events, as JSON lines, to `dir/RUN_ID.jsonl`.
+    /// Also copies each run's events, as JSON lines, to `dir/RUN_ID.jsonl`
+    /// (written by a thread of its own; see [`LogLayer::run_log_flush`]).
     pub fn with_run_logs(mut self, dir: PathBuf) -> LogLayer {
-        self.run_logs = Some(RunLogs {
-            dir,
-            open: Mutex::new(HashMap::new()),
-        });
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("plait-run-logs".to_owned())
+            .spawn(move || write_run_logs(&dir, &receiver));
+        if spawned.is_ok() {
+            self.run_logs = Some(RunLogs {
+                sender: Mutex::new(sender),
+            });
+        }
         self
+    }
+
+    /// A handle that waits for the run log files to be written, for a
+    /// process about to exit (or a test about to read them).
+    pub fn run_log_flush(&self) -> Option<RunLogFlush> {
+        self.run_logs.as_ref().map(|logs| RunLogFlush {
+            sender: logs
+                .sender
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        })
+    }
+}
+
+/// The writer thread: appends each line to its run's file, keeping up to
+/// [`OPEN_RUN_LOGS`] files open.
+fn write_run_logs(dir: &Path, receiver: &std::sync::mpsc::Receiver<Message>) {
+    let _ = std::fs::create_dir_all(dir);
+    let mut open: HashMap<String, File> = HashMap::new();
+    for message in receiver {
+        let (run_id, line, last) = match message {
+            Message::Line { run_id, line, last } => (run_id, line, last),
+            Message::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        if !open.contains_key(&run_id) {
+            if open.len() >= OPEN_RUN_LOGS {
+                open.clear();
+            }
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(run_log_path(dir, &run_id))
+            {
+                Ok(file) => {
+                    open.insert(run_id.clone(), file);
+                }
+                // Logging must not fail a run; the stream still has it.
+                Err(_) => continue,
+            }
+        }
+        if let Some(file) = open.get_mut(&run_id) {
+            // One write per line, in append mode: lines from two processes
+            // never interleave within a line.
+            let _ = file.write_all(format!("{line}\n").as_bytes());
+        }
+        if last {
+            open.remove(&run_id);
+        }
     }
 }
 
@@ -124,32 +210,15 @@ impl RunLogs {
         {
             return;
         }
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if !open.contains_key(run_id) {
-            if open.len() >= OPEN_RUN_LOGS {
-                open.clear();
-            }
-            let _ = std::fs::create_dir_all(&self.dir);
-            match std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(run_log_path(&self.dir, run_id))
-            {
-                Ok(file) => {
-                    open.insert(run_id.to_owned(), file);
-                }
-                // Logging must not fail a run; the stream still has it.
-                Err(_) => return,
-            }
-        }
-        if let Some(file) = open.get_mut(run_id) {
-            // One write per line, in append mode: lines from two processes
-            // never interleave within a line.
-            let _ = file.write_all(format!("{line}\n").as_bytes());
-        }
-        if last {
-            open.remove(run_id);
-        }
+        let _ = self
+            .sender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Message::Line {
+                run_id: run_id.to_owned(),
+                line: line.to_owned(),
+                last,
+            });
     }
 }
 
@@ -401,10 +470,10 @@ mod tests {
     fn run_logs_go_to_one_file_per_run() {
         let dir = tempfile::tempdir().unwrap();
         let lines = Arc::new(Lines::default());
-        let subscriber = tracing_subscriber::registry().with(
-            LogLayer::new(LogFormat::Text, false, lines.clone())
-                .with_run_logs(dir.path().to_owned()),
-        );
+        let layer = LogLayer::new(LogFormat::Text, false, lines.clone())
+            .with_run_logs(dir.path().to_owned());
+        let flush = layer.run_log_flush().unwrap();
+        let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
             let run = tracing::info_span!("run", run_id = "run-1");
             let _run = run.enter();
@@ -413,6 +482,7 @@ mod tests {
             drop(_run);
             tracing::info!(run_id = "../escape", "not a run id");
         });
+        flush.flush();
         let text = std::fs::read_to_string(run_log_path(dir.path(), "run-1")).unwrap();
         let messages: Vec<String> = text
             .lines()

@@ -82,6 +82,7 @@ pub enum TelemetryError {
 pub struct Telemetry {
     provider: SdkTracerProvider,
     exporting: bool,
+    run_logs: Option<logs::RunLogFlush>,
 }
 
 impl Telemetry {
@@ -90,14 +91,20 @@ impl Telemetry {
         self.exporting
     }
 
-    /// Sends every finished span now.
+    /// Sends every finished span now, and writes the run log files.
     pub fn flush(&self) {
         let _ = self.provider.force_flush();
+        if let Some(run_logs) = &self.run_logs {
+            run_logs.flush();
+        }
     }
 }
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
+        if let Some(run_logs) = &self.run_logs {
+            run_logs.flush();
+        }
         if self.exporting {
             let _ = self.provider.force_flush();
         }
@@ -124,6 +131,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     if let Some(dir) = config.run_logs {
         log_layer = log_layer.with_run_logs(dir);
     }
+    let run_logs = log_layer.run_log_flush();
     let spans = tracing_subscriber::filter::Targets::new().with_target("plait", LevelFilter::INFO);
     tracing_subscriber::registry()
         .with(log_layer.with_filter(PlaitSpans(filter)))
@@ -138,6 +146,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     Ok(Telemetry {
         provider,
         exporting,
+        run_logs,
     })
 }
 
