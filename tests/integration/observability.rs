@@ -927,3 +927,35 @@ fn a_waiting_run_no_process_holds_is_cancelled_at_once() {
     );
     assert_exit(&sandbox.run(&["cancel", "no-such-run"]), 2);
 }
+
+/// On a terminal (a pseudo-terminal from `script`, util-linux), `plait
+/// run` draws a progress bar of the steps and clears it before the report.
+#[test]
+fn a_terminal_gets_a_progress_bar() {
+    let sandbox = Sandbox::new();
+    let workflow = three_steps(&sandbox, "shown", &echo_step("last"));
+    let command = format!(
+        "{} run {}",
+        env!("CARGO_BIN_EXE_plait"),
+        workflow.to_str().unwrap()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(sandbox.dir.path())
+        .env("PLAIT_HOME", sandbox.store())
+        .env("PLAIT_CACHE_DIR", shared_cache())
+        .env("TERM", "xterm")
+        .env_remove("PLAIT_LOG")
+        .output()
+        .expect("`script` (util-linux) runs a command on a pseudo-terminal");
+    assert_exit(&output, 0);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("/3 steps"), "no progress bar in:\n{text}");
+    assert!(
+        text.contains("3/3 steps"),
+        "the bar reaches the end:\n{text}"
+    );
+    // Cleared (erase line) before the report is printed.
+    let report = text.find("✓ last").expect("the report");
+    assert!(text[..report].rfind("\u{1b}[2K").is_some(), "{text}");
+}

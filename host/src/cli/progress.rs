@@ -104,11 +104,18 @@ fn item_suffix(item: Option<u32>) -> String {
     item.map(|item| format!("[{item}]")).unwrap_or_default()
 }
 
-impl Drop for Progress {
-    fn drop(&mut self) {
-        if let Some(bar) = self.bar.take() {
+impl Progress {
+    /// Clears the bar, so what is printed next is not drawn over.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
             bar.finish_and_clear();
             *BAR.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

@@ -111,8 +111,11 @@ impl ObserveArgs {
 }
 
 /// Shows one run's progress (on a terminal) while it executes.
-fn follow(executor: &Executor) -> (std::sync::Arc<Progress>, tokio::task::JoinHandle<()>) {
-    let progress = std::sync::Arc::new(Progress::new("steps", None));
+fn follow(
+    executor: &Executor,
+    steps: usize,
+) -> (std::sync::Arc<Progress>, tokio::task::JoinHandle<()>) {
+    let progress = std::sync::Arc::new(Progress::new("steps", Some(steps as u64)));
     let mut events = executor.subscribe();
     let shown = progress.clone();
     let task = tokio::spawn(async move {
@@ -302,7 +305,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let (progress, follower) = follow(&executor);
+    let (progress, follower) = follow(&executor, plan.steps.len());
     let report = executor
         .start_with(
             &plan,
@@ -313,7 +316,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .await;
     follower.abort();
-    drop(progress);
+    progress.finish();
     let report = report?;
     if let Some(mut recovering) = recovering {
         while let Some(joined) = recovering.join_next().await {
@@ -440,7 +443,7 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
         progress.message(format!("{} done", joined.1));
         results.push(joined);
     }
-    drop(progress);
+    progress.finish();
     results.sort_by_key(|(index, _, _)| *index);
     let mut failed = 0;
     let mut reports = Vec::new();
@@ -529,10 +532,10 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         return finish(&RunReport { run, steps }, args.json);
     }
     let plan = plan_of_run(&home.engine(&policy)?, &policy, &store, &run).await?;
-    let (progress, follower) = follow(&executor);
+    let (progress, follower) = follow(&executor, plan.steps.len());
     let report = executor.resume_with(&plan, &run.id, &origin).await;
     follower.abort();
-    drop(progress);
+    progress.finish();
     finish(&report?, args.json)
 }
 
@@ -706,10 +709,10 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
         "signal delivered to step `{}`; continuing run {}",
         args.step_id, run.id
     );
-    let (progress, follower) = follow(&executor);
+    let (progress, follower) = follow(&executor, plan.steps.len());
     let report = executor.resume_with(&plan, &run.id, &origin).await;
     follower.abort();
-    drop(progress);
+    progress.finish();
     finish(&report?, args.json)
 }
 
