@@ -4,7 +4,9 @@
 //! appended to its log file, and the OpenTelemetry layer giving every
 //! span its ids (no exporter: export runs on its own thread, in batches).
 //!
-//! `cargo bench -p plait --bench telemetry`
+//! `cargo bench -p plait --bench telemetry`; with
+//! `PLAIT_BENCH_NO_RUN_LOGS=1`, without the per-run log files
+//! (`[telemetry] run_logs = false`).
 //!
 //! A subscriber cannot be removed once installed, so the bare case runs
 //! first and the instrumented one second, in one process.
@@ -48,7 +50,7 @@ fn telemetry(c: &mut Criterion) {
         filter: plait::telemetry::DEFAULT_FILTER.to_owned(),
         ansi: false,
         sink: Arc::new(Discard),
-        run_logs: std::env::var_os("NO_RUN_LOGS")
+        run_logs: std::env::var_os("PLAIT_BENCH_NO_RUN_LOGS")
             .is_none()
             .then(|| dir.path().join("logs")),
         otlp: None,

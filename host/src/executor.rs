@@ -1384,20 +1384,14 @@ impl<'a> Scheduler<'a> {
                     self.start(index, now).await?;
                 }
                 StepStatus::Waiting => match kind {
-                    StepKind::Sleep { .. } if !self.pauses.contains_key(&(index, None)) => {
-                        self.pause((index, None), "sleep");
-                        self.progress = true;
-                    }
-                    StepKind::Wait { .. } if !self.pauses.contains_key(&(index, None)) => {
-                        self.pause((index, None), "wait");
-                        self.progress = true;
-                    }
                     StepKind::Sleep { .. } => {
+                        self.pause((index, None), "sleep");
                         if self.steps[index].wake_at_ms.is_none_or(|wake| now >= wake) {
                             self.succeed(index, Value::Null, Vec::new())?;
                         }
                     }
                     StepKind::Wait { timeout, default } => {
+                        self.pause((index, None), "wait");
                         let id = self.steps[index].id.clone();
                         if let Some(signal) = self.store.signal(&self.run.id, &id)? {
                             tracing::info!(step = %id, "signal received");

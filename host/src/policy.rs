@@ -38,6 +38,7 @@
 //! otlp_endpoint = "http://127.0.0.1:4318"  # export spans over OTLP/HTTP; default: none
 //!                           # ($OTEL_EXPORTER_OTLP_ENDPOINT works too)
 //! service_name = "plait"    # the `service.name` of exported spans; default: plait
+//! run_logs = true           # each run's lines also in logs/RUN_ID.jsonl (`plait logs`); default: true
 //!
 //! [secrets]
 //! file = "/etc/plait/secrets.toml"  # `name = "value"` lines
@@ -109,6 +110,9 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: Option<String>,
     /// The exported `service.name`; `None`: `plait`.
     pub service_name: Option<String>,
+    /// Whether each run's lines also go to its own file for `plait logs`
+    /// (one file created per run); `None`: yes.
+    pub run_logs: Option<bool>,
 }
 
 /// The most a run's input may weigh when the policy sets nothing.
@@ -290,6 +294,7 @@ struct TelemetryTable {
     log_format: Option<String>,
     otlp_endpoint: Option<String>,
     service_name: Option<String>,
+    run_logs: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -535,6 +540,7 @@ impl Policy {
                     other => other.clone(),
                 },
                 service_name: file.telemetry.service_name.clone(),
+                run_logs: file.telemetry.run_logs,
             },
             recover: file.runtime.recover.unwrap_or(false),
             max_input: match &file.runtime.max_input {

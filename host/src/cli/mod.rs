@@ -237,6 +237,7 @@ fn init_telemetry(cli: &Cli) -> anyhow::Result<plait::telemetry::Telemetry> {
         None => (None, None),
     };
     let settings = policy.map(|policy| policy.telemetry).unwrap_or_default();
+    let run_logs = run_logs.filter(|_| settings.run_logs != Some(false));
     let format = cli
         .telemetry
         .log_format

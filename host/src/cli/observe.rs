@@ -88,9 +88,9 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             }
             Err(_) => {
                 return Err(UsageError(format!(
-                    "no log for run `{}` in {} (a run logs there from its first event on; \
-                     runs collected by `plait gc` lose theirs). `plait runs list` lists the runs; \
-                     `plait runs show {} --logs` shows what its steps logged",
+                    "no log for run `{}` in {} (a run logs there from its first event on, unless the \
+                     policy sets `[telemetry] run_logs = false`; runs collected by `plait gc` lose theirs). \
+                     `plait runs list` lists the runs; `plait runs show {} --logs` shows what its steps logged",
                     args.run_id,
                     home.run_logs_dir().display(),
                     args.run_id

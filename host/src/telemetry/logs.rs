@@ -87,36 +87,70 @@ pub struct LogLayer {
     run_logs: Option<RunLogs>,
 }
 
-/// The run log files' writer: a thread of its own, so a run pays a
-/// channel send per line, not a file creation and a write.
+/// The run log files' writer. Lines go into a buffer (a mutex and a
+/// push: no system call, no thread wake-up on the run's path); a thread of
+/// its own writes the buffer out every [`RUN_LOG_PERIOD`] or when flushed.
 struct RunLogs {
-    sender: Mutex<std::sync::mpsc::Sender<Message>>,
+    shared: Arc<Shared>,
+    writer: std::thread::Thread,
 }
 
-enum Message {
-    Line {
-        run_id: String,
-        line: String,
-        last: bool,
-    },
-    Flush(std::sync::mpsc::Sender<()>),
+/// How often the writer writes the buffered lines out.
+const RUN_LOG_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The most lines buffered; past it, lines are dropped and counted, so a
+/// writer that falls behind cannot grow the host's memory.
+const RUN_LOG_BUFFER: usize = 100_000;
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Vec<Pending>>,
+    /// Lines dropped because the buffer was full.
+    dropped: std::sync::atomic::AtomicU64,
+    /// Flushes asked for, and done (a generation count).
+    requested: std::sync::atomic::AtomicU64,
+    completed: Mutex<u64>,
+    done: std::sync::Condvar,
 }
 
-/// Waits for the run log files' writer to have written every line sent so
-/// far (see [`LogLayer::run_log_flush`]).
+struct Pending {
+    run_id: String,
+    line: String,
+    last: bool,
+}
+
+/// Waits for the run log files' writer to have written every line logged
+/// so far (see [`LogLayer::run_log_flush`]).
 #[derive(Clone)]
 pub struct RunLogFlush {
-    sender: std::sync::mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+    writer: std::thread::Thread,
 }
 
 impl RunLogFlush {
     /// Blocks until every line logged before has reached its file, or a
     /// second passed.
     pub fn flush(&self) {
-        let (done, wait) = std::sync::mpsc::channel();
-        if self.sender.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv_timeout(std::time::Duration::from_secs(1));
-        }
+        use std::sync::atomic::Ordering;
+        let target = self.shared.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.writer.unpark();
+        let completed = self
+            .shared
+            .completed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let _ = self.shared.done.wait_timeout_while(
+            completed,
+            std::time::Duration::from_secs(1),
+            |done| *done < target,
+        );
+    }
+
+    /// Lines dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.shared
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -135,13 +169,15 @@ impl LogLayer {
     /// Also copies each run's events, as JSON lines, to `dir/RUN_ID.jsonl`
     /// (written by a thread of its own; see [`LogLayer::run_log_flush`]).
     pub fn with_run_logs(mut self, dir: PathBuf) -> LogLayer {
-        let (sender, receiver) = std::sync::mpsc::channel();
+        let shared = Arc::new(Shared::default());
+        let writer_shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("plait-run-logs".to_owned())
-            .spawn(move || write_run_logs(&dir, &receiver));
-        if spawned.is_ok() {
+            .spawn(move || write_run_logs(&dir, &writer_shared));
+        if let Ok(handle) = spawned {
             self.run_logs = Some(RunLogs {
-                sender: Mutex::new(sender),
+                shared,
+                writer: handle.thread().clone(),
             });
         }
         self
@@ -151,51 +187,67 @@ impl LogLayer {
     /// process about to exit (or a test about to read them).
     pub fn run_log_flush(&self) -> Option<RunLogFlush> {
         self.run_logs.as_ref().map(|logs| RunLogFlush {
-            sender: logs
-                .sender
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            shared: logs.shared.clone(),
+            writer: logs.writer.clone(),
         })
     }
 }
 
-/// The writer thread: appends each line to its run's file, keeping up to
-/// [`OPEN_RUN_LOGS`] files open.
-fn write_run_logs(dir: &Path, receiver: &std::sync::mpsc::Receiver<Message>) {
+/// The writer thread: every [`RUN_LOG_PERIOD`] (or when a flush wakes it)
+/// appends the buffered lines to their runs' files, one write per file,
+/// keeping up to [`OPEN_RUN_LOGS`] files open.
+fn write_run_logs(dir: &Path, shared: &Shared) {
+    use std::sync::atomic::Ordering;
     let _ = std::fs::create_dir_all(dir);
     let mut open: HashMap<String, File> = HashMap::new();
-    for message in receiver {
-        let (run_id, line, last) = match message {
-            Message::Line { run_id, line, last } => (run_id, line, last),
-            Message::Flush(done) => {
-                let _ = done.send(());
-                continue;
-            }
-        };
-        if !open.contains_key(&run_id) {
-            if open.len() >= OPEN_RUN_LOGS {
-                open.clear();
-            }
-            match std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(run_log_path(dir, &run_id))
-            {
-                Ok(file) => {
-                    open.insert(run_id.clone(), file);
+    loop {
+        std::thread::park_timeout(RUN_LOG_PERIOD);
+        // Read before taking the lines: a flush asked for now covers every
+        // line logged before it.
+        let requested = shared.requested.load(Ordering::SeqCst);
+        let batch = std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        // Each run's lines, in order, as one write.
+        let mut runs: Vec<(String, String, bool)> = Vec::new();
+        for Pending { run_id, line, last } in batch {
+            match runs.iter_mut().find(|(id, _, _)| *id == run_id) {
+                Some((_, text, ended)) => {
+                    text.push_str(&line);
+                    text.push('\n');
+                    *ended |= last;
                 }
-                // Logging must not fail a run; the stream still has it.
-                Err(_) => continue,
+                None => runs.push((run_id, format!("{line}\n"), last)),
             }
         }
-        if let Some(file) = open.get_mut(&run_id) {
-            // One write per line, in append mode: lines from two processes
-            // never interleave within a line.
-            let _ = file.write_all(format!("{line}\n").as_bytes());
+        for (run_id, text, last) in runs {
+            if !open.contains_key(&run_id) {
+                if open.len() >= OPEN_RUN_LOGS {
+                    open.clear();
+                }
+                match std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(run_log_path(dir, &run_id))
+                {
+                    Ok(file) => {
+                        open.insert(run_id.clone(), file);
+                    }
+                    // Logging must not fail a run; the stream still has it.
+                    Err(_) => continue,
+                }
+            }
+            if let Some(file) = open.get_mut(&run_id) {
+                // Whole lines in one append: lines from two processes never
+                // interleave within a line.
+                let _ = file.write_all(text.as_bytes());
+            }
+            if last {
+                open.remove(&run_id);
+            }
         }
-        if last {
-            open.remove(&run_id);
+        let mut completed = shared.completed.lock().unwrap_or_else(|p| p.into_inner());
+        if requested > *completed {
+            *completed = requested;
+            shared.done.notify_all();
         }
     }
 }
@@ -210,15 +262,22 @@ impl RunLogs {
         {
             return;
         }
-        let _ = self
-            .sender
+        let mut pending = self
+            .shared
+            .pending
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Message::Line {
-                run_id: run_id.to_owned(),
-                line: line.to_owned(),
-                last,
-            });
+            .unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= RUN_LOG_BUFFER {
+            self.shared
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        pending.push(Pending {
+            run_id: run_id.to_owned(),
+            line: line.to_owned(),
+            last,
+        });
     }
 }
 

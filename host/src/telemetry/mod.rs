@@ -104,6 +104,13 @@ impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(run_logs) = &self.run_logs {
             run_logs.flush();
+            let dropped = run_logs.dropped();
+            if dropped > 0 {
+                // The subscriber itself cannot say it; stderr can.
+                eprintln!(
+                    "warning: {dropped} log lines did not reach their run log files (the writer fell behind); the log stream had them"
+                );
+            }
         }
         if self.exporting {
             let _ = self.provider.force_flush();
