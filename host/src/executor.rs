@@ -216,6 +216,18 @@ pub enum RunEventKind {
         /// How long it took.
         latency_ms: u64,
     },
+    /// A step waits: `backoff` before its next attempt, `sleep`, or `wait`
+    /// for a signal.
+    Paused {
+        /// The step.
+        step: String,
+        /// The item of a fan-out.
+        item: Option<u32>,
+        /// `backoff`, `sleep` or `wait`.
+        kind: String,
+    },
+    /// More steps are done (`steps_done` says how many).
+    Progress,
     /// The run ended.
     RunFinished {
         /// `succeeded` or `failed`.
@@ -1007,6 +1019,8 @@ struct Scheduler<'a> {
     queued: i64,
     /// When the store's inbox was last collected.
     inbox_at_ms: u64,
+    /// Steps done, as last told to subscribers.
+    steps_done: usize,
 }
 
 impl<'a> Scheduler<'a> {
@@ -1081,6 +1095,7 @@ impl<'a> Scheduler<'a> {
             pauses: HashMap::new(),
             queued: 0,
             inbox_at_ms: 0,
+            steps_done: 0,
         }
     }
 
@@ -1100,6 +1115,11 @@ impl<'a> Scheduler<'a> {
             return;
         }
         let step = self.steps[unit.0].id.clone();
+        self.event(RunEventKind::Paused {
+            step: step.clone(),
+            item: unit.1,
+            kind: kind.to_owned(),
+        });
         let span = tracing::info_span!(
             target: "plait::executor",
             parent: &self.span,
@@ -1231,6 +1251,11 @@ impl<'a> Scheduler<'a> {
             let queued = self.ready.len() as i64;
             self.metrics.queue(queued - self.queued);
             self.queued = queued;
+            let done = self.steps.iter().filter(|record| finished(record)).count();
+            if done != self.steps_done {
+                self.steps_done = done;
+                self.event(RunEventKind::Progress);
+            }
             if self.tasks.is_empty()
                 && let Some(report) = self.finish().await?
             {
@@ -1486,7 +1511,7 @@ impl<'a> Scheduler<'a> {
                     let record = &mut self.steps[index];
                     record.status = StepStatus::Skipped;
                     record.finished_at_ms = Some(now);
-                    tracing::debug!(step = %record.id, "step skipped");
+                    tracing::info!(step = %record.id, status = "skipped", latency_ms = 0u64, "step skipped: its `if` is false");
                     self.commit_step(index)?;
                     return Ok(());
                 }
@@ -1823,7 +1848,7 @@ impl<'a> Scheduler<'a> {
             step_id: entry.step_id,
             created_at_ms: entry.created_at_ms,
         };
-        tracing::info!(step = %self.steps[index].id, item, from_run = %hit.run_id, status = "cached", "step output reused from the cache");
+        tracing::info!(step = %self.steps[index].id, item, from_run = %hit.run_id, status = "cached", latency_ms = 0u64, "step output reused from the cache");
         self.metrics.cache_hit(&self.component_name(index));
         let now = now_ms();
         let record = &mut self.steps[index];
@@ -2346,15 +2371,7 @@ impl<'a> Scheduler<'a> {
     /// done. `None` while steps still wait or are ready.
     async fn finish(&mut self) -> Result<Option<RunReport>, ExecutorError> {
         if let Some(error) = self.failing.clone() {
-            self.run.status = RunStatus::Failed;
-            self.run.error = Some(error);
-            self.run.updated_at_ms = now_ms();
-            self.commit(Commit {
-                run: Some(&self.run),
-                ..Commit::default()
-            })?;
-            self.ended();
-            return Ok(Some(self.report()));
+            return Ok(Some(self.conclude(RunStatus::Failed, Some(error))?));
         }
         // Fallbacks whose step did not fail are not needed.
         for index in 0..self.steps.len() {
@@ -2389,16 +2406,8 @@ impl<'a> Scheduler<'a> {
                 match evaluate_bounded("output", move || template.evaluate(&context)).await {
                     Ok(output) => (output, Vec::new()),
                     Err(error) => {
-                        self.run.status = RunStatus::Failed;
-                        self.run.error =
-                            Some(format!("the workflow's `output` mapping failed: {error}"));
-                        self.run.updated_at_ms = now_ms();
-                        self.commit(Commit {
-                            run: Some(&self.run),
-                            ..Commit::default()
-                        })?;
-                        self.ended();
-                        return Ok(Some(self.report()));
+                        let error = format!("the workflow's `output` mapping failed: {error}");
+                        return Ok(Some(self.conclude(RunStatus::Failed, Some(error))?));
                     }
                 }
             }
@@ -2415,16 +2424,27 @@ impl<'a> Scheduler<'a> {
                 )
             }
         };
-        self.run.status = RunStatus::Succeeded;
         self.run.output = Some(output);
         self.run.output_blobs = output_blobs;
+        Ok(Some(self.conclude(RunStatus::Succeeded, None)?))
+    }
+
+    /// Ends the run with `status` (and `error`): commits it, logs the line
+    /// that closes the run's log, counts it, and returns the report.
+    fn conclude(
+        &mut self,
+        status: RunStatus,
+        error: Option<String>,
+    ) -> Result<RunReport, StoreError> {
+        self.run.status = status;
+        self.run.error = error;
         self.run.updated_at_ms = now_ms();
         self.commit(Commit {
             run: Some(&self.run),
             ..Commit::default()
         })?;
         self.ended();
-        Ok(Some(self.report()))
+        Ok(self.report())
     }
 
     /// A cancel was requested: stops what runs and ends the run
@@ -2444,15 +2464,7 @@ impl<'a> Scheduler<'a> {
         for index in changed {
             self.commit_step(index)?;
         }
-        self.run.status = RunStatus::Cancelled;
-        self.run.error = Some(message);
-        self.run.updated_at_ms = now_ms();
-        self.commit(Commit {
-            run: Some(&self.run),
-            ..Commit::default()
-        })?;
-        self.ended();
-        Ok(self.report())
+        Ok(self.conclude(RunStatus::Cancelled, Some(message))?)
     }
 
     /// The run's `timeout` passed: stops what runs and fails the run.

@@ -58,6 +58,55 @@ fn is_hex(value: &Value, len: usize) -> bool {
         .is_some_and(|text| text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// A workflow: an echo step, then a `wait` step `approve`.
+fn waits_workflow(sandbox: &Sandbox) -> std::path::PathBuf {
+    sandbox.write(
+        "waits.yaml",
+        format!(
+            "name: waits\nsteps:\n  - id: first\n    uses: {}\n  - id: approve\n    type: wait\n",
+            yaml_path(ECHO_COMPONENT)
+        ),
+    )
+}
+
+/// Starts `plait ARGS` (with `env`) and reads its stderr up to the first
+/// line containing `needle`; returns the process and the lines read.
+fn spawn_until(
+    sandbox: &Sandbox,
+    env: &[(&str, &str)],
+    args: &[&str],
+    needle: &str,
+) -> (std::process::Child, Vec<String>) {
+    let mut child = sandbox
+        .plait()
+        .envs(env.iter().copied())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut read = Vec::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let found = line.contains(needle);
+        read.push(line);
+        if found {
+            // Keep reading, so the process never writes to a full or
+            // closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return (child, read);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "`plait {}` never logged `{needle}`:\n{}",
+        args.join(" "),
+        read.join("\n")
+    );
+}
+
 #[test]
 fn json_logs_carry_the_run_step_and_trace_fields() {
     let sandbox = Sandbox::new();
@@ -362,26 +411,14 @@ async fn spans_reach_an_otlp_receiver_with_their_parents_and_the_trace_reaches_h
 #[test]
 fn a_resumed_run_continues_its_trace() {
     let sandbox = Sandbox::new();
-    let workflow = sandbox.write(
-        "waits.yaml",
-        format!(
-            "name: waits\nsteps:\n  - id: first\n    uses: {}\n  - id: approve\n    type: wait\n",
-            yaml_path(ECHO_COMPONENT)
-        ),
+    let workflow = waits_workflow(&sandbox);
+    let (mut child, lines) = spawn_until(
+        &sandbox,
+        &[],
+        &["--log-format", "json", "run", workflow.to_str().unwrap()],
+        "waiting for a signal",
     );
-    let mut child = sandbox
-        .plait()
-        .args(["--log-format", "json", "run", workflow.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let waiting = loop {
-        let line = lines.next().expect("plait ended early").unwrap();
-        if line.contains("waiting for a signal") {
-            break serde_json::from_str::<Value>(&line).unwrap();
-        }
-    };
+    let waiting: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     let run_id = waiting["run_id"].as_str().unwrap();
@@ -403,6 +440,46 @@ fn a_resumed_run_continues_its_trace() {
     // The run's own trace, not the signaller's: one run, one trace.
     assert_eq!(end["trace_id"], waiting["trace_id"]);
     assert_eq!(end["resumed"], true);
+    // Who signalled and who resumed, in the audit log.
+    let audit = json(&sandbox.run(&["audit", "--json", "--run", run_id]));
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["run.start", "run.signal", "run.resume"]);
+}
+
+/// `plait logs --follow` prints a run's lines while another process runs
+/// it, and ends when the run ends.
+#[test]
+fn logs_follow_a_run_another_process_is_running() {
+    let sandbox = Sandbox::new();
+    let workflow = waits_workflow(&sandbox);
+    let (mut child, lines) = spawn_until(
+        &sandbox,
+        &[],
+        &["run", workflow.to_str().unwrap()],
+        "waiting for a signal",
+    );
+    let run_id = run_id_in(lines.last().unwrap());
+    let followed = sandbox.dir.path().join("followed.txt");
+    let mut follower = sandbox
+        .plait()
+        .args(["logs", &run_id, "--follow"])
+        .stdout(std::fs::File::create(&followed).unwrap())
+        .spawn()
+        .unwrap();
+    // The store is held: the signal goes through the inbox.
+    assert_exit(&sandbox.run(&["signal", &run_id, "approve"]), 0);
+    assert!(exit_within_a_minute(&mut child).success());
+    assert!(exit_within_a_minute(&mut follower).success());
+    let text = std::fs::read_to_string(&followed).unwrap();
+    let started = text.find("run started").expect(&text);
+    let received = text.find("signal received").expect(&text);
+    let ended = text.find("run succeeded").expect(&text);
+    assert!(started < received && received < ended, "{text}");
 }
 
 /// `GET path` on loopback `port`: (status line, content type, body).
@@ -438,38 +515,24 @@ fn series(text: &str, name: &str) -> Option<f64> {
 fn metrics_are_served_while_a_run_waits_and_rebuilt_from_the_store() {
     let sandbox = Sandbox::new();
     let workflow = three_steps(&sandbox, "metered", "  - id: approve\n    type: wait\n");
-    let mut child = sandbox
-        .plait()
-        .args([
+    let (mut child, lines) = spawn_until(
+        &sandbox,
+        &[],
+        &[
             "run",
             workflow.to_str().unwrap(),
             "--metrics-listen",
             "127.0.0.1:0",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut port = None;
-    let mut run_id = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(at) = line.find("metrics at http://127.0.0.1:") {
-            let rest = &line[at + "metrics at http://127.0.0.1:".len()..];
-            port = rest.split('/').next().unwrap().parse::<u16>().ok();
-        }
-        if line.contains("waiting for a signal") {
-            run_id = line
-                .split("plait signal ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned);
-            break;
-        }
-    }
+        ],
+        "waiting for a signal",
+    );
+    let port = lines.iter().find_map(|line| {
+        let at = line.find("metrics at http://127.0.0.1:")?;
+        let rest = &line[at + "metrics at http://127.0.0.1:".len()..];
+        rest.split('/').next()?.parse::<u16>().ok()
+    });
+    let run_id = run_id_in(lines.last().unwrap());
     let port = port.expect("the metrics address was logged");
-    let run_id = run_id.expect("the run waits");
 
     let (status, content_type, text) = get(port, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
@@ -786,22 +849,14 @@ fn a_run_in_progress_is_cancelled_through_the_inbox_and_audited() {
             yaml_path(ECHO_COMPONENT)
         ),
     );
-    let mut child = sandbox
-        .plait()
-        .env("PLAIT_ACTOR", "ops")
-        .args(["run", workflow.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let run_id = loop {
-        let line = lines.next().expect("plait ended early").unwrap();
-        // The guest's first log line: the step is running.
-        if line.contains(" invoked ") {
-            break run_id_in(&line);
-        }
-    };
+    // The guest's first log line: the step is running.
+    let (mut child, lines) = spawn_until(
+        &sandbox,
+        &[("PLAIT_ACTOR", "ops")],
+        &["run", workflow.to_str().unwrap()],
+        " invoked ",
+    );
+    let run_id = run_id_in(lines.last().unwrap());
     let cancel = sandbox
         .plait()
         .env("PLAIT_ACTOR", "bob")
@@ -886,27 +941,14 @@ fn listed_statuses(sandbox: &Sandbox, status: &str) -> usize {
 #[test]
 fn a_waiting_run_no_process_holds_is_cancelled_at_once() {
     let sandbox = Sandbox::new();
-    let workflow = sandbox.write(
-        "waits.yaml",
-        format!(
-            "name: waits\nsteps:\n  - id: first\n    uses: {}\n  - id: approve\n    type: wait\n",
-            yaml_path(ECHO_COMPONENT)
-        ),
+    let workflow = waits_workflow(&sandbox);
+    let (mut child, lines) = spawn_until(
+        &sandbox,
+        &[],
+        &["run", workflow.to_str().unwrap()],
+        "waiting for a signal",
     );
-    let mut child = sandbox
-        .plait()
-        .args(["run", workflow.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let run_id = loop {
-        let line = lines.next().expect("plait ended early").unwrap();
-        if line.contains("waiting for a signal") {
-            break run_id_in(&line);
-        }
-    };
+    let run_id = run_id_in(lines.last().unwrap());
     child.kill().unwrap();
     child.wait().unwrap();
     let output = sandbox.run(&["cancel", &run_id, "--json"]);
@@ -933,7 +975,15 @@ fn a_waiting_run_no_process_holds_is_cancelled_at_once() {
 #[test]
 fn a_terminal_gets_a_progress_bar() {
     let sandbox = Sandbox::new();
-    let workflow = three_steps(&sandbox, "shown", &echo_step("last"));
+    // A sleep in the middle: the bar is drawn (every 120 ms) while it lasts.
+    let workflow = sandbox.write(
+        "shown.yaml",
+        format!(
+            "name: shown\nsteps:\n{}  - id: pause\n    type: sleep\n    duration: 800ms\n{}",
+            echo_step("first"),
+            echo_step("last")
+        ),
+    );
     let command = format!(
         "{} run {}",
         env!("CARGO_BIN_EXE_plait"),
@@ -950,10 +1000,9 @@ fn a_terminal_gets_a_progress_bar() {
         .expect("`script` (util-linux) runs a command on a pseudo-terminal");
     assert_exit(&output, 0);
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("/3 steps"), "no progress bar in:\n{text}");
     assert!(
-        text.contains("3/3 steps"),
-        "the bar reaches the end:\n{text}"
+        text.contains("1/3 steps"),
+        "no bar with the first step done in:\n{text}"
     );
     // Cleared (erase line) before the report is printed.
     let report = text.find("✓ last").expect("the report");

@@ -84,6 +84,23 @@ impl Home {
         Ok(store)
     }
 
+    /// [`Home::open_store`], or `None` when another plait process holds the
+    /// store (its inbox then takes what is meant for it).
+    pub fn open_store_unless_held(&self) -> anyhow::Result<Option<Arc<SledStore>>> {
+        match self.open_store() {
+            Ok(store) => Ok(Some(store)),
+            Err(error)
+                if matches!(
+                    error.downcast_ref::<plait::store::StoreError>(),
+                    Some(plait::store::StoreError::Locked { .. })
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Creates the engine, caching compiled components under the home, or in
     /// `PLAIT_CACHE_DIR` when set (for example to share one cache between
     /// several homes).

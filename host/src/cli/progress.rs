@@ -2,6 +2,7 @@
 //! when stderr is not a terminal (piped, redirected, in CI). Log lines
 //! print above the bar instead of through it.
 
+use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,10 +17,15 @@ pub struct Sink;
 
 impl plait::telemetry::LogSink for Sink {
     fn write_line(&self, line: &str) {
+        // A closed stderr (the reader went away) must not stop a run:
+        // write errors are ignored, where `eprintln!` would panic.
+        let write = || {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        };
         let bar = BAR.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(write),
+            None => write(),
         }
     }
 }
@@ -87,6 +93,15 @@ impl Progress {
                 latency_ms,
                 ..
             } => format!("{}{} {status} in {latency_ms} ms", step, item_suffix(*item)),
+            RunEventKind::Paused { step, item, kind } => {
+                let what = match kind.as_str() {
+                    "wait" => "waits for a signal",
+                    "sleep" => "sleeps",
+                    _ => "backs off before its next attempt",
+                };
+                format!("{}{} {what}", step, item_suffix(*item))
+            }
+            RunEventKind::Progress => return,
             RunEventKind::RunFinished { status, .. } => status.clone(),
         };
         bar.set_message(message);

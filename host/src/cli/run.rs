@@ -200,25 +200,16 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
         trace_parent: None,
     };
     let home = Home::resolve(args.store.store.clone())?;
-    let store = match home.open_store() {
-        Ok(store) => store,
-        Err(error)
-            if matches!(
-                error.downcast_ref::<plait::store::StoreError>(),
-                Some(plait::store::StoreError::Locked { .. })
-            ) =>
-        {
-            let request =
-                plait::executor::cancel_request(&args.run_id, args.reason.as_deref(), &origin);
-            plait::store::post_signal(&home.journal_dir(), &request)
-                .context("leaving the cancel request in the store's inbox")?;
-            eprintln!(
-                "another plait process holds the store; the cancel request for run {} waits in its inbox, and the run stops within a second if that process runs it (else when it is next resumed)",
-                args.run_id
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-        Err(error) => return Err(error),
+    let Some(store) = home.open_store_unless_held()? else {
+        let request =
+            plait::executor::cancel_request(&args.run_id, args.reason.as_deref(), &origin);
+        plait::store::post_signal(&home.journal_dir(), &request)
+            .context("leaving the cancel request in the store's inbox")?;
+        eprintln!(
+            "another plait process holds the store; the cancel request for run {} waits in its inbox, and the run stops within a second if that process runs it (else when it is next resumed)",
+            args.run_id
+        );
+        return Ok(ExitCode::SUCCESS);
     };
     let executor = Executor::new(store);
     match executor.cancel_with(&args.run_id, args.reason.as_deref(), &origin)? {
@@ -674,30 +665,21 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
     let origin = args.observe.origin()?;
     let home = Home::resolve(args.store.store)?;
     let policy = home.policy(args.store.policy)?;
-    let store = match home.open_store() {
-        Ok(store) => store,
-        Err(error)
-            if matches!(
-                error.downcast_ref::<plait::store::StoreError>(),
-                Some(plait::store::StoreError::Locked { .. })
-            ) =>
-        {
-            let signal = plait::store::Signal {
-                run_id: args.run_id.clone(),
-                step_id: args.step_id.clone(),
-                data,
-                sent_at_ms: plait::clock::now_ms(),
-                sent_by: origin.actor.clone(),
-            };
-            plait::store::post_signal(&home.journal_dir(), &signal)
-                .context("leaving the signal in the store's inbox")?;
-            eprintln!(
-                "another plait process holds the store (the one running `{}`); the signal for step `{}` waits in its inbox and is delivered within a second",
-                args.run_id, args.step_id
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-        Err(error) => return Err(error),
+    let Some(store) = home.open_store_unless_held()? else {
+        let signal = plait::store::Signal {
+            run_id: args.run_id.clone(),
+            step_id: args.step_id.clone(),
+            data,
+            sent_at_ms: plait::clock::now_ms(),
+            sent_by: origin.actor.clone(),
+        };
+        plait::store::post_signal(&home.journal_dir(), &signal)
+            .context("leaving the signal in the store's inbox")?;
+        eprintln!(
+            "another plait process holds the store (the one running `{}`); the signal for step `{}` waits in its inbox and is delivered within a second",
+            args.run_id, args.step_id
+        );
+        return Ok(ExitCode::SUCCESS);
     };
     let run = store
         .run(&args.run_id)?
