@@ -70,13 +70,14 @@ fn waits_workflow(sandbox: &Sandbox) -> std::path::PathBuf {
 }
 
 /// Starts `plait ARGS` (with `env`) and reads its stderr up to the first
-/// line containing `needle`; returns the process and the lines read.
+/// line containing `needle`; returns the process (killed when dropped, so
+/// a failing test leaves none behind) and the lines read.
 fn spawn_until(
     sandbox: &Sandbox,
     env: &[(&str, &str)],
     args: &[&str],
     needle: &str,
-) -> (std::process::Child, Vec<String>) {
+) -> (KillOnDrop, Vec<String>) {
     let mut child = sandbox
         .plait()
         .envs(env.iter().copied())
@@ -95,7 +96,7 @@ fn spawn_until(
             // Keep reading, so the process never writes to a full or
             // closed pipe.
             std::thread::spawn(move || lines.for_each(drop));
-            return (child, read);
+            return (KillOnDrop(child), read);
         }
     }
     let _ = child.kill();
@@ -465,12 +466,14 @@ fn logs_follow_a_run_another_process_is_running() {
     );
     let run_id = run_id_in(lines.last().unwrap());
     let followed = sandbox.dir.path().join("followed.txt");
-    let mut follower = sandbox
-        .plait()
-        .args(["logs", &run_id, "--follow"])
-        .stdout(std::fs::File::create(&followed).unwrap())
-        .spawn()
-        .unwrap();
+    let mut follower = KillOnDrop(
+        sandbox
+            .plait()
+            .args(["logs", &run_id, "--follow"])
+            .stdout(std::fs::File::create(&followed).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     // The store is held: the signal goes through the inbox.
     assert_exit(&sandbox.run(&["signal", &run_id, "approve"]), 0);
     assert!(exit_within_a_minute(&mut child).success());
@@ -826,6 +829,29 @@ fn the_timeline_logs_listing_and_audit_tell_what_happened() {
     assert_eq!(filtered.as_array().unwrap().len(), 2);
 }
 
+/// A process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits up to a minute for `child` to exit.
 fn exit_within_a_minute(child: &mut std::process::Child) -> std::process::ExitStatus {
     for _ in 0..600 {
@@ -1007,4 +1033,46 @@ fn a_terminal_gets_a_progress_bar() {
     // Cleared (erase line) before the report is printed.
     let report = text.find("✓ last").expect("the report");
     assert!(text[..report].rfind("\u{1b}[2K").is_some(), "{text}");
+}
+
+/// A malformed `--traceparent` is a usage error naming the format; a
+/// malformed ambient `TRACEPARENT` starts a new trace with a warning, as
+/// the W3C spec asks of a bad header.
+#[test]
+fn a_bad_traceparent_is_refused_on_the_command_line_and_ignored_from_the_environment() {
+    let sandbox = Sandbox::new();
+    let workflow = sandbox.write(
+        "one.yaml",
+        format!("name: one\nsteps:\n{}", echo_step("only")),
+    );
+    let refused = sandbox.run(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--traceparent",
+        "00-nope",
+    ]);
+    assert_exit(&refused, 2);
+    assert!(
+        stderr(&refused).contains("W3C format"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        json(&sandbox.run(&["runs", "list", "--json"]))
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let ambient = sandbox
+        .plait()
+        .env("TRACEPARENT", "00-nope")
+        .args(["run", workflow.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_exit(&ambient, 0);
+    assert!(
+        stderr(&ambient).contains("ignoring $TRACEPARENT"),
+        "{}",
+        stderr(&ambient)
+    );
 }

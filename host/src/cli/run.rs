@@ -71,10 +71,17 @@ impl ObserveArgs {
     fn origin(&self) -> anyhow::Result<Origin> {
         let trace_parent = match self.traceparent.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(value) => Some(
-                plait::telemetry::TraceContext::parse(value)
-                    .map_err(|error| UsageError(format!("--traceparent: {error}")))?,
-            ),
+            Some(value) => match plait::telemetry::TraceContext::parse(value) {
+                Ok(context) => Some(context),
+                // An ambient `TRACEPARENT` that is not valid starts a new
+                // trace, as the W3C spec asks of a bad header; a value
+                // given on the command line is a usage error.
+                Err(error) if std::env::var("TRACEPARENT").is_ok_and(|env| env.trim() == value) => {
+                    tracing::warn!(target: "plait::executor", "ignoring $TRACEPARENT: {error}");
+                    None
+                }
+                Err(error) => return Err(UsageError(format!("--traceparent: {error}")).into()),
+            },
         };
         Ok(Origin {
             actor: Some(super::actor()),
