@@ -69,6 +69,16 @@ fn waits_workflow(sandbox: &Sandbox) -> std::path::PathBuf {
     )
 }
 
+/// Starts a run of [`waits_workflow`] (`plait OPTIONS run`) and returns
+/// the process once the run waits, with that log line.
+fn start_waiting(sandbox: &Sandbox, options: &[&str]) -> (KillOnDrop, String) {
+    let workflow = waits_workflow(sandbox);
+    let mut args = options.to_vec();
+    args.extend(["run", workflow.to_str().unwrap()]);
+    let (child, mut lines) = spawn_until(sandbox, &[], &args, "waiting for a signal");
+    (child, lines.pop().unwrap())
+}
+
 /// Starts `plait ARGS` (with `env`) and reads its stderr up to the first
 /// line containing `needle`; returns the process (killed when dropped, so
 /// a failing test leaves none behind) and the lines read.
@@ -412,14 +422,8 @@ async fn spans_reach_an_otlp_receiver_with_their_parents_and_the_trace_reaches_h
 #[test]
 fn a_resumed_run_continues_its_trace() {
     let sandbox = Sandbox::new();
-    let workflow = waits_workflow(&sandbox);
-    let (mut child, lines) = spawn_until(
-        &sandbox,
-        &[],
-        &["--log-format", "json", "run", workflow.to_str().unwrap()],
-        "waiting for a signal",
-    );
-    let waiting: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let (mut child, line) = start_waiting(&sandbox, &["--log-format", "json"]);
+    let waiting: Value = serde_json::from_str(&line).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     let run_id = waiting["run_id"].as_str().unwrap();
@@ -457,14 +461,8 @@ fn a_resumed_run_continues_its_trace() {
 #[test]
 fn logs_follow_a_run_another_process_is_running() {
     let sandbox = Sandbox::new();
-    let workflow = waits_workflow(&sandbox);
-    let (mut child, lines) = spawn_until(
-        &sandbox,
-        &[],
-        &["run", workflow.to_str().unwrap()],
-        "waiting for a signal",
-    );
-    let run_id = run_id_in(lines.last().unwrap());
+    let (mut child, line) = start_waiting(&sandbox, &[]);
+    let run_id = run_id_in(&line);
     let followed = sandbox.dir.path().join("followed.txt");
     let mut follower = KillOnDrop(
         sandbox
@@ -967,14 +965,8 @@ fn listed_statuses(sandbox: &Sandbox, status: &str) -> usize {
 #[test]
 fn a_waiting_run_no_process_holds_is_cancelled_at_once() {
     let sandbox = Sandbox::new();
-    let workflow = waits_workflow(&sandbox);
-    let (mut child, lines) = spawn_until(
-        &sandbox,
-        &[],
-        &["run", workflow.to_str().unwrap()],
-        "waiting for a signal",
-    );
-    let run_id = run_id_in(lines.last().unwrap());
+    let (mut child, line) = start_waiting(&sandbox, &[]);
+    let run_id = run_id_in(&line);
     child.kill().unwrap();
     child.wait().unwrap();
     let output = sandbox.run(&["cancel", &run_id, "--json"]);
