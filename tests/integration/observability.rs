@@ -45,6 +45,19 @@ fn echo_step(id: &str) -> String {
     format!("  - id: {id}\n    uses: {}\n", yaml_path(ECHO_COMPONENT))
 }
 
+/// `plait --log-format json run WORKFLOW --json`, which must succeed.
+fn run_logged_as_json(sandbox: &Sandbox, workflow: &std::path::Path) -> std::process::Output {
+    let output = sandbox.run(&[
+        "--log-format",
+        "json",
+        "run",
+        workflow.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_exit(&output, 0);
+    output
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter(|line| line.starts_with('{'))
@@ -122,14 +135,7 @@ fn spawn_until(
 fn json_logs_carry_the_run_step_and_trace_fields() {
     let sandbox = Sandbox::new();
     let workflow = three_steps(&sandbox, "logged", &echo_step("last"));
-    let output = sandbox.run(&[
-        "--log-format",
-        "json",
-        "run",
-        workflow.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_exit(&output, 0);
+    let output = run_logged_as_json(&sandbox, &workflow);
     let run_id = json(&output)["run_id"].as_str().unwrap().to_owned();
     let lines = json_lines(&stderr(&output));
     let finished: Vec<&Value> = lines
@@ -194,14 +200,7 @@ fn a_noisy_step_cannot_flood_the_log_stream_but_keeps_its_records() {
             yaml_path(HOSTILE_COMPONENT)
         ),
     );
-    let output = sandbox.run(&[
-        "--log-format",
-        "json",
-        "run",
-        workflow.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_exit(&output, 0);
+    let output = run_logged_as_json(&sandbox, &workflow);
     let lines = json_lines(&stderr(&output));
     let noise: Vec<&Value> = lines
         .iter()
