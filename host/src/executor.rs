@@ -97,6 +97,13 @@ pub enum ExecutorError {
     /// A cancel that cannot be done, or a resume of a cancelled run.
     #[error("{0}")]
     Cancel(String),
+    /// The host is stopping ([`Executor::stop`]): the run's running
+    /// attempts finished and were recorded; it continues when a host
+    /// resumes it.
+    #[error(
+        "the host stopped; run `{0}` was left in the store and continues when a host resumes it"
+    )]
+    Stopped(String),
 }
 
 /// What [`Executor::cancel_with`] did.
@@ -166,13 +173,23 @@ pub struct Executor {
     id: String,
     metrics: Arc<Metrics>,
     events: tokio::sync::broadcast::Sender<RunEvent>,
+    /// See [`Executor::parking`].
+    park: bool,
+    /// See [`Executor::stop`].
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Something that happened to a run, as it happened: what a progress bar
-/// or an event stream follows. Delivery is best effort (a slow subscriber
-/// misses events); the store is the record.
+/// or an event stream follows. Every event is kept in the run's event log
+/// ([`RunStore::events`]); live delivery to subscribers is best effort (a
+/// slow subscriber misses events), so a stream that must not miss any reads
+/// the log.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunEvent {
+    /// Its sequence number in the store's event log (0 if it could not be
+    /// recorded).
+    #[serde(skip)]
+    pub seq: u64,
     /// The run.
     pub run_id: String,
     /// Its workflow.
@@ -192,8 +209,20 @@ pub struct RunEvent {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RunEventKind {
+    /// The run was accepted and waits for the host to start it.
+    RunQueued,
     /// This process began executing the run (a start or a resume).
     RunStarted,
+    /// A signal reached a `wait` step.
+    SignalReceived {
+        /// The step.
+        step: String,
+    },
+    /// Somebody asked to cancel the run.
+    CancelRequested {
+        /// Why, if they said.
+        reason: Option<String>,
+    },
     /// An attempt began.
     StepStarted {
         /// The step.
@@ -237,6 +266,70 @@ pub enum RunEventKind {
     },
 }
 
+/// Records `event` in its run's event log, then tells subscribers. A log
+/// that cannot be written is reported and the run goes on: the run's own
+/// records, not its events, are what a resume builds on.
+fn publish(
+    store: &dyn RunStore,
+    sender: &tokio::sync::broadcast::Sender<RunEvent>,
+    mut event: RunEvent,
+) {
+    let last = matches!(event.kind, RunEventKind::RunFinished { .. });
+    let value = serde_json::to_value(&event).unwrap_or(Value::Null);
+    match store.append_event(&event.run_id, &value, last) {
+        Ok(seq) => event.seq = seq,
+        Err(error) => {
+            tracing::warn!(target: "plait::executor", run_id = %event.run_id, error = %error, "could not record a run event")
+        }
+    }
+    if sender.receiver_count() > 0 {
+        let _ = sender.send(event);
+    }
+}
+
+/// Moves what other processes left in the store's inbox into it (see
+/// [`RunStore::collect_inbox`]), recording an event for each signal and
+/// cancel request, so that whoever executes that run hears of it.
+fn collect_inbox(
+    store: &dyn RunStore,
+    sender: &tokio::sync::broadcast::Sender<RunEvent>,
+) -> Result<Vec<Signal>, StoreError> {
+    let signals = store.collect_inbox()?;
+    for signal in &signals {
+        let Some(run) = store.run(&signal.run_id)? else {
+            continue;
+        };
+        let steps = store.steps(&run.id)?;
+        let kind = if signal.is_cancel() {
+            RunEventKind::CancelRequested {
+                reason: signal
+                    .data
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            }
+        } else {
+            RunEventKind::SignalReceived {
+                step: signal.step_id.clone(),
+            }
+        };
+        publish(
+            store,
+            sender,
+            RunEvent {
+                seq: 0,
+                run_id: run.id.clone(),
+                workflow: run.workflow.name.clone(),
+                at_ms: now_ms(),
+                steps_done: steps.iter().filter(|record| finished(record)).count(),
+                steps_total: steps.len(),
+                kind,
+            },
+        );
+    }
+    Ok(signals)
+}
+
 /// Who asks for an action, and the trace it belongs to.
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
@@ -273,6 +366,9 @@ fn run_span(plan: &Plan, resumed: bool) -> tracing::Span {
     )
 }
 
+/// A parking executor keeps a run whose next wake is at most this far off.
+const PARK_AFTER_MS: u64 = 2_000;
+
 /// How long a run's lease lasts unless renewed.
 const LEASE_TTL_MS: u64 = 30_000;
 
@@ -295,7 +391,43 @@ impl Executor {
             id: format!("executor-{}", uuid::Uuid::now_v7()),
             metrics: Arc::new(Metrics::new()),
             events: tokio::sync::broadcast::channel(1024).0,
+            park: false,
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// An executor that hands a run back as soon as it only waits (for a
+    /// signal, or a sleep or backoff longer than a couple of seconds): the
+    /// call returns a report with status `waiting`, and the run's records
+    /// say what it waits for (`wake_at_ms`). A server uses this so that
+    /// waiting runs hold no task; it executes the run again when the signal
+    /// comes or the wake time nears.
+    pub fn parking(mut self) -> Executor {
+        self.park = true;
+        self
+    }
+
+    /// Stops the executor gently: every run it executes starts no new
+    /// attempt, lets the running ones finish and be recorded, then returns
+    /// [`ExecutorError::Stopped`], leaving the run in the store for the next
+    /// host. Runs started after this stop at once.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`Executor::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Moves the signals and cancel requests other processes left in the
+    /// store's inbox into the store, recording an event for each (which
+    /// [`Executor::subscribe`] delivers), and returns them. A run this
+    /// executor executes collects them itself; a host with runs parked
+    /// calls this now and then.
+    pub fn collect_inbox(&self) -> Result<Vec<Signal>, StoreError> {
+        collect_inbox(self.store.as_ref(), &self.events)
     }
 
     /// Events of every run this executor executes, from now on.
@@ -358,7 +490,15 @@ impl Executor {
         let span = run_span(plan, false);
         let root = TraceContext::enter_trace(&span, origin.trace_parent.as_ref());
         let trace = RunTrace::new(&root, origin.trace_parent.as_ref());
-        let (run, new) = self.create_with(plan, input, blobs, key, origin, Some(trace))?;
+        let (run, new) = self.create_with(
+            plan,
+            input,
+            blobs,
+            key,
+            origin,
+            Some(trace),
+            RunStatus::Running,
+        )?;
         span.record("run_id", run.id.as_str());
         if !new {
             tracing::info!(target: "plait::executor", parent: &span, key = key.unwrap_or(""), "idempotency key already used; the same run");
@@ -385,9 +525,73 @@ impl Executor {
         blobs: Vec<Blob>,
         key: Option<&str>,
     ) -> Result<(RunRecord, bool), ExecutorError> {
-        self.create_with(plan, input, blobs, key, &Origin::default(), None)
+        self.create_with(
+            plan,
+            input,
+            blobs,
+            key,
+            &Origin::default(),
+            None,
+            RunStatus::Running,
+        )
     }
 
+    /// Checks the input and records a new run of `plan` as `queued`, on
+    /// behalf of `origin`, without running it: what a server does to answer
+    /// a request at once and start the run when it has room. The run's
+    /// trace is rooted here. [`Executor::resume_with`] executes it (after a
+    /// restart too). With an idempotency key already used for the same
+    /// request, returns that run and `false`.
+    pub fn enqueue(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+        origin: &Origin,
+    ) -> Result<(RunRecord, bool), ExecutorError> {
+        let span = run_span(plan, false);
+        let root = TraceContext::enter_trace(&span, origin.trace_parent.as_ref());
+        let trace = RunTrace::new(&root, origin.trace_parent.as_ref());
+        let (run, new) = self.create_with(
+            plan,
+            input,
+            blobs,
+            key,
+            origin,
+            Some(trace),
+            RunStatus::Queued,
+        )?;
+        span.record("run_id", run.id.as_str());
+        if new {
+            tracing::info!(target: "plait::executor", parent: &span, "run queued");
+            self.note(&run, plan.steps.len(), RunEventKind::RunQueued);
+        }
+        Ok((run, new))
+    }
+
+    /// Records an event of a run this executor is not executing.
+    fn note(&self, run: &RunRecord, steps_total: usize, kind: RunEventKind) {
+        let steps_done = match self.store.steps(&run.id) {
+            Ok(steps) => steps.iter().filter(|record| finished(record)).count(),
+            Err(_) => 0,
+        };
+        publish(
+            self.store.as_ref(),
+            &self.events,
+            RunEvent {
+                seq: 0,
+                run_id: run.id.clone(),
+                workflow: run.workflow.name.clone(),
+                at_ms: now_ms(),
+                steps_done,
+                steps_total,
+                kind,
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn create_with(
         &self,
         plan: &Plan,
@@ -396,6 +600,7 @@ impl Executor {
         key: Option<&str>,
         origin: &Origin,
         trace: Option<RunTrace>,
+        status: RunStatus,
     ) -> Result<(RunRecord, bool), ExecutorError> {
         for (index, blob) in blobs.iter().enumerate() {
             if blobs[..index].iter().any(|other| other.name == blob.name) {
@@ -472,7 +677,7 @@ impl Executor {
                     .unwrap_or_else(|_| plan.definition.source.path.clone()),
                 digest: plan.digest.clone(),
             },
-            status: RunStatus::Running,
+            status,
             created_at_ms: now,
             updated_at_ms: now,
             input,
@@ -646,6 +851,8 @@ impl Executor {
         let lease = self.store.acquire_lease(run_id, &self.id, LEASE_TTL_MS)?;
         let mut run = run;
         let failed_before = run.status == RunStatus::Failed;
+        // A queued run starts here for the first time: not a resume.
+        let queued = run.status == RunStatus::Queued;
         // A failed run is tried again: its final failures go back to
         // pending (attempt counts kept). A failure the run went on from
         // (`continue`, or a fallback that ran) stays.
@@ -693,7 +900,7 @@ impl Executor {
                 .map(|timeout| now_ms() + timeout.as_millis() as u64);
         }
         // The resume's spans join the run's trace, under its root span.
-        let span = run_span(plan, true);
+        let span = run_span(plan, !queued);
         span.record("run_id", run.id.as_str());
         let parent = run.trace.as_ref().and_then(RunTrace::context);
         let context = TraceContext::enter_trace(&span, parent.as_ref());
@@ -712,10 +919,16 @@ impl Executor {
             run: Some(&run),
             steps: changed.iter().map(|&index| &steps[index]).collect(),
             fence: Some((run_id, &lease.holder, lease.token)),
-            audit: Some(&audit),
+            // Taking a queued run, or going on with one the host itself
+            // set aside (no actor), is the host's doing, not an action.
+            audit: (!queued && origin.actor.is_some()).then_some(&audit),
             ..Commit::default()
         })?;
-        tracing::info!(target: "plait::executor", parent: &span, "run resumed");
+        if queued {
+            tracing::info!(target: "plait::executor", parent: &span, "run started");
+        } else {
+            tracing::info!(target: "plait::executor", parent: &span, "run resumed");
+        }
         self.execute(plan, run, steps, lease, span).await
     }
 
@@ -772,6 +985,13 @@ impl Executor {
             audit: Some(&signal.audit()),
             ..Commit::default()
         })?;
+        self.note(
+            &run,
+            plan.steps.len(),
+            RunEventKind::SignalReceived {
+                step: step_id.to_owned(),
+            },
+        );
         Ok(())
     }
 
@@ -805,6 +1025,14 @@ impl Executor {
             audit: Some(&request.audit()),
             ..Commit::default()
         })?;
+        let steps_total = self.store.steps(run_id)?.len();
+        self.note(
+            &run,
+            steps_total,
+            RunEventKind::CancelRequested {
+                reason: reason.map(str::to_owned),
+            },
+        );
         let lease = match self.store.acquire_lease(run_id, &self.id, LEASE_TTL_MS) {
             Ok(lease) => lease,
             Err(StoreError::LeaseHeld { .. }) => return Ok(Cancelled::Requested),
@@ -827,6 +1055,14 @@ impl Executor {
         committed?;
         self.metrics
             .run_finished(&run.workflow.name, RunStatus::Cancelled);
+        self.note(
+            &run,
+            steps.len(),
+            RunEventKind::RunFinished {
+                status: RunStatus::Cancelled.as_str().to_owned(),
+                error: run.error.clone(),
+            },
+        );
         tracing::info!(target: "plait::executor", run_id = %run.id, run_status = "cancelled", error = run.error.as_deref().unwrap_or(""), "run cancelled");
         Ok(Cancelled::Now(Box::new(RunReport { run, steps })))
     }
@@ -1011,6 +1247,10 @@ struct Scheduler<'a> {
     span: tracing::Span,
     metrics: Arc<Metrics>,
     events: tokio::sync::broadcast::Sender<RunEvent>,
+    /// Whether a run that only waits goes back to the caller.
+    park: bool,
+    /// Set when the host stops: nothing new starts.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     /// The span of each attempt in flight.
     attempt_spans: HashMap<Unit, tracing::Span>,
     /// The span of each pause (a backoff, a wait, a sleep) in progress.
@@ -1091,6 +1331,8 @@ impl<'a> Scheduler<'a> {
             span,
             metrics: executor.metrics.clone(),
             events: executor.events.clone(),
+            park: executor.park,
+            stopping: executor.stopping.clone(),
             attempt_spans: HashMap::new(),
             pauses: HashMap::new(),
             queued: 0,
@@ -1132,19 +1374,21 @@ impl<'a> Scheduler<'a> {
         self.pauses.insert(unit, span);
     }
 
-    /// Tells subscribers, if any.
+    /// Records an event in the run's event log and tells subscribers.
     fn event(&self, kind: RunEventKind) {
-        if self.events.receiver_count() == 0 {
-            return;
-        }
-        let _ = self.events.send(RunEvent {
-            run_id: self.run.id.clone(),
-            workflow: self.run.workflow.name.clone(),
-            at_ms: now_ms(),
-            steps_done: self.steps.iter().filter(|record| finished(record)).count(),
-            steps_total: self.steps.len(),
-            kind,
-        });
+        publish(
+            self.store.as_ref(),
+            &self.events,
+            RunEvent {
+                seq: 0,
+                run_id: self.run.id.clone(),
+                workflow: self.run.workflow.name.clone(),
+                at_ms: now_ms(),
+                steps_done: self.steps.iter().filter(|record| finished(record)).count(),
+                steps_total: self.steps.len(),
+                kind,
+            },
+        );
     }
 
     /// Logs how the run ended (the line that closes its log file), and
@@ -1213,7 +1457,7 @@ impl<'a> Scheduler<'a> {
             // at most every SIGNAL_POLL.
             if now_ms().saturating_sub(self.inbox_at_ms) >= SIGNAL_POLL.as_millis() as u64 {
                 self.inbox_at_ms = now_ms();
-                for signal in self.store.collect_inbox()? {
+                for signal in collect_inbox(self.store.as_ref(), &self.events)? {
                     if signal.is_cancel() {
                         continue;
                     }
@@ -1243,7 +1487,9 @@ impl<'a> Scheduler<'a> {
             if self.failing.is_none() {
                 self.advance(now).await?;
             }
-            let blocked = if self.failing.is_none() {
+            let blocked = if self.failing.is_none()
+                && !self.stopping.load(std::sync::atomic::Ordering::Acquire)
+            {
                 self.spawn_ready().await?
             } else {
                 false
@@ -1262,6 +1508,18 @@ impl<'a> Scheduler<'a> {
                 return Ok(report);
             }
             self.mark_waiting()?;
+            let stopping = self.stopping.load(std::sync::atomic::Ordering::Acquire);
+            if self.tasks.is_empty() && (stopping || self.parks()) {
+                if stopping {
+                    tracing::info!(target: "plait::executor", "host stopping; the run is left for the next host");
+                    return Err(ExecutorError::Stopped(self.run.id.clone()));
+                }
+                tracing::debug!(target: "plait::executor", "the run only waits; handed back");
+                return Ok(RunReport {
+                    run: self.run.clone(),
+                    steps: self.steps.clone(),
+                });
+            }
 
             let mut wake = self.next_wake();
             // A signal is waited for, or a slot: look often. Otherwise look
@@ -1320,6 +1578,43 @@ impl<'a> Scheduler<'a> {
     }
 
     /// The earliest time something waiting goes on.
+    /// Whether a parking executor hands the run back now: it is waiting,
+    /// nothing is ready, and neither a pause nor its deadline ends within
+    /// [`PARK_AFTER_MS`].
+    fn parks(&self) -> bool {
+        if !self.park || self.run.status != RunStatus::Waiting || !self.ready.is_empty() {
+            return false;
+        }
+        // Every pause is announced (its event recorded) before the run is
+        // handed back: one more round does that.
+        let unannounced = self.steps.iter().enumerate().any(|(index, record)| {
+            (record.status == StepStatus::Waiting && !self.pauses.contains_key(&(index, None)))
+                || record.items.iter().enumerate().any(|(item, record)| {
+                    record.status == StepStatus::Waiting
+                        && !self.pauses.contains_key(&(index, Some(item as u32)))
+                })
+        });
+        if unannounced {
+            return false;
+        }
+        let soon = now_ms() + PARK_AFTER_MS;
+        let steps = self
+            .steps
+            .iter()
+            .filter(|r| r.status == StepStatus::Waiting)
+            .filter_map(|r| r.wake_at_ms);
+        let items = self
+            .steps
+            .iter()
+            .flat_map(|r| r.items.iter())
+            .filter(|item| item.status == StepStatus::Waiting)
+            .filter_map(|item| item.wake_at_ms);
+        !steps
+            .chain(items)
+            .chain(self.run.deadline_ms)
+            .any(|wake| wake <= soon)
+    }
+
     fn next_wake(&self) -> Option<u64> {
         let steps = self
             .steps

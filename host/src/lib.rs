@@ -15,7 +15,8 @@
 //! [`inference`] included) →
 //! [`executor`] (runs a plan against the journal) →
 //! [`store`] (the run journal, sled behind a trait), watched through
-//! [`telemetry`] (logs, traces, metrics).
+//! [`telemetry`] (logs, traces, metrics) and served over HTTP by
+//! [`server`] (`plait serve`).
 
 pub mod capabilities;
 pub mod clock;
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod plan;
 pub mod policy;
 pub mod schema;
+pub mod server;
 pub mod step;
 pub mod store;
 pub mod telemetry;

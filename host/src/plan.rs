@@ -65,7 +65,63 @@ impl PlannedStep {
     }
 }
 
+/// Why the plan of a stored run could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum RunPlanError {
+    /// The journal failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The definition pinned in the store is not text (the store is damaged).
+    #[error("the stored definition of run `{0}` is not UTF-8 text; the store is damaged")]
+    NotText(String),
+    /// The definition (pinned, or the file of an old run) does not load.
+    #[error("loading the workflow of run `{run_id}`")]
+    Load {
+        /// The run.
+        run_id: String,
+        /// Why.
+        #[source]
+        source: crate::definition::LoadError,
+    },
+    /// The definition or its components do not check out.
+    #[error(transparent)]
+    Definition(#[from] DefinitionErrors),
+}
+
 impl Plan {
+    /// The plan run `run` started with: its definition and components as
+    /// pinned in the store when it was created, whatever the files hold
+    /// now. (Runs created before pinning fall back to the files, and a
+    /// resume refuses if those changed.)
+    pub async fn of_run(
+        engine: &Engine,
+        policy: &Policy,
+        store: &dyn crate::store::RunStore,
+        run: &crate::store::RunRecord,
+    ) -> Result<Plan, RunPlanError> {
+        let definition = match store.blob(&run.workflow.digest)? {
+            Some(bytes) => {
+                let text =
+                    String::from_utf8(bytes).map_err(|_| RunPlanError::NotText(run.id.clone()))?;
+                Definition::parse(&text, &run.workflow.path)?
+            }
+            None => Definition::load(&run.workflow.path).map_err(|source| RunPlanError::Load {
+                run_id: run.id.clone(),
+                source,
+            })?,
+        };
+        let mut pinned = HashMap::new();
+        for (record, step) in store.steps(&run.id)?.iter().zip(&definition.steps) {
+            if record.component_digest.is_empty() {
+                continue;
+            }
+            if let Some(bytes) = store.blob(&record.component_digest)? {
+                pinned.insert(step.uses.clone(), bytes);
+            }
+        }
+        Ok(Plan::build_pinned(engine, definition, policy, &pinned).await?)
+    }
+
     /// [`Plan::build_with`] under the default policy.
     pub async fn build(engine: &Engine, definition: Definition) -> Result<Plan, DefinitionErrors> {
         Plan::build_with(engine, definition, &Policy::default()).await

@@ -40,6 +40,15 @@
 //! service_name = "plait"    # the `service.name` of exported spans; default: plait
 //! run_logs = true           # each run's lines also in logs/RUN_ID.jsonl (`plait logs`); default: true
 //!
+//! [server]                  # `plait serve`
+//! listen = "127.0.0.1:8080" # default: 127.0.0.1:8080 (a non-loopback address needs a token)
+//! workflows = "workflows"   # the workflows it serves; default: workflows/ in the Plait home
+//! max_body = "32MiB"        # the largest request body; default: 32MiB
+//! rate_limit = 50           # requests per second per token (bursts of twice that); default: 50
+//! max_active_runs = 32      # runs executing at once; more wait, queued; default: 32
+//! max_queued_runs = 1000    # past this many queued runs a start gets 503 + Retry-After; default: 1000
+//! shutdown_grace = "30s"    # how long running steps get to finish on shutdown; default: 30s
+//!
 //! [secrets]
 //! file = "/etc/plait/secrets.toml"  # `name = "value"` lines
 //! env_prefix = "PLAIT_SECRET_"      # PLAIT_SECRET_API_TOKEN is secret `api_token`
@@ -98,6 +107,44 @@ pub struct Policy {
     pub auto_gc: bool,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
+    /// `[server]`: how `plait serve` serves.
+    pub server: ServerSettings,
+}
+
+/// The `[server]` table: how `plait serve` listens, what it serves and how
+/// much it takes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Where it listens unless `--listen` says.
+    pub listen: std::net::SocketAddr,
+    /// The folder of workflow files it serves; `None`: `workflows/` in the
+    /// Plait home.
+    pub workflows: Option<PathBuf>,
+    /// The largest request body, in bytes.
+    pub max_body: u64,
+    /// Requests per second each token may make (bursts of twice that).
+    pub rate_limit: u32,
+    /// Runs executing at once; more wait in the queue.
+    pub max_active_runs: usize,
+    /// Queued runs past which a new run is refused with 503 and
+    /// `Retry-After`.
+    pub max_queued_runs: usize,
+    /// How long running steps get to finish when the server stops.
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workflows: None,
+            max_body: 32 * 1024 * 1024,
+            rate_limit: 50,
+            max_active_runs: 32,
+            max_queued_runs: 1000,
+            shutdown_grace: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// The `[telemetry]` table: how the host reports what it does.
@@ -141,6 +188,7 @@ impl Default for Policy {
             retention: DEFAULT_RETENTION,
             auto_gc: true,
             telemetry: TelemetrySettings::default(),
+            server: ServerSettings::default(),
         }
     }
 }
@@ -286,6 +334,20 @@ struct PolicyFile {
     retention: RetentionTable,
     #[serde(default)]
     telemetry: TelemetryTable,
+    #[serde(default)]
+    server: ServerTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerTable {
+    listen: Option<String>,
+    workflows: Option<PathBuf>,
+    max_body: Option<String>,
+    rate_limit: Option<u32>,
+    max_active_runs: Option<usize>,
+    max_queued_runs: Option<usize>,
+    shutdown_grace: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -541,6 +603,44 @@ impl Policy {
                 },
                 service_name: file.telemetry.service_name.clone(),
                 run_logs: file.telemetry.run_logs,
+            },
+            server: {
+                let defaults = ServerSettings::default();
+                let table = &file.server;
+                let positive = |key: &str, value: Option<usize>, default: usize| match value {
+                    None => Ok(default),
+                    Some(0) => Err(invalid(key, "must be at least 1".to_owned())),
+                    Some(n) => Ok(n),
+                };
+                ServerSettings {
+                    listen: match &table.listen {
+                        None => defaults.listen,
+                        Some(text) => text.parse().map_err(|_| {
+                            invalid(
+                                "server.listen",
+                                format!("`{text}` is not an address and port, for example `127.0.0.1:8080`"),
+                            )
+                        })?,
+                    },
+                    workflows: table.workflows.as_ref().map(|dir| base.join(dir)),
+                    max_body: match &table.max_body {
+                        None => defaults.max_body,
+                        Some(text) => limits::parse_size(text)
+                            .map_err(|message| invalid("server.max_body", message))?,
+                    },
+                    rate_limit: match table.rate_limit {
+                        None => defaults.rate_limit,
+                        Some(0) => return Err(invalid("server.rate_limit", "must be at least 1 request per second".to_owned())),
+                        Some(n) => n,
+                    },
+                    max_active_runs: positive("server.max_active_runs", table.max_active_runs, defaults.max_active_runs)?,
+                    max_queued_runs: positive("server.max_queued_runs", table.max_queued_runs, defaults.max_queued_runs)?,
+                    shutdown_grace: match &table.shutdown_grace {
+                        None => defaults.shutdown_grace,
+                        Some(text) => limits::parse_duration(text)
+                            .map_err(|message| invalid("server.shutdown_grace", message))?,
+                    },
+                }
             },
             recover: file.runtime.recover.unwrap_or(false),
             max_input: match &file.runtime.max_input {

@@ -17,3 +17,4 @@ mod hostile;
 mod observability;
 mod reference_steps;
 mod sandbox;
+mod server;

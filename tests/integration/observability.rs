@@ -826,29 +826,6 @@ fn the_timeline_logs_listing_and_audit_tell_what_happened() {
     assert_eq!(filtered.as_array().unwrap().len(), 2);
 }
 
-/// A process killed when the test ends, passed or not.
-struct KillOnDrop(std::process::Child);
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = std::process::Child;
-    fn deref(&self) -> &std::process::Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut std::process::Child {
-        &mut self.0
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits up to a minute for `child` to exit.
 fn exit_within_a_minute(child: &mut std::process::Child) -> std::process::ExitStatus {
     for _ in 0..600 {

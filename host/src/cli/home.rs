@@ -48,6 +48,16 @@ impl Home {
         self.dir.join("logs")
     }
 
+    /// The API token hashes (`plait token`).
+    pub fn tokens_file(&self) -> PathBuf {
+        self.dir.join(plait::server::auth::TOKENS_FILE)
+    }
+
+    /// The workflows `plait serve` serves unless told otherwise.
+    pub fn workflows_dir(&self) -> PathBuf {
+        self.dir.join("workflows")
+    }
+
     /// The run journal's folder.
     pub fn journal_dir(&self) -> PathBuf {
         self.dir.join("journal")

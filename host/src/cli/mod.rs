@@ -8,6 +8,7 @@ mod output;
 mod progress;
 mod run;
 mod runs;
+mod serve;
 mod store;
 
 use std::path::PathBuf;
@@ -78,6 +79,11 @@ enum Command {
     Metrics(observe::MetricsArgs),
     /// Show who started, resumed, signalled or collected what, and when.
     Audit(observe::AuditArgs),
+    /// Serve the HTTP API: start, watch and steer runs over HTTP.
+    Serve(serve::ServeArgs),
+    /// Create, list and revoke the HTTP API's tokens.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
     /// Check the store's integrity.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -114,6 +120,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => observe::logs(args).await,
         Command::Metrics(args) => observe::metrics(args),
         Command::Audit(args) => observe::audit(args),
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Token(command) => serve::token(command),
         Command::Store(command) => store::main(command),
         Command::Gc(args) => store::gc(args),
         Command::Validate(args) => inspect::validate(args).await,
@@ -213,6 +221,8 @@ impl Command {
             Command::Audit(args) => Some(&args.store),
             Command::Store(command) => Some(command.store_args()),
             Command::Gc(args) => Some(args.store_args()),
+            Command::Serve(args) => Some(args.store_args()),
+            Command::Token(command) => Some(command.store_args()),
             Command::Validate(_) | Command::Inspect(_) | Command::Schema => None,
         }
     }

@@ -78,7 +78,10 @@ impl Progress {
         bar.set_length(event.steps_total as u64);
         bar.set_position(event.steps_done as u64);
         let message = match &event.kind {
+            RunEventKind::RunQueued => "queued".to_owned(),
             RunEventKind::RunStarted => "started".to_owned(),
+            RunEventKind::SignalReceived { step } => format!("{step} signalled"),
+            RunEventKind::CancelRequested { .. } => "cancelling".to_owned(),
             RunEventKind::StepStarted {
                 step,
                 item,

@@ -595,8 +595,10 @@ async fn recover(
     let mut skipped = 0;
     for run in store.runs()? {
         // The run this command is about to start or continue itself.
-        if !matches!(run.status, RunStatus::Running | RunStatus::Waiting)
-            || (own_key.is_some() && run.idempotency_key.as_deref() == own_key)
+        if !matches!(
+            run.status,
+            RunStatus::Queued | RunStatus::Running | RunStatus::Waiting
+        ) || (own_key.is_some() && run.idempotency_key.as_deref() == own_key)
         {
             continue;
         }
@@ -635,26 +637,15 @@ async fn plan_of_run(
     store: &std::sync::Arc<plait::store::SledStore>,
     run: &plait::store::RunRecord,
 ) -> anyhow::Result<Plan> {
-    let definition = match store.blob(&run.workflow.digest)? {
-        Some(bytes) => {
-            let text = String::from_utf8(bytes).with_context(|| {
-                format!("the stored definition of run `{}` is not UTF-8", run.id)
-            })?;
-            Definition::parse(&text, &run.workflow.path)?
-        }
-        None => Definition::load(&run.workflow.path)
-            .with_context(|| format!("loading the workflow of run `{}`", run.id))?,
-    };
-    let mut pinned = std::collections::HashMap::new();
-    for (record, step) in store.steps(&run.id)?.iter().zip(&definition.steps) {
-        if record.component_digest.is_empty() {
-            continue;
-        }
-        if let Some(bytes) = store.blob(&record.component_digest)? {
-            pinned.insert(step.uses.clone(), bytes);
-        }
-    }
-    Ok(Plan::build_pinned(engine, definition, policy, &pinned).await?)
+    use plait::plan::RunPlanError;
+    // Unwrapped, so that the exit code and the rendering see the cause.
+    Plan::of_run(engine, policy, store.as_ref(), run)
+        .await
+        .map_err(|error| match error {
+            RunPlanError::Definition(errors) => errors.into(),
+            RunPlanError::Store(error) => error.into(),
+            other => other.into(),
+        })
 }
 
 /// `plait signal`: records the signal and continues the run here, or,
@@ -757,35 +748,7 @@ fn read_blob(argument: &str) -> anyhow::Result<Blob> {
         .map_err(|error| UsageError(format!("could not read `--file {name}={path}`: {error}")))?;
     Ok(Blob {
         name: name.to_owned(),
-        media_type: media_type(Path::new(path)).to_owned(),
+        media_type: plait::step::media_type_of(Path::new(path)).to_owned(),
         data,
     })
-}
-
-/// The media type of a file, by extension.
-fn media_type(path: &Path) -> &'static str {
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match extension.as_str() {
-        "txt" | "text" => "text/plain",
-        "md" | "markdown" => "text/markdown",
-        "csv" => "text/csv",
-        "html" | "htm" => "text/html",
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "yaml" | "yml" => "application/yaml",
-        "pdf" => "application/pdf",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "tif" | "tiff" => "image/tiff",
-        "eml" => "message/rfc822",
-        "zip" => "application/zip",
-        "wasm" => "application/wasm",
-        _ => "application/octet-stream",
-    }
 }

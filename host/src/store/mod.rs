@@ -11,8 +11,8 @@ mod records;
 mod sled_store;
 
 pub use records::{
-    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, IdempotencyRecord, ItemRecord,
-    Lease, RunRecord, RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
+    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, EventRecord, IdempotencyRecord,
+    ItemRecord, Lease, RunRecord, RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
 };
 pub use sled_store::{
     BATCH_INTERVAL_MS, Durability, SledStore, WriteWatch, inbox_dir, post_signal,
@@ -184,6 +184,25 @@ pub trait RunStore: Send + Sync {
     }
     /// The audit log, oldest first.
     fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Appends `event` to run `run_id`'s event log and returns its
+    /// sequence number. Durable with the next commit; at once when
+    /// `flush` (a run's last event).
+    fn append_event(
+        &self,
+        run_id: &str,
+        event: &serde_json::Value,
+        flush: bool,
+    ) -> Result<u64, StoreError>;
+    /// Run `run_id`'s events after sequence number `after`, oldest first.
+    fn events(&self, run_id: &str, after: Option<u64>) -> Result<Vec<EventRecord>, StoreError>;
+    /// Up to `limit` runs that `keep` accepts, created before run `before`
+    /// (all runs when `None`), newest first: a page of a run listing.
+    fn runs_page(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+        keep: &dyn Fn(&RunRecord) -> bool,
+    ) -> Result<Vec<RunRecord>, StoreError>;
     /// The store's size on disk, when the backend knows it.
     fn size_on_disk(&self) -> Option<u64> {
         None

@@ -34,6 +34,9 @@ pub struct WorkflowRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Accepted and recorded, not started yet: a server starts it when it
+    /// has room (after a restart too).
+    Queued,
     /// Started and not finished; after a crash, `plait resume` continues it.
     Running,
     /// Nothing is running: the run waits for a signal, a sleep, or a
@@ -49,7 +52,8 @@ pub enum RunStatus {
 
 impl RunStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [RunStatus; 5] = [
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Waiting,
         RunStatus::Succeeded,
@@ -60,6 +64,7 @@ impl RunStatus {
     /// The lowercase name used in output.
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
             RunStatus::Running => "running",
             RunStatus::Waiting => "waiting",
             RunStatus::Succeeded => "succeeded",
@@ -356,6 +361,19 @@ pub struct AuditRecord {
     /// Anything else worth keeping (the signalled step, the key, counts).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub detail: serde_json::Value,
+}
+
+/// Something that happened to a run, kept in order: what an event stream
+/// replays to a client that reconnects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Its place in the store's order of events: increasing, never reused
+    /// (not contiguous).
+    pub seq: u64,
+    /// The run.
+    pub run_id: String,
+    /// The event (`{"event": "step_finished", ...}`).
+    pub event: serde_json::Value,
 }
 
 /// The right to execute a run, held by one executor at a time. Every commit

@@ -19,8 +19,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
-    AttemptLogs, AuditRecord, CacheEntry, Commit, IdempotencyRecord, Lease, RunRecord, RunStore,
-    Signal, StepRecord, StoreError,
+    AttemptLogs, AuditRecord, CacheEntry, Commit, EventRecord, IdempotencyRecord, Lease, RunRecord,
+    RunStore, Signal, StepRecord, StoreError,
 };
 
 /// The value of `meta/format`; bump it when records change incompatibly.
@@ -77,6 +77,8 @@ pub struct SledStore {
     cache: sled::Tree,
     leases: sled::Tree,
     audit: sled::Tree,
+    /// Each run's events, keyed `RUN_ID/SEQ` (20 digits).
+    events: sled::Tree,
 }
 
 impl Drop for SledStore {
@@ -200,6 +202,7 @@ impl SledStore {
             idempotency: db.open_tree("idempotency").map_err(database)?,
             cache: db.open_tree("cache").map_err(database)?,
             audit: db.open_tree("audit").map_err(database)?,
+            events: db.open_tree("events").map_err(database)?,
             path: path.to_owned(),
             durability,
             _flusher: (durability == Durability::Batched)
@@ -243,7 +246,7 @@ impl SledStore {
     pub(crate) fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {
         let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let prefix = format!("{run_id}/");
-        for tree in [&self.steps, &self.logs, &self.signals] {
+        for tree in [&self.steps, &self.logs, &self.signals, &self.events] {
             for key in tree.scan_prefix(&prefix).keys() {
                 let key = key.map_err(|error| self.database(error))?;
                 tree.remove(key).map_err(|error| self.database(error))?;
@@ -594,6 +597,72 @@ impl RunStore for SledStore {
                 decode(&key, &value)
             })
             .collect()
+    }
+
+    fn append_event(
+        &self,
+        run_id: &str,
+        event: &serde_json::Value,
+        flush: bool,
+    ) -> Result<u64, StoreError> {
+        // sled's ids increase across restarts, so a reconnecting client's
+        // last seen id still orders against new events.
+        let seq = self
+            .db
+            .generate_id()
+            .map_err(|error| self.database(error))?;
+        let record = EventRecord {
+            seq,
+            run_id: run_id.to_owned(),
+            event: event.clone(),
+        };
+        self.events
+            .insert(format!("{run_id}/{seq:020}"), encode(&record))
+            .map_err(|error| self.database(error))?;
+        if flush && self.durability == Durability::Durable {
+            let _writing = WriteMark::new(&self.writing_since_ms);
+            self.events.flush().map_err(|error| self.database(error))?;
+        }
+        Ok(seq)
+    }
+
+    fn events(&self, run_id: &str, after: Option<u64>) -> Result<Vec<EventRecord>, StoreError> {
+        let start = match after {
+            Some(seq) => format!("{run_id}/{:020}", seq.saturating_add(1)),
+            None => format!("{run_id}/"),
+        };
+        let end = format!("{run_id}0"); // '0' follows '/'
+        self.events
+            .range(start..end)
+            .map(|entry| {
+                let (key, value) = entry.map_err(|error| self.database(error))?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    fn runs_page(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+        keep: &dyn Fn(&RunRecord) -> bool,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let entries = match before {
+            Some(id) => self.runs.range(..id.as_bytes().to_vec()),
+            None => self.runs.iter(),
+        };
+        let mut page = Vec::new();
+        for entry in entries.rev() {
+            if page.len() >= limit {
+                break;
+            }
+            let (key, value) = entry.map_err(|error| self.database(error))?;
+            let run: RunRecord = decode(&key, &value)?;
+            if keep(&run) {
+                page.push(run);
+            }
+        }
+        Ok(page)
     }
 
     fn size_on_disk(&self) -> Option<u64> {

@@ -1,0 +1,1395 @@
+//! The API's routes, handlers and wire types, and the OpenAPI document
+//! generated from them (`GET /openapi.json`): each handler's
+//! `#[utoipa::path]` is its contract, next to the code that keeps it.
+
+// utoipa's generated code names the parameter structs by full path.
+#![allow(unused_qualifications)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::auth::Scope;
+use super::problem::{PROBLEM_JSON, Problem};
+use super::{AppState, Caller, RequestTrace};
+use crate::executor::{Cancelled, Origin};
+use crate::store::{AuditRecord, BlobRef, Commit, RunRecord, RunStatus, StepRecord, StepStatus};
+
+/// The longest `?wait=` a start may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// The most runs one page of `GET /v1/runs` holds.
+const MAX_PAGE: usize = 200;
+
+/// The API's routes on `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = usize::try_from(state.settings.max_body).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/workflows", get(list_workflows))
+        .route("/v1/workflows/{name}/runs", post(start_run))
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/steps", get(get_steps))
+        .route("/v1/runs/{id}/events", get(run_events))
+        .route("/v1/runs/{id}/blobs/{digest}", get(get_blob))
+        .route("/v1/runs/{id}/signals/{step}", post(signal_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/runs/{id}/retry", post(retry_run))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::trace_layer,
+        ))
+        .with_state(state)
+}
+
+// ---------------------------------------------------------------- wire types
+
+/// A run's state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Accepted, waiting for the host to start it.
+    Queued,
+    /// Executing.
+    Running,
+    /// Waiting for a signal, a sleep or a retry's backoff.
+    Waiting,
+    /// Every step succeeded.
+    Succeeded,
+    /// A step failed; `POST .../retry` tries again.
+    Failed,
+    /// Cancelled; final.
+    Cancelled,
+}
+
+impl From<RunStatus> for RunState {
+    fn from(status: RunStatus) -> RunState {
+        match status {
+            RunStatus::Queued => RunState::Queued,
+            RunStatus::Running => RunState::Running,
+            RunStatus::Waiting => RunState::Waiting,
+            RunStatus::Succeeded => RunState::Succeeded,
+            RunStatus::Failed => RunState::Failed,
+            RunStatus::Cancelled => RunState::Cancelled,
+        }
+    }
+}
+
+/// A blob of a run: a document, image or file by content digest.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlobView {
+    /// Its name in the payload.
+    pub name: String,
+    /// Its IANA media type.
+    pub media_type: String,
+    /// `sha256:<hex>` of the bytes.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where to download it.
+    pub url: String,
+}
+
+/// The workflow a run executes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowRefView {
+    /// Its `name`.
+    pub name: String,
+    /// Its `version`.
+    pub version: String,
+    /// `sha256:<hex>` of the definition the run started with.
+    pub digest: String,
+}
+
+/// Links of a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunLinks {
+    /// The run.
+    #[serde(rename = "self")]
+    pub this: String,
+    /// Its steps.
+    pub steps: String,
+    /// Its event stream.
+    pub events: String,
+}
+
+/// A run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    /// The run id (a UUIDv7: ids sort by creation time).
+    pub id: String,
+    /// Its state.
+    pub status: RunState,
+    /// What it executes.
+    pub workflow: WorkflowRefView,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+    /// The workflow input.
+    pub input: Value,
+    /// The input's blobs.
+    pub input_blobs: Vec<BlobView>,
+    /// The workflow output, once succeeded.
+    pub output: Option<Value>,
+    /// The output's blobs.
+    pub output_blobs: Vec<BlobView>,
+    /// Why it failed or was cancelled.
+    pub error: Option<String>,
+    /// The `Idempotency-Key` it was started with.
+    pub idempotency_key: Option<String>,
+    /// When its `timeout` passes (RFC 3339).
+    pub deadline: Option<String>,
+    /// Its trace id (32 hex digits): every span of the run is in it.
+    pub trace_id: Option<String>,
+    /// Who started it: `token:NAME`, `local`, `user:NAME` (the CLI).
+    pub started_by: Option<String>,
+    /// Related resources.
+    pub links: RunLinks,
+}
+
+/// A step's failure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepErrorView {
+    /// What kind of failure (`invalid_input`, `timeout`, ...).
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+    /// Anything the step added.
+    pub details: Option<Value>,
+}
+
+/// A step's state.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not started.
+    Pending,
+    /// An attempt runs.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Failed for good (or with an output the run went on from).
+    Failed,
+    /// Its `if` was false, or a need was skipped.
+    Skipped,
+    /// Waiting for a signal, a sleep or a backoff.
+    Waiting,
+    /// Failed, and its fallback recovered the run.
+    Recovered,
+}
+
+/// One step of a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    /// The step id.
+    pub id: String,
+    /// Its state.
+    pub status: StepState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The component's declared name (none for built-in steps).
+    pub component: Option<String>,
+    /// When its first attempt started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it finished (RFC 3339).
+    pub finished_at: Option<String>,
+    /// How long its last attempt took.
+    pub duration_ms: Option<u64>,
+    /// Its output, once done.
+    pub output: Option<Value>,
+    /// Its output's blobs.
+    pub output_blobs: Vec<BlobView>,
+    /// Why it failed.
+    pub error: Option<StepErrorView>,
+    /// When a sleep or backoff ends (RFC 3339).
+    pub wake_at: Option<String>,
+}
+
+/// `GET /v1/runs/{id}/steps`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepList {
+    /// The run's steps, in definition order.
+    pub steps: Vec<StepView>,
+}
+
+/// A page of runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunList {
+    /// Newest first.
+    pub runs: Vec<RunView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A stored blob used as an input blob, by digest (another run's output,
+/// for example).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlobReference {
+    /// The name the workflow reads it by.
+    pub name: String,
+    /// `sha256:<hex>` of a blob in this store.
+    pub digest: String,
+    /// Its media type [default: the stored blob's, else
+    /// `application/octet-stream`].
+    pub media_type: Option<String>,
+}
+
+/// The body of a start, as JSON. (As `multipart/form-data`: a part named
+/// `input` holding this JSON's `input`, and one part per input blob, named
+/// as the workflow reads it, with its `Content-Type`.)
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRun {
+    /// The workflow input [default: `{}`].
+    #[serde(default = "empty_object")]
+    pub input: Value,
+    /// Input blobs already in the store, by digest.
+    #[serde(default)]
+    pub blobs: Vec<BlobReference>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// The parts of a multipart start.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct StartRunMultipart {
+    /// The workflow input, as JSON [default: `{}`].
+    pub input: Option<String>,
+    /// One part per input blob, named as the workflow reads it.
+    #[schema(value_type = Option<Vec<u8>>, format = Binary)]
+    pub document: Option<Vec<u8>>,
+}
+
+/// Query of a start.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StartQuery {
+    /// Wait up to this long (`30s`, `2m`; at most 5m) for the run to end:
+    /// 200 with the finished run, else 202 as without.
+    pub wait: Option<String>,
+}
+
+/// Query of a run listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only runs of this workflow.
+    pub workflow: Option<String>,
+    /// Only runs in this state.
+    pub status: Option<RunState>,
+    /// Runs per page (1 to 200) [default: 50].
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Query of an event stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events after this id (what `Last-Event-ID` says, for clients
+    /// that cannot set it).
+    pub after: Option<u64>,
+}
+
+/// The body of a cancel.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRun {
+    /// Why, for the run's error and the audit log.
+    pub reason: Option<String>,
+}
+
+/// A served workflow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowView {
+    /// Its `name`: `POST /v1/workflows/{name}/runs` starts it.
+    pub name: String,
+    /// Its `version`.
+    pub version: String,
+    /// Its `description`.
+    pub description: Option<String>,
+    /// The JSON Schema its input must match, if it declares one.
+    pub input_schema: Option<Value>,
+    /// The input blobs it reads.
+    pub input_blobs: Vec<String>,
+    /// Its step ids, in definition order.
+    pub steps: Vec<String>,
+}
+
+/// A workflow file that does not check out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowProblem {
+    /// The file, relative to the workflows folder.
+    pub file: String,
+    /// What is wrong.
+    pub error: String,
+}
+
+/// `GET /v1/workflows`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowList {
+    /// The workflows served, by name.
+    pub workflows: Vec<WorkflowView>,
+    /// Files in the workflows folder that are not served, and why.
+    pub problems: Vec<WorkflowProblem>,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `stopping`.
+    pub status: String,
+    /// Runs waiting for a place to execute.
+    pub queued_runs: usize,
+}
+
+fn time(ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+fn blob_view(run_id: &str, blob: &BlobRef) -> BlobView {
+    BlobView {
+        name: blob.name.clone(),
+        media_type: blob.media_type.clone(),
+        digest: blob.digest.clone(),
+        size: blob.size,
+        url: format!("/v1/runs/{run_id}/blobs/{}", blob.digest),
+    }
+}
+
+/// The wire form of a run.
+pub fn run_view(run: &RunRecord) -> RunView {
+    let base = format!("/v1/runs/{}", run.id);
+    RunView {
+        id: run.id.clone(),
+        status: run.status.into(),
+        workflow: WorkflowRefView {
+            name: run.workflow.name.clone(),
+            version: run.workflow.version.clone(),
+            digest: run.workflow.digest.clone(),
+        },
+        created_at: time(run.created_at_ms),
+        updated_at: time(run.updated_at_ms),
+        input: run.input.clone(),
+        input_blobs: run
+            .input_blobs
+            .iter()
+            .map(|b| blob_view(&run.id, b))
+            .collect(),
+        output: run.output.clone(),
+        output_blobs: run
+            .output_blobs
+            .iter()
+            .map(|b| blob_view(&run.id, b))
+            .collect(),
+        error: run.error.clone(),
+        idempotency_key: run.idempotency_key.clone(),
+        deadline: run.deadline_ms.map(time),
+        trace_id: run.trace.as_ref().map(|trace| trace.trace_id.clone()),
+        started_by: run.started_by.clone(),
+        links: RunLinks {
+            steps: format!("{base}/steps"),
+            events: format!("{base}/events"),
+            this: base,
+        },
+    }
+}
+
+fn step_view(run_id: &str, step: &StepRecord) -> StepView {
+    StepView {
+        id: step.id.clone(),
+        status: match step.status {
+            StepStatus::Pending => StepState::Pending,
+            StepStatus::Running => StepState::Running,
+            StepStatus::Succeeded => StepState::Succeeded,
+            StepStatus::Failed => StepState::Failed,
+            StepStatus::Skipped => StepState::Skipped,
+            StepStatus::Waiting => StepState::Waiting,
+            StepStatus::Recovered => StepState::Recovered,
+        },
+        attempts: step.attempts,
+        component: step.component.clone(),
+        started_at: step.started_at_ms.map(time),
+        finished_at: step.finished_at_ms.map(time),
+        duration_ms: step.duration_ms,
+        output: step.output.clone(),
+        output_blobs: step
+            .output_blobs
+            .iter()
+            .map(|b| blob_view(run_id, b))
+            .collect(),
+        error: step.error.as_ref().map(|failure| {
+            let value = serde_json::to_value(failure).unwrap_or(Value::Null);
+            StepErrorView {
+                kind: value
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                message: failure.message.clone(),
+                details: failure.details.clone(),
+            }
+        }),
+        wake_at: step.wake_at_ms.map(time),
+    }
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn path<T>(extracted: Result<Path<T>, PathRejection>) -> Result<T, Problem> {
+    extracted.map(|Path(value)| value).map_err(|rejection| {
+        Problem::bad_request(format!("the URL path is not valid: {rejection}"))
+    })
+}
+
+fn query<T>(extracted: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
+    extracted.map(|Query(value)| value).map_err(|rejection| {
+        Problem::bad_request(format!(
+            "the query string is not valid: {}",
+            rejection.body_text()
+        ))
+    })
+}
+
+fn load_run(state: &AppState, run_id: &str) -> Result<RunRecord, Problem> {
+    state.store.run(run_id)?.ok_or_else(|| {
+        Problem::not_found(
+            "run",
+            format!("no run has id `{run_id}`; `GET /v1/runs` lists them"),
+        )
+    })
+}
+
+fn origin(caller: &Caller, trace: &RequestTrace) -> Origin {
+    Origin {
+        actor: Some(caller.actor.clone()),
+        trace_parent: trace.0,
+    }
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+/// Reads a JSON body (empty: `default`), within the size cap.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    default: impl FnOnce() -> T,
+) -> Result<T, Problem> {
+    let bytes = read_body(state, body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(default());
+    }
+    check_json_type(headers)?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        Problem::bad_request(format!(
+            "the body is not valid JSON for this request: {error}"
+        ))
+    })
+}
+
+async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, Problem> {
+    let limit = usize::try_from(state.settings.max_body).unwrap_or(usize::MAX);
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(state))
+}
+
+fn too_large(state: &AppState) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        "Request body too large",
+        format!(
+            "the request body is larger than this server takes ({}); send less, or raise `[server] max_body`",
+            crate::limits::format_size(state.settings.max_body)
+        ),
+    )
+}
+
+fn check_json_type(headers: &HeaderMap) -> Result<(), Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("application/json");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(unsupported(content_type))
+    }
+}
+
+fn unsupported(content_type: &str) -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "Unsupported media type",
+        format!(
+            "a body of type `{content_type}` is not taken here; send `application/json` (or `multipart/form-data` to start a run with files)"
+        ),
+    )
+}
+
+// ----------------------------------------------------------------- handlers
+
+async fn not_found() -> Problem {
+    Problem::not_found(
+        "route",
+        "no such endpoint; `GET /openapi.json` describes the API",
+    )
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this endpoint does not take that method; `GET /openapi.json` describes the API",
+    )
+}
+
+/// Whether the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The server is up.", body = Health)))]
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &Health {
+            status: "ok".to_owned(),
+            queued_runs: state.dispatcher.queued(),
+        },
+    )
+}
+
+/// Whether the server takes work: 503 while starting or stopping.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready.", body = Health),
+        (status = 503, description = "Starting or stopping.", body = Health)))]
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let ready =
+        state.ready.load(std::sync::atomic::Ordering::Acquire) && !state.dispatcher.closing();
+    json_response(
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &Health {
+            status: if ready { "ok" } else { "stopping" }.to_owned(),
+            queued_runs: state.dispatcher.queued(),
+        },
+    )
+}
+
+/// Prometheus metrics (OpenMetrics text); needs `runs:read` when the server
+/// has tokens.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "The metrics.", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:read`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, Problem> {
+    caller.require(Scope::RunsRead)?;
+    let text = state.metrics.render(Some(state.store.as_ref()));
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            crate::telemetry::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object)))]
+async fn openapi() -> Response {
+    json_response(StatusCode::OK, &ApiDoc::openapi())
+}
+
+/// The workflows this server runs.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    responses(
+        (status = 200, description = "The workflows served.", body = WorkflowList),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:read`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn list_workflows(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Response, Problem> {
+    caller.require(Scope::RunsRead)?;
+    let mut workflows = Vec::new();
+    let mut problems = Vec::new();
+    for entry in state.catalog.entries().await {
+        let file = entry
+            .path
+            .strip_prefix(state.catalog.dir())
+            .unwrap_or(&entry.path)
+            .display()
+            .to_string();
+        match entry.plan {
+            Ok(plan) => {
+                let definition = &plan.definition;
+                workflows.push(WorkflowView {
+                    name: definition.name.clone(),
+                    version: definition.version.clone(),
+                    description: definition.description.clone(),
+                    input_schema: definition.input_schema.clone(),
+                    input_blobs: definition.input_blob_names(),
+                    steps: definition
+                        .steps
+                        .iter()
+                        .map(|step| step.id.to_string())
+                        .collect(),
+                })
+            }
+            Err(error) => problems.push(WorkflowProblem { file, error }),
+        }
+    }
+    workflows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(json_response(
+        StatusCode::OK,
+        &WorkflowList {
+            workflows,
+            problems,
+        },
+    ))
+}
+
+/// Removes an idempotency key from the in-flight set when the request ends.
+struct InFlight<'a> {
+    state: &'a AppState,
+    key: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.state
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// Starts a run of workflow `name`.
+///
+/// The run is recorded (`queued`) before the response: an accepted run is
+/// never lost. With `Idempotency-Key`, the same key and body give back the
+/// original run (`Idempotent-Replayed: true`), the same key with another
+/// body is refused (422), and a second request while the first is being
+/// handled gets 409.
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs",
+    params(
+        ("name" = String, Path, description = "The workflow's `name`."),
+        ("Idempotency-Key" = Option<String>, Header, description = "At most one run per key (1 to 255 characters)."),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: the run's spans join the caller's trace."),
+        StartQuery),
+    request_body(description = "The input, and input blobs by reference (JSON) or as file parts (multipart).",
+        content((StartRun = "application/json"), (StartRunMultipart = "multipart/form-data"))),
+    responses(
+        (status = 202, description = "Accepted: the run is queued or executing (or, replayed, as it is now).", body = RunView,
+            headers(("Location" = String, description = "The run."))),
+        (status = 200, description = "With `?wait`: the run ended in time.", body = RunView),
+        (status = 400, description = "Malformed request.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:write`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 404, description = "No such workflow.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 409, description = "A request with this Idempotency-Key is being handled.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 413, description = "The body or the run's input is too large.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 415, description = "Not JSON nor multipart.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 422, description = "The input does not match the workflow, or the key was used for another request.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 503, description = "The queue is full, or the server is stopping.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn start_run(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    name: Result<Path<String>, PathRejection>,
+    wait: Result<Query<StartQuery>, QueryRejection>,
+    axum::Extension(trace): axum::Extension<RequestTrace>,
+    request: Request,
+) -> Result<Response, Problem> {
+    caller.require(Scope::RunsWrite)?;
+    let name = path(name)?;
+    let wait = match query(wait)?.wait {
+        None => None,
+        Some(text) => {
+            let wait = humantime::parse_duration(text.trim()).map_err(|error| {
+                Problem::bad_request(format!(
+                    "`wait={text}` is not a duration ({error}); for example `wait=30s`"
+                ))
+            })?;
+            if wait > MAX_WAIT {
+                return Err(Problem::bad_request(format!(
+                    "`wait={text}` is longer than the 5m a request may wait; follow `GET /v1/runs/{{id}}/events` instead"
+                )));
+            }
+            Some(wait)
+        }
+    };
+    let key = match request.headers().get("idempotency-key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| {
+                    Problem::bad_request("the Idempotency-Key header must be visible ASCII text")
+                })?
+                .to_owned(),
+        ),
+    };
+    if state.dispatcher.closing() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "The server is stopping",
+            "the server is stopping and takes no new runs; try again when it is back",
+        )
+        .retry_after(5));
+    }
+    if state.dispatcher.queued() >= state.settings.max_queued_runs {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue-full",
+            "The queue is full",
+            format!(
+                "{} runs wait to execute, this server's limit (`[server] max_queued_runs`); try again later",
+                state.dispatcher.queued()
+            ),
+        )
+        .retry_after(5));
+    }
+    let plan = match state.catalog.plan(&name).await {
+        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            return Err(Problem::not_found(
+                "workflow",
+                format!(
+                    "no workflow named `{name}` is served here; `GET /v1/workflows` lists them"
+                ),
+            ));
+        }
+        Err(error) => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "workflow-invalid",
+                "The workflow does not check out",
+                format!(
+                    "workflow `{name}` is in the workflows folder but does not check out, so it is not run: {error}"
+                ),
+            ));
+        }
+    };
+    // The key is held from here until the response: a concurrent request
+    // with it is told to wait (409), not queued behind this one.
+    let _in_flight = match &key {
+        None => None,
+        Some(key) => {
+            let mut in_flight = state.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if !in_flight.insert(key.clone()) {
+                return Err(Problem::conflict(
+                    "idempotency-key-in-use",
+                    format!(
+                        "a request with Idempotency-Key `{key}` is being handled now; repeat this one when it has been answered to get its result"
+                    ),
+                ));
+            }
+            Some(InFlight {
+                state: &state,
+                key: key.clone(),
+            })
+        }
+    };
+    let (input, blobs) = read_start(&state, request).await?;
+    let size = serde_json::to_vec(&input).map_or(0, |bytes| bytes.len() as u64)
+        + blobs.iter().map(|blob| blob.data.len() as u64).sum::<u64>();
+    if size > state.max_input {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "input-too-large",
+            "The run's input is too large",
+            format!(
+                "the run's input and blobs weigh {}, over this host's limit of {} (`[runtime] max_input`)",
+                crate::limits::format_size(size),
+                crate::limits::format_size(state.max_input)
+            ),
+        ));
+    }
+    let origin = origin(&caller, &trace);
+    let executor = state.dispatcher.executor().clone();
+    let (run, new) = executor.enqueue(&plan, input, blobs, key.as_deref(), &origin)?;
+    if new {
+        state.dispatcher.dispatch(&run.id, Some(plan));
+    }
+    let run = match wait {
+        Some(wait) if !run.status.is_finished() => wait_for(&state, &run.id, wait).await?,
+        _ => run,
+    };
+    let status = if wait.is_some() && run.status.is_finished() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut response = json_response(status, &run_view(&run));
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{}", run.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    if !new {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// The input and blobs of a start: JSON with blob references, or multipart.
+async fn read_start(
+    state: &Arc<AppState>,
+    request: Request,
+) -> Result<(Value, Vec<crate::step::Blob>), Problem> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        let mut multipart = axum::extract::Multipart::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                Problem::bad_request(format!(
+                    "the multipart body is not valid: {}",
+                    rejection.body_text()
+                ))
+            })?;
+        let mut input = empty_object();
+        let mut blobs = Vec::new();
+        loop {
+            let field = match multipart.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    return Err(too_large(state));
+                }
+                Err(error) => {
+                    return Err(Problem::bad_request(format!(
+                        "the multipart body is not valid: {}",
+                        error.body_text()
+                    )));
+                }
+            };
+            let Some(name) = field
+                .name()
+                .map(str::to_owned)
+                .filter(|name| !name.is_empty())
+            else {
+                return Err(Problem::bad_request(
+                    "every multipart part needs a name: `input`, or the input blob it is",
+                ));
+            };
+            let media_type = field.content_type().map(str::to_owned);
+            let file_name = field.file_name().map(str::to_owned);
+            let data = field.bytes().await.map_err(|error| {
+                if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large(state)
+                } else {
+                    Problem::bad_request(format!(
+                        "part `{name}` could not be read: {}",
+                        error.body_text()
+                    ))
+                }
+            })?;
+            if name == "input" {
+                input = serde_json::from_slice(&data).map_err(|error| {
+                    Problem::bad_request(format!("the `input` part is not valid JSON: {error}"))
+                })?;
+                continue;
+            }
+            let media_type = media_type
+                .filter(|media_type| !media_type.is_empty())
+                .unwrap_or_else(|| {
+                    crate::step::media_type_of(std::path::Path::new(
+                        file_name.as_deref().unwrap_or(""),
+                    ))
+                    .to_owned()
+                });
+            blobs.push(crate::step::Blob {
+                name,
+                media_type,
+                data: data.to_vec(),
+            });
+        }
+        return Ok((input, blobs));
+    }
+    let headers = request.headers().clone();
+    let body: StartRun = json_body(state, &headers, request.into_body(), || StartRun {
+        input: empty_object(),
+        blobs: Vec::new(),
+    })
+    .await?;
+    let mut blobs = Vec::new();
+    for reference in body.blobs {
+        let data = state.store.blob(&reference.digest)?.ok_or_else(|| {
+            Problem::unprocessable(
+                "unknown-blob",
+                format!("blob `{}` (`{}`) is not in this store; send the file as a multipart part instead", reference.name, reference.digest),
+            )
+        })?;
+        blobs.push(crate::step::Blob {
+            name: reference.name,
+            media_type: reference
+                .media_type
+                .unwrap_or_else(|| "application/octet-stream".to_owned()),
+            data,
+        });
+    }
+    Ok((body.input, blobs))
+}
+
+/// Waits up to `wait` for run `run_id` to end; the run as it is then.
+async fn wait_for(state: &AppState, run_id: &str, wait: Duration) -> Result<RunRecord, Problem> {
+    let mut events = state.dispatcher.executor().subscribe();
+    let shutdown = state.dispatcher.shutdown_token();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let run = load_run(state, run_id)?;
+        if run.status.is_finished() || tokio::time::Instant::now() >= deadline {
+            return Ok(run);
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = shutdown.cancelled() => return load_run(state, run_id),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            event = events.recv() => {
+                if let Ok(event) = event && event.run_id != run_id {
+                    continue;
+                }
+            }
+        }
+    }
+}
+
+/// Lists runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of runs.", body = RunList),
+        (status = 400, description = "Malformed query.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:read`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn list_runs(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    list: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Scope::RunsRead)?;
+    let list = query(list)?;
+    let limit = list.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "`limit={limit}` must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let workflow = list.workflow.clone();
+    let status = list.status;
+    let keep = move |run: &RunRecord| {
+        workflow
+            .as_ref()
+            .is_none_or(|name| &run.workflow.name == name)
+            && status.is_none_or(|status| RunState::from(run.status) == status)
+    };
+    // One more than a page tells whether another page follows.
+    let mut runs = state
+        .store
+        .runs_page(list.cursor.as_deref(), limit + 1, &keep)?;
+    let next_cursor = if runs.len() > limit {
+        runs.truncate(limit);
+        runs.last().map(|run| run.id.clone())
+    } else {
+        None
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &RunList {
+            runs: runs.iter().map(run_view).collect(),
+            next_cursor,
+        },
+    ))
+}
+
+/// A run.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "The run id.")),
+    responses(
+        (status = 200, description = "The run.", body = RunView),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:read`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 404, description = "No such run.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn get_run(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Scope::RunsRead)?;
+    let run = load_run(&state, &path(id)?)?;
+    Ok(json_response(StatusCode::OK, &run_view(&run)))
+}
+
+/// A run's steps.
+#[utoipa::path(get, path = "/v1/runs/{id}/steps", tag = "runs",
+    params(("id" = String, Path, description = "The run id.")),
+    responses(
+        (status = 200, description = "The run's steps, in definition order.", body = StepList),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:read`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 404, description = "No such run.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn get_steps(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Scope::RunsRead)?;
+    let run = load_run(&state, &path(id)?)?;
+    let steps = state.store.steps(&run.id)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &StepList {
+            steps: steps.iter().map(|step| step_view(&run.id, step)).collect(),
+        },
+    ))
+}
+
+/// One of a run's blobs (its input's, its output's or a step's output's).
+#[utoipa::path(get, path = "/v1/runs/{id}/blobs/{digest}", tag = "runs",
+    params(
+        ("id" = String, Path, description = "The run id."),
+        ("digest" = String, Path, description = "The blob's `sha256:<hex>`.")),
+    responses(
+        (status = 200, description = "The bytes, with the blob's media type.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:read`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 404, description = "No such run, or the run has no such blob.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn get_blob(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Scope::RunsRead)?;
+    let (id, digest) = path(ids)?;
+    let run = load_run(&state, &id)?;
+    let steps = state.store.steps(&run.id)?;
+    // Only a blob this run holds: a digest is not a key to the whole store.
+    let found = run
+        .input_blobs
+        .iter()
+        .chain(&run.output_blobs)
+        .chain(steps.iter().flat_map(|step| step.output_blobs.iter()))
+        .chain(
+            steps
+                .iter()
+                .flat_map(|step| step.items.iter())
+                .flat_map(|item| item.output_blobs.iter()),
+        )
+        .find(|blob| blob.digest == digest)
+        .cloned();
+    let missing = || {
+        Problem::not_found(
+            "blob",
+            format!(
+                "run `{}` has no blob `{digest}`; its blobs are listed in the run and its steps",
+                run.id
+            ),
+        )
+    };
+    let blob = found.ok_or_else(missing)?;
+    let bytes = state.store.blob(&blob.digest)?.ok_or_else(missing)?;
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        blob.name.replace(['"', '\\', '\r', '\n'], "_")
+    );
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&blob.media_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// The run's events as Server-Sent Events: `id` is the event's sequence
+/// number, `event` its kind, `data` its JSON. Reconnect with
+/// `Last-Event-ID` to get what was missed. The stream ends after
+/// `run_finished`.
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
+    params(
+        ("id" = String, Path, description = "The run id."),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event id received: only later ones are sent."),
+        EventsQuery),
+    responses(
+        (status = 200, description = "An event stream.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Malformed `Last-Event-ID`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:read`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 404, description = "No such run.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn run_events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    after: Result<Query<EventsQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    caller.require(Scope::RunsRead)?;
+    let run = load_run(&state, &path(id)?)?;
+    let mut after = query(after)?.after;
+    if let Some(value) = headers.get("last-event-id") {
+        let text = value.to_str().unwrap_or("").trim();
+        if !text.is_empty() {
+            after = Some(text.parse().map_err(|_| {
+                Problem::bad_request(format!(
+                    "`Last-Event-ID: {text}` is not an event id this server sent (a number)"
+                ))
+            })?);
+        }
+    }
+    Ok(super::events::stream(state.clone(), run.id, after).into_response())
+}
+
+/// Delivers a signal to a `wait` step: its body (any JSON, default `{}`)
+/// becomes the step's output, and the run goes on.
+#[utoipa::path(post, path = "/v1/runs/{id}/signals/{step}", tag = "runs",
+    params(
+        ("id" = String, Path, description = "The run id."),
+        ("step" = String, Path, description = "The `type: wait` step.")),
+    request_body(description = "The step's output [default: `{}`].", content((Object = "application/json"))),
+    responses(
+        (status = 202, description = "Delivered; the run goes on.", body = RunView),
+        (status = 400, description = "The body is not JSON.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `signals:write`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 404, description = "No such run.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 409, description = "Not a wait step, already signalled, or the run has ended.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 413, description = "The body is too large.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 415, description = "Not JSON.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn signal_run(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ids: Result<Path<(String, String)>, PathRejection>,
+    axum::Extension(trace): axum::Extension<RequestTrace>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    caller.require(Scope::SignalsWrite)?;
+    let (id, step) = path(ids)?;
+    let run = load_run(&state, &id)?;
+    let data: Value = json_body(&state, &headers, body, empty_object).await?;
+    let plan = state
+        .dispatcher
+        .plan_for(&run)
+        .await
+        .map_err(|error| Problem::internal(&error))?;
+    state
+        .dispatcher
+        .executor()
+        .signal_with(&plan, &run.id, &step, data, &origin(&caller, &trace))
+        .map_err(|error| Problem::from(error).run(&run.id))?;
+    state.dispatcher.dispatch(&run.id, Some(plan));
+    let run = load_run(&state, &run.id)?;
+    Ok(json_response(StatusCode::ACCEPTED, &run_view(&run)))
+}
+
+/// Cancels a run: at once if it is not executing, else within a second
+/// (its running attempts are abandoned). Final.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = String, Path, description = "The run id.")),
+    request_body(description = "Why [optional].", content((CancelRun = "application/json"))),
+    responses(
+        (status = 200, description = "Cancelled.", body = RunView),
+        (status = 202, description = "Requested: the host executing it stops it within a second.", body = RunView),
+        (status = 400, description = "Malformed body.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:write`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 404, description = "No such run.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 409, description = "The run has ended.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 413, description = "The body is too large.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 415, description = "Not JSON.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn cancel_run(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    axum::Extension(trace): axum::Extension<RequestTrace>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    caller.require(Scope::RunsWrite)?;
+    let run = load_run(&state, &path(id)?)?;
+    let request: CancelRun = json_body(&state, &headers, body, CancelRun::default).await?;
+    let cancelled = state
+        .dispatcher
+        .executor()
+        .cancel_with(&run.id, request.reason.as_deref(), &origin(&caller, &trace))
+        .map_err(|error| Problem::from(error).run(&run.id))?;
+    let status = match cancelled {
+        Cancelled::Now(_) => StatusCode::OK,
+        Cancelled::Requested | Cancelled::AlreadyRequested => StatusCode::ACCEPTED,
+    };
+    let run = load_run(&state, &run.id)?;
+    Ok(json_response(status, &run_view(&run)))
+}
+
+/// Tries a failed run again from its failed steps (what succeeded is kept).
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs",
+    params(("id" = String, Path, description = "The run id.")),
+    responses(
+        (status = 202, description = "The run is queued again.", body = RunView),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:write`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 404, description = "No such run.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 409, description = "The run has not failed.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 503, description = "The server is stopping.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn retry_run(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Scope::RunsWrite)?;
+    let run = load_run(&state, &path(id)?)?;
+    if run.status != RunStatus::Failed {
+        return Err(Problem::conflict(
+            "run-not-failed",
+            format!(
+                "run `{}` is {}; only a failed run can be retried",
+                run.id,
+                run.status.as_str()
+            ),
+        )
+        .run(&run.id));
+    }
+    if state.dispatcher.closing() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "The server is stopping",
+            "the server is stopping; retry the run when it is back",
+        )
+        .retry_after(5));
+    }
+    let audit = AuditRecord {
+        at_ms: crate::clock::now_ms(),
+        actor: caller.actor.clone(),
+        action: "run.retry".to_owned(),
+        run_id: Some(run.id.clone()),
+        workflow: Some(run.workflow.name.clone()),
+        detail: Value::Null,
+    };
+    state.store.commit(Commit {
+        audit: Some(&audit),
+        ..Commit::default()
+    })?;
+    state.dispatcher.retry(&run.id);
+    Ok(json_response(StatusCode::ACCEPTED, &run_view(&run)))
+}
+
+// ------------------------------------------------------------------ OpenAPI
+
+/// The OpenAPI document of this API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Plait",
+        description = "Start, watch and steer durable workflow runs of sandboxed WebAssembly steps. Errors are RFC 9457 problem details (`application/problem+json`).",
+    ),
+    paths(
+        healthz, readyz, metrics, openapi, list_workflows, start_run, list_runs, get_run,
+        get_steps, get_blob, run_events, signal_run, cancel_run, retry_run
+    ),
+    components(schemas(Problem, RunView, RunList, StepList, StartRun, CancelRun, WorkflowList, Health)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "runs", description = "Runs: start, read, follow, signal, cancel, retry."),
+        (name = "workflows", description = "The workflows served."),
+        (name = "operations", description = "Health, readiness, metrics and this document."),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token from `plait token create` (not needed on a loopback server with no tokens).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
