@@ -701,6 +701,16 @@ fn a_signal_completes_a_waiting_run_and_the_event_stream_resumes_where_it_left_o
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
     assert!(!rest.contains("event:"), "{rest}");
+    // Asking for what came after the last event of an ended run: nothing,
+    // and the stream ends.
+    let (final_id, _, _) = after.last().unwrap();
+    let response = server
+        .agent
+        .get(server.url(&format!("/v1/runs/{id}/events?after={final_id}")))
+        .call()
+        .unwrap();
+    let rest = response.into_body().read_to_string().unwrap();
+    assert!(!rest.contains("event:"), "{rest}");
     server
         .get(&format!("/v1/runs/{id}/events?after=x"), None)
         .assert_problem(400, "bad-request");

@@ -26,7 +26,7 @@ use crate::executor::{Cancelled, Origin};
 use crate::store::{AuditRecord, BlobRef, Commit, RunRecord, RunStatus, StepRecord, StepStatus};
 
 /// The longest `?wait=` a start may ask for.
-const MAX_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// The most runs one page of `GET /v1/runs` holds.
 const MAX_PAGE: usize = 200;
@@ -276,7 +276,7 @@ fn empty_object() -> Value {
 #[allow(dead_code)]
 pub struct StartRunMultipart {
     /// The workflow input, as JSON [default: `{}`].
-    pub input: Option<String>,
+    pub input: Option<Value>,
     /// One part per input blob, named as the workflow reads it.
     #[schema(value_type = Option<Vec<u8>>, format = Binary)]
     pub document: Option<Vec<u8>>,
@@ -286,9 +286,25 @@ pub struct StartRunMultipart {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StartQuery {
-    /// Wait up to this long (`30s`, `2m`; at most 5m) for the run to end:
-    /// 200 with the finished run, else 202 as without.
+    /// Wait up to this long (`30s`, `1m`, `500ms`; more than 1m counts as
+    /// 1m) for the run to end: 200 with the finished run, else 202 as
+    /// without.
+    #[param(pattern = r"^([0-9]{1,9}(ms|s|m))*$")]
     pub wait: Option<String>,
+}
+
+/// One Server-Sent Event of `GET /v1/runs/{id}/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunEventMessage {
+    /// The event's sequence number: send it back as `Last-Event-ID`.
+    pub id: String,
+    /// Its kind: `run_queued`, `run_started`, `step_started`,
+    /// `step_finished`, `paused`, `progress`, `signal_received`,
+    /// `cancel_requested`, `run_finished`.
+    pub event: String,
+    /// The event as JSON: `run_id`, `workflow`, `at_ms`, `steps_done`,
+    /// `steps_total`, `event`, `seq` and the kind's own fields.
+    pub data: String,
 }
 
 /// Query of a run listing.
@@ -751,7 +767,7 @@ async fn start_run(
 ) -> Result<Response, Problem> {
     caller.require(Scope::RunsWrite)?;
     let name = path(name)?;
-    let wait = match query(wait)?.wait {
+    let wait = match query(wait)?.wait.filter(|text| !text.trim().is_empty()) {
         None => None,
         Some(text) => {
             let wait = humantime::parse_duration(text.trim()).map_err(|error| {
@@ -759,12 +775,8 @@ async fn start_run(
                     "`wait={text}` is not a duration ({error}); for example `wait=30s`"
                 ))
             })?;
-            if wait > MAX_WAIT {
-                return Err(Problem::bad_request(format!(
-                    "`wait={text}` is longer than the 5m a request may wait; follow `GET /v1/runs/{{id}}/events` instead"
-                )));
-            }
-            Some(wait)
+            // Longer waits belong on the event stream.
+            Some(wait.min(MAX_WAIT))
         }
     };
     let key = match request.headers().get("idempotency-key") {
@@ -942,6 +954,9 @@ async fn read_start(
                 }
             })?;
             if name == "input" {
+                if data.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
                 input = serde_json::from_slice(&data).map_err(|error| {
                     Problem::bad_request(format!("the `input` part is not valid JSON: {error}"))
                 })?;
@@ -1177,10 +1192,10 @@ async fn get_blob(
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
     params(
         ("id" = String, Path, description = "The run id."),
-        ("Last-Event-ID" = Option<String>, Header, description = "The last event id received: only later ones are sent."),
+        ("Last-Event-ID" = Option<u64>, Header, description = "The last event id received: only later ones are sent."),
         EventsQuery),
     responses(
-        (status = 200, description = "An event stream.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream: one message per event.", content_type = "text/event-stream", body = RunEventMessage),
         (status = 400, description = "Malformed `Last-Event-ID`.", content_type = PROBLEM_JSON, body = Problem),
         (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
         (status = 403, description = "The token lacks `runs:read`.", content_type = PROBLEM_JSON, body = Problem),

@@ -22,6 +22,9 @@ use crate::store::EventRecord;
 /// process recorded, or a missed one).
 const POLL: Duration = Duration::from_secs(1);
 
+/// How long an ended run's stream waits for a last event before it ends.
+const SETTLE: Duration = Duration::from_millis(500);
+
 /// The stream of run `run_id`'s events after sequence number `after`.
 pub fn stream(
     state: Arc<AppState>,
@@ -38,6 +41,7 @@ pub fn stream(
         live,
         shutdown,
         done: false,
+        ended_at: None,
     };
     let events = futures_util::stream::unfold(initial, |mut cursor| async move {
         let event = cursor.next().await?;
@@ -54,6 +58,8 @@ struct Cursor {
     live: tokio::sync::broadcast::Receiver<crate::executor::RunEvent>,
     shutdown: tokio_util::sync::CancellationToken,
     done: bool,
+    /// When the run was first seen ended with nothing left to send.
+    ended_at: Option<tokio::time::Instant>,
 }
 
 impl Cursor {
@@ -96,18 +102,30 @@ impl Cursor {
                     return None;
                 }
             }
-            // A run that ended before it had an event log (or whose last
-            // event was lost) ends the stream too.
+            // A run that has ended and has nothing more to say ends the
+            // stream: its `run_finished` was sent, the client asked for
+            // what came after it, or the run has no event log. (Its last
+            // event is recorded just after its status: a moment is left for
+            // it.)
             if let Ok(Some(run)) = self.state.store.run(&self.run_id)
                 && run.status.is_finished()
-                && !matches!(run.status, crate::store::RunStatus::Failed)
-                && self.after.is_none()
             {
-                return None;
+                match self.ended_at {
+                    None => self.ended_at = Some(tokio::time::Instant::now()),
+                    Some(at) if at.elapsed() >= SETTLE => return None,
+                    Some(_) => {}
+                }
+            } else {
+                self.ended_at = None;
             }
+            let poll = if self.ended_at.is_some() {
+                SETTLE / 4
+            } else {
+                POLL
+            };
             tokio::select! {
                 () = self.shutdown.cancelled() => return None,
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(poll) => {}
                 event = self.live.recv() => {
                     if let Err(tokio::sync::broadcast::error::RecvError::Closed) = event {
                         return None;
