@@ -48,6 +48,12 @@
 //! max_active_runs = 32      # runs executing at once; more wait, queued; default: 32
 //! max_queued_runs = 1000    # past this many queued runs a start gets 503 + Retry-After; default: 1000
 //! shutdown_grace = "30s"    # how long running steps get to finish on shutdown; default: 30s
+//! webhook_urls = ["https://hooks.example.com"]  # rules a run's own `webhook` URL must match; default: none allowed
+//!
+//! [[server.webhooks]]       # told of every run's end (and waits), signed per Standard Webhooks
+//! url = "https://ops.example.com/plait"
+//! workflows = ["invoices"]  # default: every workflow
+//! events = ["run.failed"]   # of run.succeeded, run.failed, run.cancelled, run.waiting; default: all
 //!
 //! [secrets]
 //! file = "/etc/plait/secrets.toml"  # `name = "value"` lines
@@ -131,6 +137,43 @@ pub struct ServerSettings {
     pub max_queued_runs: usize,
     /// How long running steps get to finish when the server stops.
     pub shutdown_grace: std::time::Duration,
+    /// Endpoints told of runs' ends and waits.
+    pub webhooks: Vec<WebhookEndpoint>,
+    /// Rules a run's own webhook URL must match; `None`: none may be given.
+    pub webhook_urls: Option<Vec<OutboundRule>>,
+}
+
+/// The webhook events a server sends.
+pub const WEBHOOK_EVENTS: [&str; 4] = [
+    "run.succeeded",
+    "run.failed",
+    "run.cancelled",
+    "run.waiting",
+];
+
+/// One `[[server.webhooks]]` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// Where messages go (`http://` or `https://`).
+    pub url: String,
+    /// Only runs of these workflows; `None`: all.
+    pub workflows: Option<Vec<String>>,
+    /// Only these events; `None`: all of [`WEBHOOK_EVENTS`].
+    pub events: Option<Vec<String>>,
+}
+
+impl WebhookEndpoint {
+    /// Whether this endpoint wants `event` of a run of `workflow`.
+    pub fn wants(&self, workflow: &str, event: &str) -> bool {
+        self.workflows
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|name| name == workflow))
+            && self
+                .events
+                .as_ref()
+                .is_none_or(|events| events.iter().any(|e| e == event))
+    }
 }
 
 impl Default for ServerSettings {
@@ -143,6 +186,8 @@ impl Default for ServerSettings {
             max_active_runs: 32,
             max_queued_runs: 1000,
             shutdown_grace: std::time::Duration::from_secs(30),
+            webhooks: Vec::new(),
+            webhook_urls: None,
         }
     }
 }
@@ -348,6 +393,9 @@ struct ServerTable {
     max_active_runs: Option<usize>,
     max_queued_runs: Option<usize>,
     shutdown_grace: Option<String>,
+    #[serde(default)]
+    webhooks: Vec<WebhookEndpoint>,
+    webhook_urls: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -639,6 +687,31 @@ impl Policy {
                         None => defaults.shutdown_grace,
                         Some(text) => limits::parse_duration(text)
                             .map_err(|message| invalid("server.shutdown_grace", message))?,
+                    },
+                    webhooks: {
+                        for endpoint in &table.webhooks {
+                            if !(endpoint.url.starts_with("http://") || endpoint.url.starts_with("https://")) || endpoint.url.parse::<http::Uri>().is_err() {
+                                return Err(invalid("server.webhooks.url", format!("`{}` is not an http:// or https:// URL", endpoint.url)));
+                            }
+                            for event in endpoint.events.iter().flatten() {
+                                if !WEBHOOK_EVENTS.contains(&event.as_str()) {
+                                    return Err(invalid("server.webhooks.events", format!("`{event}` is not an event; the events are {}", WEBHOOK_EVENTS.join(", "))));
+                                }
+                            }
+                        }
+                        table.webhooks.clone()
+                    },
+                    webhook_urls: match &table.webhook_urls {
+                        None => None,
+                        Some(rules) => Some(
+                            rules
+                                .iter()
+                                .map(|rule| {
+                                    OutboundRule::parse(rule, None)
+                                        .map_err(|m| invalid("server.webhook_urls", m))
+                                })
+                                .collect::<Result<Vec<_>, _>>()?,
+                        ),
                     },
                 }
             },

@@ -907,3 +907,233 @@ fn shutdown_lets_a_running_step_finish_and_the_next_start_continues_the_run() {
     assert_eq!(steps.json["steps"][0]["attempts"], 1, "{}", steps.text);
     assert_eq!(run["status"], "succeeded");
 }
+
+/// A request a receiver got: path, headers (lowercase names), body.
+type Request = (String, Vec<(String, String)>, String);
+
+/// A webhook receiver on loopback: records each request (path, headers,
+/// body) and answers with the next of `statuses` (repeating the last).
+fn receiver(statuses: Vec<u16>) -> (u16, Arc<Mutex<Vec<Request>>>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for (index, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut data = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let head_end = loop {
+                if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break 0,
+                    Ok(n) => data.extend_from_slice(&buffer[..n]),
+                }
+            };
+            if head_end == 0 {
+                continue;
+            }
+            let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+            let mut lines = head.lines();
+            let path = lines
+                .next()
+                .unwrap_or("")
+                .split(' ')
+                .nth(1)
+                .unwrap_or("")
+                .to_owned();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|line| line.split_once(':'))
+                .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(name, _)| name == "content-length")
+                .and_then(|(_, value)| value.parse().ok())
+                .unwrap_or(0);
+            while data.len() < head_end + length {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => data.extend_from_slice(&buffer[..n]),
+                }
+            }
+            let body = String::from_utf8_lossy(&data[head_end..]).to_string();
+            log.lock().unwrap().push((path, headers, body));
+            let status = statuses[index.min(statuses.len() - 1)];
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, received)
+}
+
+/// Verifies a message as the Standard Webhooks specification says, written
+/// from the spec (not the host's code): HMAC-SHA256 over
+/// `{webhook-id}.{webhook-timestamp}.{body}` keyed with the base64 part of
+/// the `whsec_` secret, compared with each `v1,` signature of the header,
+/// and a timestamp within five minutes.
+fn verify_standard_webhook(
+    secret: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> Result<(), String> {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .ok_or(format!("no {name} header"))
+    };
+    let id = header("webhook-id")?;
+    let timestamp = header("webhook-timestamp")?;
+    let signatures = header("webhook-signature")?;
+    let sent: u64 = timestamp.parse().map_err(|_| "bad timestamp".to_owned())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if now.abs_diff(sent) > 300 {
+        return Err(format!("timestamp {sent} is too far from now {now}"));
+    }
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(
+            secret
+                .strip_prefix("whsec_")
+                .ok_or("the secret is not whsec_")?,
+        )
+        .map_err(|e| e.to_string())?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    if signatures
+        .split(' ')
+        .filter_map(|signature| signature.strip_prefix("v1,"))
+        .any(|signature| signature == expected)
+    {
+        Ok(())
+    } else {
+        Err(format!("no signature in `{signatures}` matches"))
+    }
+}
+
+#[test]
+fn webhooks_are_signed_retried_and_recorded() {
+    let sandbox = Sandbox::new();
+    standard_workflows(&sandbox);
+    // The first message is refused (500): it must be tried again.
+    let (port, log) = receiver(vec![500, 200]);
+    let policy = sandbox.write(
+        "plait.toml",
+        format!(
+            "[server]\nwebhook_urls = [\"http://127.0.0.1:*\"]\n\n[[server.webhooks]]\nurl = \"http://127.0.0.1:{port}/all\"\nevents = [\"run.succeeded\", \"run.waiting\"]\n"
+        ),
+    );
+    let secret_output = sandbox.run(&["webhooks", "secret"]);
+    assert_exit(&secret_output, 0);
+    let secret = stdout(&secret_output).trim().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let server = Served::start(&sandbox, &["--policy", policy.to_str().unwrap()]);
+
+    let started = server.post(
+        "/v1/workflows/echo/runs?wait=60s",
+        None,
+        &[],
+        Some(
+            json!({"input": {"text": "hook"}, "webhook": format!("http://127.0.0.1:{port}/mine")}),
+        ),
+    );
+    assert_eq!(started.status, 200, "{}", started.text);
+    let id = started.json["id"].as_str().unwrap().to_owned();
+
+    // Both endpoints get the message; the refused one on a second attempt.
+    let start = Instant::now();
+    let webhooks = loop {
+        let reply = server.get(&format!("/v1/runs/{id}/webhooks"), None);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let all = reply.json["webhooks"].as_array().unwrap().clone();
+        if all.len() == 2 && all.iter().all(|w| w["state"] == "delivered") {
+            break all;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", reply.text);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let attempts: Vec<usize> = webhooks
+        .iter()
+        .map(|w| w["attempts"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(attempts.iter().sum::<usize>(), 3, "{webhooks:?}");
+    let retried = webhooks
+        .iter()
+        .find(|w| w["attempts"].as_array().unwrap().len() == 2)
+        .unwrap();
+    assert_eq!(retried["attempts"][0]["status"], 500);
+    assert!(
+        retried["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("500")
+    );
+    assert_eq!(retried["attempts"][1]["status"], 200);
+    assert!(webhooks.iter().all(|w| w["event"] == "run.succeeded"));
+
+    let received = log.lock().unwrap().clone();
+    assert_eq!(received.len(), 3, "{received:?}");
+    let mut paths: Vec<&str> = received.iter().map(|(path, _, _)| path.as_str()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths, ["/all", "/mine"]);
+    for (_, headers, body) in &received {
+        verify_standard_webhook(&secret, headers, body).unwrap();
+        let message: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(message["type"], "run.succeeded");
+        assert_eq!(message["data"]["id"], id.as_str());
+        assert_eq!(message["data"]["output"]["text"], "hook");
+        // A forged body does not verify.
+        assert!(verify_standard_webhook(&secret, headers, &body.replace("hook", "hack")).is_err());
+    }
+    // The retry carries the same message id, so receivers can drop repeats.
+    let retried_id = retried["id"].as_str().unwrap();
+    let with_id = received
+        .iter()
+        .filter(|(_, headers, _)| {
+            headers
+                .iter()
+                .any(|(n, v)| n == "webhook-id" && v == retried_id)
+        })
+        .count();
+    assert_eq!(with_id, 2);
+
+    // A run waiting for a signal is announced, naming the step.
+    let waiting = server.post("/v1/workflows/waits/runs", None, &[], Some(json!({})));
+    let waiting = waiting.json["id"].as_str().unwrap().to_owned();
+    let start = Instant::now();
+    let message = loop {
+        let reply = server.get(&format!("/v1/runs/{waiting}/webhooks"), None);
+        if reply.json["webhooks"][0]["state"] == "delivered" {
+            break reply.json["webhooks"][0].clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", reply.text);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(message["event"], "run.waiting");
+    let last: Value = serde_json::from_str(&log.lock().unwrap().last().unwrap().2).unwrap();
+    assert_eq!(last["type"], "run.waiting");
+    assert_eq!(last["data"]["waiting_at"], "approve");
+
+    // A URL the operator did not allow is refused before anything runs.
+    server
+        .post(
+            "/v1/workflows/echo/runs",
+            None,
+            &[],
+            Some(json!({"webhook": "http://10.9.8.7/steal"})),
+        )
+        .assert_problem(422, "webhook-refused");
+}

@@ -53,6 +53,11 @@ impl Home {
         self.dir.join(plait::server::auth::TOKENS_FILE)
     }
 
+    /// The webhook signing secret (`plait webhooks secret`).
+    pub fn webhook_secret_file(&self) -> PathBuf {
+        self.dir.join("webhook-secret")
+    }
+
     /// The workflows `plait serve` serves unless told otherwise.
     pub fn workflows_dir(&self) -> PathBuf {
         self.dir.join("workflows")

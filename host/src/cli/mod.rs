@@ -84,6 +84,9 @@ enum Command {
     /// Create, list and revoke the HTTP API's tokens.
     #[command(subcommand)]
     Token(serve::TokenCommand),
+    /// The HTTP API's webhooks: the secret their messages are signed with.
+    #[command(subcommand)]
+    Webhooks(serve::WebhooksCommand),
     /// Check the store's integrity.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -122,6 +125,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => observe::audit(args),
         Command::Serve(args) => serve::serve(args).await,
         Command::Token(command) => serve::token(command),
+        Command::Webhooks(command) => serve::webhooks(command),
         Command::Store(command) => store::main(command),
         Command::Gc(args) => store::gc(args),
         Command::Validate(args) => inspect::validate(args).await,
@@ -223,6 +227,7 @@ impl Command {
             Command::Gc(args) => Some(args.store_args()),
             Command::Serve(args) => Some(args.store_args()),
             Command::Token(command) => Some(command.store_args()),
+            Command::Webhooks(command) => Some(command.store_args()),
             Command::Validate(_) | Command::Inspect(_) | Command::Schema => None,
         }
     }

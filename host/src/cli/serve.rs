@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use plait::executor::Executor;
 use plait::server::auth::{Scope, Tokens};
 use plait::server::catalog::Catalog;
@@ -80,6 +81,44 @@ impl TokenCommand {
 fn tokens(store: &StoreArgs) -> anyhow::Result<Tokens> {
     let home = Home::resolve(store.store.clone())?;
     Ok(Tokens::at(&home.tokens_file()))
+}
+
+/// The home's webhook signing secret, made on first use.
+fn webhook_secret(home: &Home) -> anyhow::Result<String> {
+    let path = home.webhook_secret_file();
+    plait::server::webhooks::secret(&path)
+        .with_context(|| format!("reading the webhook secret `{}`", path.display()))
+}
+
+/// `plait webhooks`.
+#[derive(Debug, clap::Subcommand)]
+pub enum WebhooksCommand {
+    /// Print the secret webhook messages are signed with (`whsec_...`),
+    /// for receivers to verify them; made on first use.
+    Secret {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+impl WebhooksCommand {
+    /// The store it works on.
+    pub fn store_args(&self) -> &StoreArgs {
+        match self {
+            WebhooksCommand::Secret { store } => store,
+        }
+    }
+}
+
+/// `plait webhooks ...`.
+pub fn webhooks(command: WebhooksCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        WebhooksCommand::Secret { store } => {
+            let home = Home::resolve(store.store)?;
+            println!("{}", webhook_secret(&home)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `plait token ...`.
@@ -168,6 +207,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokens: Tokens::at(&home.tokens_file()),
         settings,
         max_input: policy.max_input,
+        webhook_secret: webhook_secret(&home)?,
     })
     .await
     .map_err(|error| match error {

@@ -49,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/runs/{id}/signals/{step}", post(signal_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/retry", post(retry_run))
+        .route("/v1/runs/{id}/webhooks", get(run_webhooks))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -265,6 +266,10 @@ pub struct StartRun {
     /// Input blobs already in the store, by digest.
     #[serde(default)]
     pub blobs: Vec<BlobReference>,
+    /// Where to send this run's webhook messages (`run.succeeded`,
+    /// `run.failed`, `run.cancelled`, `run.waiting`), besides the server's
+    /// own endpoints; it must match the server's `[server] webhook_urls`.
+    pub webhook: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -277,6 +282,8 @@ fn empty_object() -> Value {
 pub struct StartRunMultipart {
     /// The workflow input, as JSON [default: `{}`].
     pub input: Option<Value>,
+    /// This run's own webhook URL (see the JSON body's `webhook`).
+    pub webhook: Option<String>,
     /// One part per input blob, named as the workflow reads it.
     #[schema(value_type = Option<Vec<u8>>, format = Binary)]
     pub document: Option<Vec<u8>>,
@@ -383,7 +390,8 @@ pub struct Health {
     pub queued_runs: usize,
 }
 
-fn time(ms: u64) -> String {
+/// `ms` since the epoch as RFC 3339 with milliseconds.
+pub(crate) fn time_text(ms: u64) -> String {
     let time = std::time::UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_millis(time).to_string()
 }
@@ -409,8 +417,8 @@ pub fn run_view(run: &RunRecord) -> RunView {
             version: run.workflow.version.clone(),
             digest: run.workflow.digest.clone(),
         },
-        created_at: time(run.created_at_ms),
-        updated_at: time(run.updated_at_ms),
+        created_at: time_text(run.created_at_ms),
+        updated_at: time_text(run.updated_at_ms),
         input: run.input.clone(),
         input_blobs: run
             .input_blobs
@@ -425,7 +433,7 @@ pub fn run_view(run: &RunRecord) -> RunView {
             .collect(),
         error: run.error.clone(),
         idempotency_key: run.idempotency_key.clone(),
-        deadline: run.deadline_ms.map(time),
+        deadline: run.deadline_ms.map(time_text),
         trace_id: run.trace.as_ref().map(|trace| trace.trace_id.clone()),
         started_by: run.started_by.clone(),
         links: RunLinks {
@@ -450,8 +458,8 @@ fn step_view(run_id: &str, step: &StepRecord) -> StepView {
         },
         attempts: step.attempts,
         component: step.component.clone(),
-        started_at: step.started_at_ms.map(time),
-        finished_at: step.finished_at_ms.map(time),
+        started_at: step.started_at_ms.map(time_text),
+        finished_at: step.finished_at_ms.map(time_text),
         duration_ms: step.duration_ms,
         output: step.output.clone(),
         output_blobs: step
@@ -471,7 +479,7 @@ fn step_view(run_id: &str, step: &StepRecord) -> StepView {
                 details: failure.details.clone(),
             }
         }),
-        wake_at: step.wake_at_ms.map(time),
+        wake_at: step.wake_at_ms.map(time_text),
     }
 }
 
@@ -852,7 +860,10 @@ async fn start_run(
             })
         }
     };
-    let (input, blobs) = read_start(&state, request).await?;
+    let (input, blobs, webhook) = read_start(&state, request).await?;
+    if let Some(url) = &webhook {
+        check_webhook(&state, url)?;
+    }
     let size = serde_json::to_vec(&input).map_or(0, |bytes| bytes.len() as u64)
         + blobs.iter().map(|blob| blob.data.len() as u64).sum::<u64>();
     if size > state.max_input {
@@ -870,6 +881,9 @@ async fn start_run(
     let origin = origin(&caller, &trace);
     let executor = state.dispatcher.executor().clone();
     let (run, new) = executor.enqueue(&plan, input, blobs, key.as_deref(), &origin)?;
+    if new && let Some(url) = &webhook {
+        super::webhooks::subscribe(state.store.as_ref(), &run.id, url)?;
+    }
     if new {
         state.dispatcher.dispatch(&run.id, Some(plan));
     }
@@ -897,7 +911,7 @@ async fn start_run(
 async fn read_start(
     state: &Arc<AppState>,
     request: Request,
-) -> Result<(Value, Vec<crate::step::Blob>), Problem> {
+) -> Result<(Value, Vec<crate::step::Blob>, Option<String>), Problem> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -918,6 +932,7 @@ async fn read_start(
             })?;
         let mut input = empty_object();
         let mut blobs = Vec::new();
+        let mut webhook = None;
         loop {
             let field = match multipart.next_field().await {
                 Ok(Some(field)) => field,
@@ -953,6 +968,10 @@ async fn read_start(
                     ))
                 }
             })?;
+            if name == "webhook" {
+                webhook = Some(String::from_utf8_lossy(&data).trim().to_owned());
+                continue;
+            }
             if name == "input" {
                 if data.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -976,12 +995,13 @@ async fn read_start(
                 data: data.to_vec(),
             });
         }
-        return Ok((input, blobs));
+        return Ok((input, blobs, webhook));
     }
     let headers = request.headers().clone();
     let body: StartRun = json_body(state, &headers, request.into_body(), || StartRun {
         input: empty_object(),
         blobs: Vec::new(),
+        webhook: None,
     })
     .await?;
     let mut blobs = Vec::new();
@@ -1000,7 +1020,36 @@ async fn read_start(
             data,
         });
     }
-    Ok((body.input, blobs))
+    Ok((body.input, blobs, body.webhook))
+}
+
+/// Refuses a run's own webhook URL unless `[server] webhook_urls` allows it:
+/// an API caller must not make the server post to any address it likes.
+fn check_webhook(state: &AppState, url: &str) -> Result<(), Problem> {
+    let refuse = |why: String| Problem::unprocessable("webhook-refused", why);
+    let Some(rules) = &state.settings.webhook_urls else {
+        return Err(refuse(format!(
+            "this server takes no per-run webhook URLs (`{url}`); its operator allows them with `[server] webhook_urls`, or sets endpoints for every run with `[[server.webhooks]]`"
+        )));
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| refuse(format!("`{url}` is not a URL")))?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    let host = uri.host().unwrap_or("");
+    let port = uri
+        .port_u16()
+        .or_else(|| crate::grants::default_port(scheme))
+        .unwrap_or(0);
+    if !rules
+        .iter()
+        .any(|rule| rule.allows(scheme, host, port, "POST"))
+    {
+        return Err(refuse(format!(
+            "webhook URL `{url}` is not among those this server may call (`[server] webhook_urls`)"
+        )));
+    }
+    Ok(())
 }
 
 /// Waits up to `wait` for run `run_id` to end; the run as it is then.
@@ -1304,7 +1353,14 @@ async fn cancel_run(
         .cancel_with(&run.id, request.reason.as_deref(), &origin(&caller, &trace))
         .map_err(|error| Problem::from(error).run(&run.id))?;
     let status = match cancelled {
-        Cancelled::Now(_) => StatusCode::OK,
+        Cancelled::Now(report) => {
+            if let Some(webhooks) = state.dispatcher.webhooks()
+                && let Err(error) = webhooks.notify(&report.run, "run.cancelled", None)
+            {
+                tracing::error!(target: "plait::server", error = %error, "recording a webhook failed");
+            }
+            StatusCode::OK
+        }
         Cancelled::Requested | Cancelled::AlreadyRequested => StatusCode::ACCEPTED,
     };
     let run = load_run(&state, &run.id)?;
@@ -1366,6 +1422,84 @@ async fn retry_run(
     Ok(json_response(StatusCode::ACCEPTED, &run_view(&run)))
 }
 
+/// One attempt to deliver a webhook message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookAttemptView {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The receiver's status code, if it answered.
+    pub status: Option<u16>,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// A webhook message about a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView {
+    /// The message id: the `webhook-id` header.
+    pub id: String,
+    /// Where it goes.
+    pub url: String,
+    /// `run.succeeded`, `run.failed`, `run.cancelled` or `run.waiting`.
+    pub event: String,
+    /// `pending`, `delivered` or `failed` (every attempt failed).
+    pub state: String,
+    /// When the next attempt is due (RFC 3339), while pending.
+    pub next_attempt_at: Option<String>,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<WebhookAttemptView>,
+}
+
+/// `GET /v1/runs/{id}/webhooks`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    /// The run's messages, oldest first.
+    pub webhooks: Vec<WebhookView>,
+}
+
+/// The webhook messages about a run, and every attempt to deliver them.
+#[utoipa::path(get, path = "/v1/runs/{id}/webhooks", tag = "runs",
+    params(("id" = String, Path, description = "The run id.")),
+    responses(
+        (status = 200, description = "The run's webhook messages.", body = WebhookList),
+        (status = 401, description = "No valid token.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 403, description = "The token lacks `runs:read`.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 404, description = "No such run.", content_type = PROBLEM_JSON, body = Problem),
+        (status = 429, description = "Rate limited.", content_type = PROBLEM_JSON, body = Problem)),
+    security(("bearer" = [])))]
+async fn run_webhooks(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    caller.require(Scope::RunsRead)?;
+    let run = load_run(&state, &path(id)?)?;
+    let webhooks = super::webhooks::messages(state.store.as_ref(), &run.id)?
+        .into_iter()
+        .map(|delivery| WebhookView {
+            id: delivery.id,
+            url: delivery.url,
+            event: delivery.event,
+            next_attempt_at: (delivery.state == "pending" && delivery.next_at_ms != u64::MAX)
+                .then(|| time_text(delivery.next_at_ms)),
+            state: delivery.state,
+            attempts: delivery
+                .attempts
+                .into_iter()
+                .map(|attempt| WebhookAttemptView {
+                    at: time_text(attempt.at_ms),
+                    status: attempt.status,
+                    error: attempt.error,
+                    duration_ms: attempt.duration_ms,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &WebhookList { webhooks }))
+}
+
 // ------------------------------------------------------------------ OpenAPI
 
 /// The OpenAPI document of this API.
@@ -1377,7 +1511,7 @@ async fn retry_run(
     ),
     paths(
         healthz, readyz, metrics, openapi, list_workflows, start_run, list_runs, get_run,
-        get_steps, get_blob, run_events, signal_run, cancel_run, retry_run
+        get_steps, get_blob, run_events, signal_run, cancel_run, retry_run, run_webhooks
     ),
     components(schemas(Problem, RunView, RunList, StepList, StartRun, CancelRun, WorkflowList, Health)),
     modifiers(&BearerAuth),

@@ -50,13 +50,20 @@ pub struct Dispatcher {
     closing: AtomicBool,
     shutdown: CancellationToken,
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// Told when a run ends or waits for a signal.
+    webhooks: Option<Arc<super::webhooks::Webhooks>>,
 }
 
 impl Dispatcher {
     /// A dispatcher executing on `executor` (which should be
     /// [`Executor::parking`]), building the plans of stored runs from
     /// `catalog`'s engine and policy.
-    pub fn new(executor: Executor, catalog: Arc<Catalog>, max_active: usize) -> Arc<Dispatcher> {
+    pub fn new(
+        executor: Executor,
+        catalog: Arc<Catalog>,
+        max_active: usize,
+        webhooks: Option<Arc<super::webhooks::Webhooks>>,
+    ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
             executor,
             catalog,
@@ -68,6 +75,7 @@ impl Dispatcher {
             closing: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
+            webhooks,
         })
     }
 
@@ -237,11 +245,14 @@ impl Dispatcher {
             },
         };
         // No actor: going on with a run is the host's doing.
-        match self
+        let result = self
             .executor
             .resume_with(&plan, run_id, &Origin::default())
-            .await
-        {
+            .await;
+        if let Ok(report) = &result {
+            self.tell(&plan, report);
+        }
+        match result {
             Ok(report) if report.run.status == RunStatus::Waiting => {
                 next_wake(&report.run, &report.steps)
             }
@@ -256,6 +267,47 @@ impl Dispatcher {
                 None
             }
         }
+    }
+
+    /// Tells the webhooks how a run came out: ended, or waiting at a `wait`
+    /// step.
+    fn tell(&self, plan: &Plan, report: &crate::executor::RunReport) {
+        let Some(webhooks) = &self.webhooks else {
+            return;
+        };
+        let told = match report.run.status {
+            RunStatus::Succeeded => webhooks.notify(&report.run, "run.succeeded", None),
+            RunStatus::Failed => webhooks.notify(&report.run, "run.failed", None),
+            RunStatus::Cancelled => webhooks.notify(&report.run, "run.cancelled", None),
+            RunStatus::Waiting => {
+                let waiting_at = report
+                    .steps
+                    .iter()
+                    .zip(&plan.steps)
+                    .find(|(record, planned)| {
+                        record.status == StepStatus::Waiting
+                            && matches!(
+                                planned.definition.kind,
+                                crate::definition::StepKind::Wait { .. }
+                            )
+                    });
+                match waiting_at {
+                    Some((record, _)) => {
+                        webhooks.notify(&report.run, "run.waiting", Some(&record.id))
+                    }
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        };
+        if let Err(error) = told {
+            tracing::error!(target: "plait::server", run_id = %report.run.id, error = %error, "recording a webhook failed");
+        }
+    }
+
+    /// The webhooks, if any are set up.
+    pub fn webhooks(&self) -> Option<&Arc<super::webhooks::Webhooks>> {
+        self.webhooks.as_ref()
     }
 
     /// The plan stored run `run` executes.

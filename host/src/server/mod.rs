@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod events;
 pub mod problem;
 pub mod rate;
+pub mod webhooks;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -106,6 +107,8 @@ pub struct ServerConfig {
     pub settings: ServerSettings,
     /// The largest run input.
     pub max_input: u64,
+    /// The webhook signing secret (`whsec_...`).
+    pub webhook_secret: String,
 }
 
 /// A server that is listening.
@@ -127,10 +130,16 @@ impl Server {
             .await
             .map_err(|source| ServeError::Listen { address, source })?;
         let metrics = config.executor.metrics().clone();
+        let webhooks = webhooks::Webhooks::new(
+            config.store.clone(),
+            config.settings.webhooks.clone(),
+            config.webhook_secret,
+        );
         let dispatcher = Dispatcher::new(
             config.executor,
             config.catalog.clone(),
             config.settings.max_active_runs,
+            Some(webhooks),
         );
         let state = Arc::new(AppState {
             store: config.store,
@@ -172,6 +181,11 @@ impl Server {
             tracing::info!(target: "plait::server", runs = recovered, "continuing runs a stopped host left unfinished");
         }
         let watcher = tokio::spawn(state.dispatcher.clone().watch());
+        let sender = state
+            .dispatcher
+            .webhooks()
+            .cloned()
+            .map(|webhooks| tokio::spawn(webhooks.run(state.dispatcher.shutdown_token())));
         state.ready.store(true, Ordering::Release);
         let app = api::router(state.clone());
         let token = state.dispatcher.shutdown_token();
@@ -194,6 +208,10 @@ impl Server {
         let result = served.await;
         dispatcher.stop(grace).await;
         watcher.abort();
+        if let Some(sender) = sender {
+            // Attempts in flight stay pending; the next start sends them.
+            sender.abort();
+        }
         tracing::info!(target: "plait::server", "stopped");
         result.map_err(|source| ServeError::Listen {
             address: state.settings.listen,

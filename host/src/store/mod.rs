@@ -11,8 +11,9 @@ mod records;
 mod sled_store;
 
 pub use records::{
-    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, EventRecord, IdempotencyRecord,
-    ItemRecord, Lease, RunRecord, RunStatus, Signal, StepRecord, StepStatus, WorkflowRef,
+    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, Delivery, DeliveryAttempt,
+    EventRecord, IdempotencyRecord, ItemRecord, Lease, RunRecord, RunStatus, Signal, StepRecord,
+    StepStatus, WorkflowRef,
 };
 pub use sled_store::{
     BATCH_INTERVAL_MS, Durability, SledStore, WriteWatch, inbox_dir, post_signal,
@@ -193,6 +194,12 @@ pub trait RunStore: Send + Sync {
         event: &serde_json::Value,
         flush: bool,
     ) -> Result<u64, StoreError>;
+    /// Writes a webhook delivery (new, or with another attempt), durably.
+    fn put_delivery(&self, delivery: &Delivery) -> Result<(), StoreError>;
+    /// Run `run_id`'s webhook deliveries, oldest first.
+    fn deliveries(&self, run_id: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// Every delivery still `pending`.
+    fn pending_deliveries(&self) -> Result<Vec<Delivery>, StoreError>;
     /// Run `run_id`'s events after sequence number `after`, oldest first.
     fn events(&self, run_id: &str, after: Option<u64>) -> Result<Vec<EventRecord>, StoreError>;
     /// Up to `limit` runs that `keep` accepts, created before run `before`

@@ -376,6 +376,43 @@ pub struct EventRecord {
     pub event: serde_json::Value,
 }
 
+/// A webhook message about a run, and every attempt to deliver it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The message id (`msg_...`), the `webhook-id` header: the same on
+    /// every attempt, so the receiver can drop duplicates.
+    pub id: String,
+    /// The run.
+    pub run_id: String,
+    /// Where it goes.
+    pub url: String,
+    /// `run.succeeded`, `run.failed`, `run.cancelled` or `run.waiting`.
+    pub event: String,
+    /// The body sent.
+    pub payload: serde_json::Value,
+    /// When it was made, ms since the epoch.
+    pub created_at_ms: u64,
+    /// `pending`, `delivered` or `failed` (attempts exhausted).
+    pub state: String,
+    /// When the next attempt is due (pending only).
+    pub next_at_ms: u64,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+/// One attempt to deliver a [`Delivery`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    /// When it was made.
+    pub at_ms: u64,
+    /// The receiver's status code, if it answered.
+    pub status: Option<u16>,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
 /// The right to execute a run, held by one executor at a time. Every commit
 /// the holder makes carries its token; a commit with an older token (from a
 /// holder that lost the lease) is refused, so two hosts never both write a

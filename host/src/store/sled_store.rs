@@ -19,8 +19,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
-    AttemptLogs, AuditRecord, CacheEntry, Commit, EventRecord, IdempotencyRecord, Lease, RunRecord,
-    RunStore, Signal, StepRecord, StoreError,
+    AttemptLogs, AuditRecord, CacheEntry, Commit, Delivery, EventRecord, IdempotencyRecord, Lease,
+    RunRecord, RunStore, Signal, StepRecord, StoreError,
 };
 
 /// The value of `meta/format`; bump it when records change incompatibly.
@@ -79,6 +79,8 @@ pub struct SledStore {
     audit: sled::Tree,
     /// Each run's events, keyed `RUN_ID/SEQ` (20 digits).
     events: sled::Tree,
+    /// Webhook deliveries, keyed `RUN_ID/MESSAGE_ID`.
+    webhooks: sled::Tree,
 }
 
 impl Drop for SledStore {
@@ -203,6 +205,7 @@ impl SledStore {
             cache: db.open_tree("cache").map_err(database)?,
             audit: db.open_tree("audit").map_err(database)?,
             events: db.open_tree("events").map_err(database)?,
+            webhooks: db.open_tree("webhooks").map_err(database)?,
             path: path.to_owned(),
             durability,
             _flusher: (durability == Durability::Batched)
@@ -246,7 +249,13 @@ impl SledStore {
     pub(crate) fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {
         let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let prefix = format!("{run_id}/");
-        for tree in [&self.steps, &self.logs, &self.signals, &self.events] {
+        for tree in [
+            &self.steps,
+            &self.logs,
+            &self.signals,
+            &self.events,
+            &self.webhooks,
+        ] {
             for key in tree.scan_prefix(&prefix).keys() {
                 let key = key.map_err(|error| self.database(error))?;
                 tree.remove(key).map_err(|error| self.database(error))?;
@@ -624,6 +633,47 @@ impl RunStore for SledStore {
             self.events.flush().map_err(|error| self.database(error))?;
         }
         Ok(seq)
+    }
+
+    fn put_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        let _writing = WriteMark::new(&self.writing_since_ms);
+        self.webhooks
+            .insert(
+                format!("{}/{}", delivery.run_id, delivery.id),
+                encode(delivery),
+            )
+            .map_err(|error| self.database(error))?;
+        if self.durability == Durability::Durable {
+            self.webhooks
+                .flush()
+                .map_err(|error| self.database(error))?;
+        }
+        Ok(())
+    }
+
+    fn deliveries(&self, run_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let mut deliveries: Vec<Delivery> = self
+            .webhooks
+            .scan_prefix(format!("{run_id}/"))
+            .map(|entry| {
+                let (key, value) = entry.map_err(|error| self.database(error))?;
+                decode(&key, &value)
+            })
+            .collect::<Result<_, _>>()?;
+        deliveries.sort_by_key(|delivery| delivery.created_at_ms);
+        Ok(deliveries)
+    }
+
+    fn pending_deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
+        let mut pending = Vec::new();
+        for entry in self.webhooks.iter() {
+            let (key, value) = entry.map_err(|error| self.database(error))?;
+            let delivery: Delivery = decode(&key, &value)?;
+            if delivery.state == "pending" {
+                pending.push(delivery);
+            }
+        }
+        Ok(pending)
     }
 
     fn events(&self, run_id: &str, after: Option<u64>) -> Result<Vec<EventRecord>, StoreError> {

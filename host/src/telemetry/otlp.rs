@@ -110,12 +110,12 @@ impl HttpClient for TokioClient {
     }
 }
 
-async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+/// Sends one request over a fresh HTTP/1.1 connection (TLS for `https`,
+/// with the webpki roots) and reads the response, its body capped. The
+/// exporter's client, and the webhook sender's.
+pub(crate) async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
     let uri = request.uri().clone();
-    let host = uri
-        .host()
-        .ok_or("the OTLP endpoint has no host")?
-        .to_owned();
+    let host = uri.host().ok_or("the URL has no host")?.to_owned();
     let https = uri.scheme_str() == Some("https");
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
