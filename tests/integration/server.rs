@@ -1137,3 +1137,37 @@ fn webhooks_are_signed_retried_and_recorded() {
         )
         .assert_problem(422, "webhook-refused");
 }
+
+#[test]
+fn the_server_speaks_http2_with_prior_knowledge() {
+    let sandbox = Sandbox::new();
+    standard_workflows(&sandbox);
+    let server = Served::start(&sandbox, &[]);
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (version, status, body) = runtime.block_on(async move {
+        use http_body_util::BodyExt as _;
+        let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("http://{address}/v1/workflows"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let (version, status) = (response.version(), response.status());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (version, status, body)
+    });
+    assert_eq!(version, http::Version::HTTP_2);
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["workflows"][0]["name"], "echo");
+}
