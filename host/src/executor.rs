@@ -1126,6 +1126,21 @@ pub fn check_signal(plan: &Plan, run: &RunRecord, step_id: &str) -> Result<(), E
     Ok(())
 }
 
+/// When the pauses of a run's waiting steps and items end (sleeps,
+/// backoffs, wait timeouts), ms since the epoch.
+pub fn wake_times(steps: &[StepRecord]) -> impl Iterator<Item = u64> + '_ {
+    let steps_wake = steps
+        .iter()
+        .filter(|step| step.status == StepStatus::Waiting)
+        .filter_map(|step| step.wake_at_ms);
+    let items_wake = steps
+        .iter()
+        .flat_map(|step| step.items.iter())
+        .filter(|item| item.status == StepStatus::Waiting)
+        .filter_map(|item| item.wake_at_ms);
+    steps_wake.chain(items_wake)
+}
+
 /// Whether a step is done for good: succeeded, skipped, recovered, or
 /// failed with an output the run went on from.
 fn finished(record: &StepRecord) -> bool {
@@ -1598,37 +1613,13 @@ impl<'a> Scheduler<'a> {
             return false;
         }
         let soon = now_ms() + PARK_AFTER_MS;
-        let steps = self
-            .steps
-            .iter()
-            .filter(|r| r.status == StepStatus::Waiting)
-            .filter_map(|r| r.wake_at_ms);
-        let items = self
-            .steps
-            .iter()
-            .flat_map(|r| r.items.iter())
-            .filter(|item| item.status == StepStatus::Waiting)
-            .filter_map(|item| item.wake_at_ms);
-        !steps
-            .chain(items)
+        !wake_times(&self.steps)
             .chain(self.run.deadline_ms)
             .any(|wake| wake <= soon)
     }
 
     fn next_wake(&self) -> Option<u64> {
-        let steps = self
-            .steps
-            .iter()
-            .filter(|r| r.status == StepStatus::Waiting)
-            .filter_map(|r| r.wake_at_ms);
-        let items = self
-            .steps
-            .iter()
-            .flat_map(|r| r.items.iter())
-            .filter(|item| item.status == StepStatus::Waiting)
-            .filter_map(|item| item.wake_at_ms);
-        steps
-            .chain(items)
+        wake_times(&self.steps)
             .chain(self.run.deadline_ms)
             .chain([self.renewed_at_ms + LEASE_RENEW_MS])
             .min()

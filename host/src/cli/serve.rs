@@ -137,12 +137,7 @@ pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "token `{}` created with scopes {}; it is shown only now: keep it in a secret store",
                 record.name,
-                record
-                    .scopes
-                    .iter()
-                    .map(|scope| scope.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                record.scope_list()
             );
         }
         TokenCommand::List { store } => {
@@ -155,12 +150,7 @@ pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "{:<24}  {:<40}  created {}",
                     record.name,
-                    record
-                        .scopes
-                        .iter()
-                        .map(|scope| scope.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    record.scope_list(),
                     super::output::timestamp(record.created_at_ms)
                 );
             }

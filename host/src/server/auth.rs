@@ -85,6 +85,15 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
+    /// Its scopes, comma-separated.
+    pub fn scope_list(&self) -> String {
+        self.scopes
+            .iter()
+            .map(|scope| scope.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Whether the token may act within `scope` (`admin` may do anything).
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)

@@ -377,14 +377,7 @@ impl Dispatcher {
 /// When a parked run should be executed again: its earliest wake time or
 /// deadline; `None` if it only waits for a signal.
 fn next_wake(run: &RunRecord, steps: &[crate::store::StepRecord]) -> Option<u64> {
-    let steps_wake = steps
-        .iter()
-        .filter(|step| step.status == StepStatus::Waiting)
-        .filter_map(|step| step.wake_at_ms);
-    let items_wake = steps
-        .iter()
-        .flat_map(|step| step.items.iter())
-        .filter(|item| item.status == StepStatus::Waiting)
-        .filter_map(|item| item.wake_at_ms);
-    steps_wake.chain(items_wake).chain(run.deadline_ms).min()
+    crate::executor::wake_times(steps)
+        .chain(run.deadline_ms)
+        .min()
 }

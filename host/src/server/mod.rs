@@ -239,12 +239,7 @@ impl Caller {
                 format!(
                     "token `{}` has scopes [{}]; this request needs `{}` (or `admin`): create a token with `plait token create --scope {}`",
                     token.name,
-                    token
-                        .scopes
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    token.scope_list(),
                     scope.as_str(),
                     scope.as_str()
                 ),
