@@ -714,6 +714,15 @@ fn a_signal_completes_a_waiting_run_and_the_event_stream_resumes_where_it_left_o
     server
         .get(&format!("/v1/runs/{id}/events?after=x"), None)
         .assert_problem(400, "bad-request");
+    let empty = Reply::from(
+        server
+            .agent
+            .get(server.url(&format!("/v1/runs/{id}/events")))
+            .header("Last-Event-ID", "")
+            .call()
+            .unwrap(),
+    );
+    empty.assert_problem(400, "bad-request");
 }
 
 #[test]
