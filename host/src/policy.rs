@@ -55,6 +55,32 @@
 //! workflows = ["invoices"]  # default: every workflow
 //! events = ["run.failed"]   # of run.succeeded, run.failed, run.cancelled, run.waiting; default: all
 //!
+//! [[server.triggers]]       # POST /v1/triggers/intake starts a run with the body
+//! name = "intake"
+//! workflow = "document-intake"
+//! type = "webhook"
+//! auth = "token"            # token (runs:write), standard-webhooks or github; default: token
+//! # secret = "hook_key"     # the host secret signed webhooks are checked with
+//! blob = "document"         # a non-JSON body becomes this input blob; default: JSON bodies only
+//!
+//! [[server.triggers]]       # a run per slot of a cron schedule
+//! name = "nightly"
+//! workflow = "report"
+//! type = "cron"
+//! schedule = "0 2 * * *"    # 5 fields, 6 with seconds first, or @hourly/@daily/...
+//! timezone = "Europe/Paris" # default: UTC
+//! catch_up = true           # the newest slot missed while down starts once; default: true
+//! input = { period = "day" }  # the runs' input; default: {}
+//!
+//! [[server.triggers]]       # a run per file dropped into a folder, once
+//! name = "inbox"
+//! workflow = "document-intake"
+//! type = "watch"
+//! dir = "/srv/inbox"
+//! blob = "document"         # the input blob the file becomes; default: document
+//! extensions = ["pdf", "png", "jpg"]  # default: any file
+//! move_to = "/srv/inbox/done"  # where a started file goes; default: it stays
+//!
 //! [secrets]
 //! file = "/etc/plait/secrets.toml"  # `name = "value"` lines
 //! env_prefix = "PLAIT_SECRET_"      # PLAIT_SECRET_API_TOKEN is secret `api_token`
@@ -141,6 +167,8 @@ pub struct ServerSettings {
     pub webhooks: Vec<WebhookEndpoint>,
     /// Rules a run's own webhook URL must match; `None`: none may be given.
     pub webhook_urls: Option<Vec<OutboundRule>>,
+    /// What else starts runs: webhook URLs, schedules, watched folders.
+    pub triggers: Vec<crate::server::triggers::Trigger>,
 }
 
 /// The webhook events a server sends.
@@ -188,6 +216,7 @@ impl Default for ServerSettings {
             shutdown_grace: std::time::Duration::from_secs(30),
             webhooks: Vec::new(),
             webhook_urls: None,
+            triggers: Vec::new(),
         }
     }
 }
@@ -396,6 +425,8 @@ struct ServerTable {
     #[serde(default)]
     webhooks: Vec<WebhookEndpoint>,
     webhook_urls: Option<Vec<String>>,
+    #[serde(default)]
+    triggers: Vec<crate::server::triggers::TriggerTable>,
 }
 
 #[derive(Deserialize, Default)]
@@ -713,6 +744,8 @@ impl Policy {
                                 .collect::<Result<Vec<_>, _>>()?,
                         ),
                     },
+                    triggers: crate::server::triggers::parse_all(&table.triggers, base)
+                        .map_err(|(key, message)| invalid(&format!("server.triggers.{key}"), message))?,
                 }
             },
             recover: file.runtime.recover.unwrap_or(false),

@@ -55,8 +55,14 @@ struct StoreArgs {
     store: Option<PathBuf>,
     /// The host policy: limits, what workflows may grant, where secrets
     /// come from [default: $PLAIT_POLICY, else plait.toml in the Plait
-    /// home if it exists, else the built-in defaults].
-    #[arg(long, value_name = "FILE", env = "PLAIT_POLICY")]
+    /// home if it exists, else the built-in defaults]. `--config` is the
+    /// same flag.
+    #[arg(
+        long,
+        visible_alias = "config",
+        value_name = "FILE",
+        env = "PLAIT_POLICY"
+    )]
     policy: Option<PathBuf>,
 }
 

@@ -186,6 +186,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    let triggers: Vec<String> = settings
+        .triggers
+        .iter()
+        .map(|trigger| {
+            use plait::server::triggers::TriggerKind;
+            let what = match &trigger.kind {
+                TriggerKind::Webhook { .. } => format!("POST /v1/triggers/{}", trigger.name),
+                TriggerKind::Cron(schedule) => {
+                    format!("cron `{}` {}", schedule.text, schedule.zone_name)
+                }
+                TriggerKind::Watch(watched) => format!("watching {}", watched.dir.display()),
+            };
+            format!("{} ({what}) → {}", trigger.name, trigger.workflow)
+        })
+        .collect();
     let store = home.open_store()?;
     let engine = home.engine(&policy)?;
     let catalog = Arc::new(Catalog::new(&workflows, engine, policy.clone()));
@@ -201,7 +216,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
     .await
     .map_err(|error| match error {
-        plait::server::ServeError::OpenToNetwork(_) => UsageError(error.to_string()).into(),
+        plait::server::ServeError::OpenToNetwork(_) | plait::server::ServeError::Trigger(_) => {
+            UsageError(error.to_string()).into()
+        }
         other => anyhow::Error::from(other),
     })?;
     let address = server.local_addr()?;
@@ -223,6 +240,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "no API tokens exist: open to this machine only"
         }
     );
+    for trigger in &triggers {
+        eprintln!("trigger {trigger}");
+    }
     server.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

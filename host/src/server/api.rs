@@ -20,9 +20,11 @@ use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::auth::Scope;
+use super::dispatch::NoRoom;
 use super::problem::{PROBLEM_JSON, Problem};
 use super::{AppState, Caller, RequestTrace};
 use crate::executor::{Cancelled, Origin};
+use crate::plan::Plan;
 use crate::store::{AuditRecord, BlobRef, Commit, RunRecord, RunStatus, StepRecord, StepStatus};
 
 /// The longest `?wait=` a start may ask for.
@@ -50,6 +52,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/retry", post(retry_run))
         .route("/v1/runs/{id}/webhooks", get(run_webhooks))
+        .route(
+            "/v1/triggers/{name}",
+            post(super::triggers::webhook::fire_trigger),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -485,7 +491,7 @@ fn step_view(run_id: &str, step: &StepRecord) -> StepView {
 
 // ------------------------------------------------------------------ helpers
 
-fn path<T>(extracted: Result<Path<T>, PathRejection>) -> Result<T, Problem> {
+pub(super) fn path<T>(extracted: Result<Path<T>, PathRejection>) -> Result<T, Problem> {
     extracted.map(|Path(value)| value).map_err(|rejection| {
         Problem::bad_request(format!("the URL path is not valid: {rejection}"))
     })
@@ -539,7 +545,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, Problem> {
+pub(super) async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, Problem> {
     let limit = usize::try_from(state.settings.max_body).unwrap_or(usize::MAX);
     axum::body::to_bytes(body, limit)
         .await
@@ -720,7 +726,7 @@ async fn list_workflows(
 }
 
 /// Removes an idempotency key from the in-flight set when the request ends.
-struct InFlight<'a> {
+pub(super) struct InFlight<'a> {
     state: &'a AppState,
     key: String,
 }
@@ -798,73 +804,108 @@ async fn start_run(
                 .to_owned(),
         ),
     };
-    if state.dispatcher.closing() {
-        return Err(Problem::new(
+    room(&state)?;
+    let plan = served_plan(&state, &name).await?;
+    // The key is held from here until the response: a concurrent request
+    // with it is told to wait (409), not queued behind this one.
+    let _in_flight = hold_key(&state, key.as_deref())?;
+    let (input, blobs, webhook) = read_start(&state, request).await?;
+    if let Some(url) = &webhook {
+        check_webhook(&state, url)?;
+    }
+    check_input_size(&state, &input, &blobs)?;
+    let origin = origin(&caller, &trace);
+    let (run, new) = state.dispatcher.start(
+        plan,
+        input,
+        blobs,
+        key.as_deref(),
+        &origin,
+        webhook.as_deref(),
+    )?;
+    let run = match wait {
+        Some(wait) if !run.status.is_finished() => wait_for(&state, &run.id, wait).await?,
+        _ => run,
+    };
+    let status = if wait.is_some() && run.status.is_finished() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(started(status, &run, new))
+}
+
+/// A 503 while the server cannot take a new run.
+pub(super) fn room(state: &AppState) -> Result<(), Problem> {
+    state.dispatcher.room().map_err(|refusal| match refusal {
+        NoRoom::Closing => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting-down",
             "The server is stopping",
             "the server is stopping and takes no new runs; try again when it is back",
         )
-        .retry_after(5));
-    }
-    if state.dispatcher.queued() >= state.settings.max_queued_runs {
-        return Err(Problem::new(
+        .retry_after(5),
+        NoRoom::Full { .. } => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "queue-full",
             "The queue is full",
-            format!(
-                "{} runs wait to execute, this server's limit (`[server] max_queued_runs`); try again later",
-                state.dispatcher.queued()
-            ),
+            format!("{refusal}; try again later"),
         )
-        .retry_after(5));
+        .retry_after(5),
+    })
+}
+
+/// The plan of served workflow `name`: 404 if there is none, 422 if its
+/// file does not check out.
+pub(super) async fn served_plan(state: &AppState, name: &str) -> Result<Arc<Plan>, Problem> {
+    match state.catalog.plan(name).await {
+        Ok(Some(plan)) => Ok(plan),
+        Ok(None) => Err(Problem::not_found(
+            "workflow",
+            format!("no workflow named `{name}` is served here; `GET /v1/workflows` lists them"),
+        )),
+        Err(error) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "workflow-invalid",
+            "The workflow does not check out",
+            format!(
+                "workflow `{name}` is in the workflows folder but does not check out, so it is not run: {error}"
+            ),
+        )),
     }
-    let plan = match state.catalog.plan(&name).await {
-        Ok(Some(plan)) => plan,
-        Ok(None) => {
-            return Err(Problem::not_found(
-                "workflow",
-                format!(
-                    "no workflow named `{name}` is served here; `GET /v1/workflows` lists them"
-                ),
-            ));
-        }
-        Err(error) => {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "workflow-invalid",
-                "The workflow does not check out",
-                format!(
-                    "workflow `{name}` is in the workflows folder but does not check out, so it is not run: {error}"
-                ),
-            ));
-        }
+}
+
+/// Marks idempotency key `key` as being handled until the guard drops; 409
+/// if another request holds it.
+pub(super) fn hold_key<'a>(
+    state: &'a AppState,
+    key: Option<&str>,
+) -> Result<Option<InFlight<'a>>, Problem> {
+    let Some(key) = key else {
+        return Ok(None);
     };
-    // The key is held from here until the response: a concurrent request
-    // with it is told to wait (409), not queued behind this one.
-    let _in_flight = match &key {
-        None => None,
-        Some(key) => {
-            let mut in_flight = state.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            if !in_flight.insert(key.clone()) {
-                return Err(Problem::conflict(
-                    "idempotency-key-in-use",
-                    format!(
-                        "a request with Idempotency-Key `{key}` is being handled now; repeat this one when it has been answered to get its result"
-                    ),
-                ));
-            }
-            Some(InFlight {
-                state: &state,
-                key: key.clone(),
-            })
-        }
-    };
-    let (input, blobs, webhook) = read_start(&state, request).await?;
-    if let Some(url) = &webhook {
-        check_webhook(&state, url)?;
+    let mut in_flight = state.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+    if !in_flight.insert(key.to_owned()) {
+        return Err(Problem::conflict(
+            "idempotency-key-in-use",
+            format!(
+                "a request with Idempotency-Key `{key}` is being handled now; repeat this one when it has been answered to get its result"
+            ),
+        ));
     }
-    let size = serde_json::to_vec(&input).map_or(0, |bytes| bytes.len() as u64)
+    Ok(Some(InFlight {
+        state,
+        key: key.to_owned(),
+    }))
+}
+
+/// 413 when a run's input and blobs weigh more than `[runtime] max_input`.
+pub(super) fn check_input_size(
+    state: &AppState,
+    input: &Value,
+    blobs: &[crate::step::Blob],
+) -> Result<(), Problem> {
+    let size = serde_json::to_vec(input).map_or(0, |bytes| bytes.len() as u64)
         + blobs.iter().map(|blob| blob.data.len() as u64).sum::<u64>();
     if size > state.max_input {
         return Err(Problem::new(
@@ -878,25 +919,13 @@ async fn start_run(
             ),
         ));
     }
-    let origin = origin(&caller, &trace);
-    let executor = state.dispatcher.executor().clone();
-    let (run, new) = executor.enqueue(&plan, input, blobs, key.as_deref(), &origin)?;
-    if new && let Some(url) = &webhook {
-        super::webhooks::subscribe(state.store.as_ref(), &run.id, url)?;
-    }
-    if new {
-        state.dispatcher.dispatch(&run.id, Some(plan));
-    }
-    let run = match wait {
-        Some(wait) if !run.status.is_finished() => wait_for(&state, &run.id, wait).await?,
-        _ => run,
-    };
-    let status = if wait.is_some() && run.status.is_finished() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let mut response = json_response(status, &run_view(&run));
+    Ok(())
+}
+
+/// The answer to a start: the run, its `Location`, and
+/// `Idempotent-Replayed` when it is an earlier request's run.
+pub(super) fn started(status: StatusCode, run: &RunRecord, new: bool) -> Response {
+    let mut response = json_response(status, &run_view(run));
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{}", run.id)) {
         headers.insert(header::LOCATION, location);
@@ -904,7 +933,7 @@ async fn start_run(
     if !new {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 /// The input and blobs of a start: JSON with blob references, or multipart.
@@ -1511,13 +1540,15 @@ async fn run_webhooks(
     ),
     paths(
         healthz, readyz, metrics, openapi, list_workflows, start_run, list_runs, get_run,
-        get_steps, get_blob, run_events, signal_run, cancel_run, retry_run, run_webhooks
+        get_steps, get_blob, run_events, signal_run, cancel_run, retry_run, run_webhooks,
+        super::triggers::webhook::fire_trigger
     ),
     components(schemas(Problem, RunView, RunList, StepList, StartRun, CancelRun, WorkflowList, Health)),
     modifiers(&BearerAuth),
     tags(
         (name = "runs", description = "Runs: start, read, follow, signal, cancel, retry."),
         (name = "workflows", description = "The workflows served."),
+        (name = "triggers", description = "Webhook triggers: URLs that start a workflow with the request body."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
     )
 )]

@@ -46,6 +46,8 @@ pub struct Dispatcher {
     retries: Mutex<std::collections::HashSet<String>>,
     /// Tasks waiting for a place.
     queued: AtomicUsize,
+    /// Queued runs past which starts are refused.
+    max_queued: usize,
     /// Set on shutdown: nothing new is dispatched.
     closing: AtomicBool,
     shutdown: CancellationToken,
@@ -62,6 +64,7 @@ impl Dispatcher {
         executor: Executor,
         catalog: Arc<Catalog>,
         max_active: usize,
+        max_queued: usize,
         webhooks: Option<Arc<super::webhooks::Webhooks>>,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
@@ -72,6 +75,7 @@ impl Dispatcher {
             active: Mutex::new(HashMap::new()),
             retries: Mutex::new(std::collections::HashSet::new()),
             queued: AtomicUsize::new(0),
+            max_queued,
             closing: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
@@ -97,6 +101,43 @@ impl Dispatcher {
     /// Cancelled when shutdown begins.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Whether a new run can be taken now: not while stopping, nor past
+    /// `max_queued` runs waiting for a place.
+    pub fn room(&self) -> Result<(), NoRoom> {
+        if self.closing() {
+            return Err(NoRoom::Closing);
+        }
+        let queued = self.queued();
+        if queued >= self.max_queued {
+            return Err(NoRoom::Full { queued });
+        }
+        Ok(())
+    }
+
+    /// Starts a run of `plan`: records it `queued` (with `key`, the same
+    /// request gives back the same run and `false`), subscribes its own
+    /// `webhook`, and dispatches it. What every start does: the API, a
+    /// webhook trigger, a schedule and a watched folder.
+    pub fn start(
+        self: &Arc<Self>,
+        plan: Arc<Plan>,
+        input: serde_json::Value,
+        blobs: Vec<crate::step::Blob>,
+        key: Option<&str>,
+        origin: &Origin,
+        webhook: Option<&str>,
+    ) -> Result<(RunRecord, bool), ExecutorError> {
+        let (run, new) = self.executor.enqueue(&plan, input, blobs, key, origin)?;
+        if new {
+            // Before the run can end, so that its end is told.
+            if let Some(url) = webhook {
+                super::webhooks::subscribe(self.executor.store().as_ref(), &run.id, url)?;
+            }
+            self.dispatch(&run.id, Some(plan));
+        }
+        Ok((run, new))
     }
 
     /// Executes run `run_id` (with `plan`, if the caller has it) as soon as
@@ -372,6 +413,20 @@ impl Dispatcher {
             while tasks.join_next().await.is_some() {}
         }
     }
+}
+
+/// Why a start cannot be taken now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoRoom {
+    /// The server is stopping.
+    #[error("the server is stopping and takes no new runs")]
+    Closing,
+    /// `max_queued_runs` runs wait for a place.
+    #[error("{queued} runs wait to execute, this server's limit (`[server] max_queued_runs`)")]
+    Full {
+        /// How many.
+        queued: usize,
+    },
 }
 
 /// When a parked run should be executed again: its earliest wake time or

@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod events;
 pub mod problem;
 pub mod rate;
+pub mod triggers;
 pub mod webhooks;
 
 use std::collections::HashSet;
@@ -63,6 +64,9 @@ pub enum ServeError {
     /// The token file is unreadable.
     #[error(transparent)]
     Tokens(#[from] auth::TokenError),
+    /// A trigger cannot work as configured.
+    #[error("{0}")]
+    Trigger(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -89,6 +93,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Idempotency keys of requests being handled now (409 for a second).
     in_flight: Mutex<HashSet<String>>,
+    /// The webhook triggers, by name.
+    pub hooks: std::collections::HashMap<String, triggers::webhook::Hook>,
     /// False once shutdown begins (`/readyz` says 503).
     ready: AtomicBool,
 }
@@ -126,6 +132,7 @@ impl Server {
         if !has_tokens && !address.ip().is_loopback() {
             return Err(ServeError::OpenToNetwork(address));
         }
+        let hooks = check_triggers(&config).await?;
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|source| ServeError::Listen { address, source })?;
@@ -139,6 +146,7 @@ impl Server {
             config.executor,
             config.catalog.clone(),
             config.settings.max_active_runs,
+            config.settings.max_queued_runs,
             Some(webhooks),
         );
         let state = Arc::new(AppState {
@@ -152,6 +160,7 @@ impl Server {
             max_input: config.max_input,
             metrics,
             in_flight: Mutex::new(HashSet::new()),
+            hooks,
             ready: AtomicBool::new(false),
         });
         Ok(Server { state, listener })
@@ -181,6 +190,14 @@ impl Server {
             tracing::info!(target: "plait::server", runs = recovered, "continuing runs a stopped host left unfinished");
         }
         let watcher = tokio::spawn(state.dispatcher.clone().watch());
+        let starter = Arc::new(triggers::Starter {
+            dispatcher: state.dispatcher.clone(),
+            catalog: state.catalog.clone(),
+            store: state.store.clone(),
+            max_input: state.max_input,
+            shutdown: state.dispatcher.shutdown_token(),
+        });
+        let trigger_tasks = triggers::spawn(&state.settings.triggers, &starter);
         let sender = state
             .dispatcher
             .webhooks()
@@ -208,6 +225,9 @@ impl Server {
         let result = served.await;
         dispatcher.stop(grace).await;
         watcher.abort();
+        for task in trigger_tasks {
+            task.abort();
+        }
         if let Some(sender) = sender {
             // Attempts in flight stay pending; the next start sends them.
             sender.abort();
@@ -318,22 +338,93 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 Err(error) => return Err(Problem::internal(&error).into_response()),
             }
         };
-        if let Err(wait) = state.limiter.check(&caller.actor) {
-            let seconds = wait.as_secs_f64().ceil() as u64;
-            return Err(Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                "Too many requests",
-                format!(
-                    "`{}` made more than {} requests per second; wait {}s (Retry-After) or raise `[server] rate_limit`",
-                    caller.actor, state.settings.rate_limit, seconds.max(1)
-                ),
-            )
-            .retry_after(seconds)
-            .into_response());
-        }
+        rate_limit(state, &caller.actor).map_err(IntoResponse::into_response)?;
         Ok(caller)
     }
+}
+
+/// 429 when `actor` (a token, or a signed trigger) is past its rate.
+pub(crate) fn rate_limit(state: &AppState, actor: &str) -> Result<(), Problem> {
+    state.limiter.check(actor).map_err(|wait| {
+        let seconds = wait.as_secs_f64().ceil() as u64;
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!(
+                "`{actor}` made more than {} requests per second; wait {}s (Retry-After) or raise `[server] rate_limit`",
+                state.settings.rate_limit,
+                seconds.max(1)
+            ),
+        )
+        .retry_after(seconds)
+    })
+}
+
+/// Checks what the triggers need before the server starts: each one's
+/// workflow served, each watched folder there, each signing secret's
+/// value. Returns the webhook triggers, with their keys.
+async fn check_triggers(
+    config: &ServerConfig,
+) -> Result<std::collections::HashMap<String, triggers::webhook::Hook>, ServeError> {
+    use triggers::TriggerKind;
+    let mut hooks = std::collections::HashMap::new();
+    let served: Vec<String> = config
+        .catalog
+        .entries()
+        .await
+        .into_iter()
+        .filter_map(|entry| entry.plan.ok().map(|plan| plan.definition.name.clone()))
+        .collect();
+    for trigger in &config.settings.triggers {
+        if !served.contains(&trigger.workflow) {
+            // A file that does not check out may be this workflow: said,
+            // not refused, since it can be fixed while the server runs.
+            tracing::warn!(target: "plait::trigger", trigger = %trigger.name, workflow = %trigger.workflow, served = %served.join(", "), "the trigger's workflow is not served (yet): its runs start once the workflows folder holds it");
+        }
+        match &trigger.kind {
+            TriggerKind::Webhook { auth, .. } => {
+                let secret = match auth.secret() {
+                    None => None,
+                    Some(name) => Some(
+                        config
+                            .catalog
+                            .policy()
+                            .secret_source
+                            .resolve(&[name])
+                            .map_err(|error| {
+                                ServeError::Trigger(format!("trigger `{}`: {error}", trigger.name))
+                            })?
+                            .remove(name)
+                            .unwrap_or_default(),
+                    ),
+                };
+                let hook = triggers::webhook::Hook::new(trigger.clone(), secret.as_deref())
+                    .map_err(ServeError::Trigger)?;
+                hooks.insert(trigger.name.clone(), hook);
+            }
+            TriggerKind::Cron(_) => {}
+            TriggerKind::Watch(watched) => {
+                if !watched.dir.is_dir() {
+                    return Err(ServeError::Trigger(format!(
+                        "trigger `{}` watches `{}`, which is not a folder; create it, or fix `dir`",
+                        trigger.name,
+                        watched.dir.display()
+                    )));
+                }
+                if let Some(to) = &watched.move_to {
+                    std::fs::create_dir_all(to).map_err(|error| {
+                        ServeError::Trigger(format!(
+                            "trigger `{}` moves started files to `{}`, which cannot be created: {error}",
+                            trigger.name,
+                            to.display()
+                        ))
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(hooks)
 }
 
 /// The caller's trace context (`traceparent`), if it sent a valid one.

@@ -13,7 +13,7 @@ mod sled_store;
 pub use records::{
     AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, Delivery, DeliveryAttempt,
     EventRecord, IdempotencyRecord, ItemRecord, Lease, RunRecord, RunStatus, Signal, StepRecord,
-    StepStatus, WorkflowRef,
+    StepStatus, TriggerMark, WorkflowRef,
 };
 pub use sled_store::{
     BATCH_INTERVAL_MS, Durability, SledStore, WriteWatch, inbox_dir, post_signal,
@@ -210,6 +210,12 @@ pub trait RunStore: Send + Sync {
         limit: usize,
         keep: &dyn Fn(&RunRecord) -> bool,
     ) -> Result<Vec<RunRecord>, StoreError>;
+    /// A trigger's mark under `key` (`cron/NAME`, `watch/NAME/FILE/DIGEST`).
+    /// Marks are not runs: garbage collection leaves them, so a trigger
+    /// does not start again what it started before the run was collected.
+    fn trigger_mark(&self, key: &str) -> Result<Option<TriggerMark>, StoreError>;
+    /// Writes a trigger's mark, durably.
+    fn put_trigger_mark(&self, key: &str, mark: &TriggerMark) -> Result<(), StoreError>;
     /// The store's size on disk, when the backend knows it.
     fn size_on_disk(&self) -> Option<u64> {
         None

@@ -376,6 +376,22 @@ pub struct EventRecord {
     pub event: serde_json::Value,
 }
 
+/// What a trigger of `plait serve` remembers across restarts, so that it
+/// starts each run once: a schedule's last handled time, a watched
+/// folder's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerMark {
+    /// When it was written (ms since the epoch).
+    pub at_ms: u64,
+    /// A schedule: every slot up to this time (ms since the epoch) is
+    /// handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+    /// The run it started, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
 /// A webhook message about a run, and every attempt to deliver it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {

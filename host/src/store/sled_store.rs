@@ -20,7 +20,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
     AttemptLogs, AuditRecord, CacheEntry, Commit, Delivery, EventRecord, IdempotencyRecord, Lease,
-    RunRecord, RunStore, Signal, StepRecord, StoreError,
+    RunRecord, RunStore, Signal, StepRecord, StoreError, TriggerMark,
 };
 
 /// The value of `meta/format`; bump it when records change incompatibly.
@@ -81,6 +81,8 @@ pub struct SledStore {
     events: sled::Tree,
     /// Webhook deliveries, keyed `RUN_ID/MESSAGE_ID`.
     webhooks: sled::Tree,
+    /// Trigger marks (see [`TriggerMark`]).
+    triggers: sled::Tree,
 }
 
 impl Drop for SledStore {
@@ -206,6 +208,7 @@ impl SledStore {
             audit: db.open_tree("audit").map_err(database)?,
             events: db.open_tree("events").map_err(database)?,
             webhooks: db.open_tree("webhooks").map_err(database)?,
+            triggers: db.open_tree("triggers").map_err(database)?,
             path: path.to_owned(),
             durability,
             _flusher: (durability == Durability::Batched)
@@ -645,6 +648,30 @@ impl RunStore for SledStore {
             .map_err(|error| self.database(error))?;
         if self.durability == Durability::Durable {
             self.webhooks
+                .flush()
+                .map_err(|error| self.database(error))?;
+        }
+        Ok(())
+    }
+
+    fn trigger_mark(&self, key: &str) -> Result<Option<TriggerMark>, StoreError> {
+        match self
+            .triggers
+            .get(key)
+            .map_err(|error| self.database(error))?
+        {
+            Some(value) => decode(key.as_bytes(), &value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_trigger_mark(&self, key: &str, mark: &TriggerMark) -> Result<(), StoreError> {
+        let _writing = WriteMark::new(&self.writing_since_ms);
+        self.triggers
+            .insert(key, encode(mark))
+            .map_err(|error| self.database(error))?;
+        if self.durability == Durability::Durable {
+            self.triggers
                 .flush()
                 .map_err(|error| self.database(error))?;
         }
