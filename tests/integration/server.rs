@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+mod triggers;
+
 /// A `plait serve` process on a free loopback port, killed when dropped.
 struct Served {
     child: KillOnDrop,

@@ -55,8 +55,7 @@ struct StoreArgs {
     store: Option<PathBuf>,
     /// The host policy: limits, what workflows may grant, where secrets
     /// come from [default: $PLAIT_POLICY, else plait.toml in the Plait
-    /// home if it exists, else the built-in defaults]. `--config` is the
-    /// same flag.
+    /// home if it exists, else the built-in defaults].
     #[arg(
         long,
         visible_alias = "config",

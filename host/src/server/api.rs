@@ -166,7 +166,9 @@ pub struct RunView {
     pub deadline: Option<String>,
     /// Its trace id (32 hex digits): every span of the run is in it.
     pub trace_id: Option<String>,
-    /// Who started it: `token:NAME`, `local`, `user:NAME` (the CLI).
+    /// Who started it: `token:NAME`, `local`, `user:NAME` (the CLI),
+    /// `trigger:NAME` (a schedule, a watched folder, a signed webhook) or
+    /// `token:NAME via trigger:NAME`.
     pub started_by: Option<String>,
     /// Related resources.
     pub links: RunLinks,

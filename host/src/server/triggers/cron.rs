@@ -260,6 +260,18 @@ mod tests {
             slot_key("nightly", at("2026-11-03T02:00:00Z")),
             "cron:nightly:2026-11-03T02:00:00Z"
         );
+        // What docs/api.md promises: names, last day, nth weekday, nearest
+        // weekday, seven fields with a year.
+        for text in [
+            "0 9 * * MON-FRI",
+            "0 0 1 JAN *",
+            "0 0 L * *",
+            "0 0 * * FRI#2",
+            "0 0 15W * *",
+            "0 0 0 1 1 * 2030",
+        ] {
+            assert!(parse(text).is_ok(), "{text}");
+        }
         let error = parse("every day").unwrap_err();
         assert!(error.contains("five fields"), "{error}");
     }
