@@ -359,65 +359,40 @@ secret = "github_key"
 fn a_trigger_configuration_mistake_stops_the_server_with_the_reason() {
     let sandbox = Sandbox::new();
     standard_workflows(&sandbox);
-    let missing_dir = policy(
-        &sandbox,
-        "[[server.triggers]]\nname = \"inbox\"\nworkflow = \"echo\"\ntype = \"watch\"\ndir = \"no-such-folder\"\n",
-    );
-    let output = sandbox.run(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--workflows",
-        "workflows",
-        "--policy",
-        &missing_dir,
-    ]);
-    assert_exit(&output, 2);
-    assert!(
-        stderr(&output).contains("trigger `inbox` watches")
-            && stderr(&output).contains("create it"),
-        "{}",
-        stderr(&output)
-    );
-    let missing_secret = policy(
-        &sandbox,
-        "[[server.triggers]]\nname = \"signed\"\nworkflow = \"echo\"\ntype = \"webhook\"\nauth = \"standard-webhooks\"\nsecret = \"nowhere\"\n",
-    );
-    let output = sandbox.run(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--workflows",
-        "workflows",
-        "--policy",
-        &missing_secret,
-    ]);
-    assert_exit(&output, 2);
-    assert!(
-        stderr(&output).contains("PLAIT_SECRET_NOWHERE"),
-        "{}",
-        stderr(&output)
-    );
-    let bad_schedule = policy(
-        &sandbox,
-        "[[server.triggers]]\nname = \"tick\"\nworkflow = \"echo\"\ntype = \"cron\"\nschedule = \"every minute\"\n",
-    );
-    let output = sandbox.run(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--workflows",
-        "workflows",
-        "--policy",
-        &bad_schedule,
-    ]);
-    assert_exit(&output, 2);
-    assert!(
-        stderr(&output).contains("server.triggers.schedule (trigger `tick`)")
-            && stderr(&output).contains("five fields"),
-        "{}",
-        stderr(&output)
-    );
+    let cases = [
+        (
+            "name = \"inbox\"\nworkflow = \"echo\"\ntype = \"watch\"\ndir = \"no-such-folder\"",
+            ["trigger `inbox` watches", "create it"],
+        ),
+        (
+            "name = \"signed\"\nworkflow = \"echo\"\ntype = \"webhook\"\nauth = \"standard-webhooks\"\nsecret = \"nowhere\"",
+            ["trigger `signed`", "PLAIT_SECRET_NOWHERE"],
+        ),
+        (
+            "name = \"tick\"\nworkflow = \"echo\"\ntype = \"cron\"\nschedule = \"every minute\"",
+            ["server.triggers.schedule (trigger `tick`)", "five fields"],
+        ),
+    ];
+    for (table, said) in cases {
+        let policy = policy(&sandbox, &format!("[[server.triggers]]\n{table}\n"));
+        let output = sandbox.run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workflows",
+            "workflows",
+            "--policy",
+            &policy,
+        ]);
+        assert_exit(&output, 2);
+        for words in said {
+            assert!(
+                stderr(&output).contains(words),
+                "{table}: {}",
+                stderr(&output)
+            );
+        }
+    }
 }
 
 #[test]
