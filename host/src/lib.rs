@@ -16,8 +16,9 @@
 //! [`executor`] (runs a plan against the journal) →
 //! [`store`] (the run journal, sled behind a trait), watched through
 //! [`telemetry`] (logs, traces, metrics) and served over HTTP by
-//! [`server`] (`plait serve`).
+//! [`server`] (`plait serve`). Workflows travel as signed [`bundle`]s.
 
+pub mod bundle;
 pub mod capabilities;
 pub mod clock;
 pub mod definition;

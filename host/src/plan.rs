@@ -636,7 +636,11 @@ impl Checker<'_> {
             ) {
                 continue;
             }
-            match crate::inference::find_model(&store, &model.name) {
+            match crate::inference::find_model_for(
+                &self.definition.source.path,
+                &store,
+                &model.name,
+            ) {
                 Ok(folder) => {
                     sandbox.models.insert(model.name.clone(), folder);
                 }

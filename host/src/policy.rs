@@ -81,6 +81,9 @@
 //! extensions = ["pdf", "png", "jpg"]  # default: any file
 //! move_to = "/srv/inbox/done"  # where a started file goes; default: it stays
 //!
+//! [bundles]
+//! max_size = "2GiB"         # the most a template bundle may unpack to; default: 2GiB
+//!
 //! [secrets]
 //! file = "/etc/plait/secrets.toml"  # `name = "value"` lines
 //! env_prefix = "PLAIT_SECRET_"      # PLAIT_SECRET_API_TOKEN is secret `api_token`
@@ -141,6 +144,8 @@ pub struct Policy {
     pub telemetry: TelemetrySettings,
     /// `[server]`: how `plait serve` serves.
     pub server: ServerSettings,
+    /// `[bundles] max_size`: the most a bundle may unpack to, in bytes.
+    pub bundle_max_size: u64,
 }
 
 /// The `[server]` table: how `plait serve` listens, what it serves and how
@@ -263,6 +268,7 @@ impl Default for Policy {
             auto_gc: true,
             telemetry: TelemetrySettings::default(),
             server: ServerSettings::default(),
+            bundle_max_size: crate::bundle::DEFAULT_MAX_SIZE,
         }
     }
 }
@@ -410,6 +416,14 @@ struct PolicyFile {
     telemetry: TelemetryTable,
     #[serde(default)]
     server: ServerTable,
+    #[serde(default)]
+    bundles: BundlesTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BundlesTable {
+    max_size: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -747,6 +761,11 @@ impl Policy {
                     triggers: crate::server::triggers::parse_all(&table.triggers, base)
                         .map_err(|(key, message)| invalid(&format!("server.triggers.{key}"), message))?,
                 }
+            },
+            bundle_max_size: match &file.bundles.max_size {
+                None => crate::bundle::DEFAULT_MAX_SIZE,
+                Some(text) => limits::parse_size(text)
+                    .map_err(|message| invalid("bundles.max_size", message))?,
             },
             recover: file.runtime.recover.unwrap_or(false),
             max_input: match &file.runtime.max_input {

@@ -1,6 +1,6 @@
 //! The Plait home directory: the journal and the compiled-component cache.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -56,6 +56,43 @@ impl Home {
     /// The webhook signing secret (`plait webhooks secret`).
     pub fn webhook_secret_file(&self) -> PathBuf {
         self.dir.join("webhook-secret")
+    }
+
+    /// The installed template bundles.
+    pub fn bundles(&self) -> plait::bundle::install::Registry {
+        plait::bundle::install::Registry::at(&self.dir.join("bundles"))
+    }
+
+    /// Where `plait key generate` puts keys.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.dir.join("keys")
+    }
+
+    /// The publisher keys the operator trusts.
+    pub fn trust_store(&self) -> plait::bundle::keys::TrustStore {
+        plait::bundle::keys::TrustStore::at(&self.dir.join("trust.toml"))
+    }
+
+    /// The workflow file `given` names: itself when it exists, else the
+    /// workflow of an installed bundle (`NAME` or `NAME@VERSION`).
+    pub fn workflow_path(&self, given: &Path) -> anyhow::Result<PathBuf> {
+        if given.exists() {
+            return Ok(given.to_owned());
+        }
+        let Some(text) = given.to_str() else {
+            return Ok(given.to_owned());
+        };
+        let name = text.split('@').next().unwrap_or(text);
+        if plait::bundle::manifest::check_name(name).is_err() {
+            return Ok(given.to_owned());
+        }
+        match self.bundles().find_workflow(text)? {
+            Some((_, path)) => Ok(path),
+            None => Err(super::UsageError(format!(
+                "`{text}` is neither a workflow file nor the workflow of an installed bundle; `plait bundle list` shows what is installed"
+            ))
+            .into()),
+        }
     }
 
     /// The workflows `plait serve` serves unless told otherwise.

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. The command names, flags and exit codes
 //! are a stable contract for scripts.
 
+mod bundle;
 mod home;
 mod inspect;
 mod observe;
@@ -92,6 +93,16 @@ enum Command {
     /// The HTTP API's webhooks: the secret their messages are signed with.
     #[command(subcommand)]
     Webhooks(serve::WebhooksCommand),
+    /// Template bundles: pack, sign, verify, inspect, install, list,
+    /// remove, push to and pull from OCI registries.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// Publisher keys that sign bundles.
+    #[command(subcommand)]
+    Key(bundle::KeyCommand),
+    /// The publisher keys whose bundles this host installs.
+    #[command(subcommand)]
+    Trust(bundle::TrustCommand),
     /// Check the store's integrity.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -131,6 +142,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args).await,
         Command::Token(command) => serve::token(command),
         Command::Webhooks(command) => serve::webhooks(command),
+        Command::Bundle(command) => bundle::bundle(command).await,
+        Command::Key(command) => bundle::key(command),
+        Command::Trust(command) => bundle::trust(command),
         Command::Store(command) => store::main(command),
         Command::Gc(args) => store::gc(args),
         Command::Validate(args) => inspect::validate(args).await,
@@ -229,6 +243,9 @@ impl Command {
             Command::Metrics(args) => Some(&args.store),
             Command::Audit(args) => Some(&args.store),
             Command::Store(command) => Some(command.store_args()),
+            Command::Bundle(command) => Some(command.store_args()),
+            Command::Key(command) => Some(command.store_args()),
+            Command::Trust(command) => Some(command.store_args()),
             Command::Gc(args) => Some(args.store_args()),
             Command::Serve(args) => Some(args.store_args()),
             Command::Token(command) => Some(command.store_args()),

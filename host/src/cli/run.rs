@@ -279,7 +279,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|file| read_blob(file))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let definition = Definition::load(&args.workflow)?;
+    let definition = Definition::load(&home.workflow_path(&args.workflow)?)?;
     let store = home.open_store()?;
     collect_if_due(&home, &store, &policy)?;
     let engine = home.engine(&policy)?;
@@ -409,7 +409,7 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|file| read_blob(file))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let definition = Definition::load(&args.workflow)?;
+    let definition = Definition::load(&home.workflow_path(&args.workflow)?)?;
     let store = home.open_store()?;
     collect_if_due(&home, &store, &policy)?;
     let engine = home.engine(&policy)?;

@@ -118,6 +118,23 @@ pub fn find_model(store: &Path, name: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// Where model `name` is for the workflow in file `workflow`: the copy its
+/// bundle carries (`models/<name>/` beside the workflow file), else the
+/// model store's.
+pub fn find_model_for(workflow: &Path, store: &Path, name: &str) -> Result<PathBuf, String> {
+    check_model_name(name)?;
+    let dir = std::path::absolute(workflow)
+        .ok()
+        .and_then(|file| file.parent().map(Path::to_path_buf));
+    if let Some(dir) = dir {
+        let bundled = dir.join("models").join(name);
+        if bundled.join(MODEL_FILE).is_file() {
+            return Ok(bundled);
+        }
+    }
+    find_model(store, name)
+}
+
 /// The models loaded in this process, by folder, shared by every engine,
 /// plan and invocation: each is parsed once.
 pub struct Models {

@@ -114,6 +114,15 @@ impl HttpClient for TokioClient {
 /// with the webpki roots) and reads the response, its body capped. The
 /// exporter's client, and the webhook sender's.
 pub(crate) async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+    send_limited(request, MAX_RESPONSE).await
+}
+
+/// [`send`], reading up to `max_body` bytes of the response (a registry's
+/// blob is larger than any collector's answer).
+pub(crate) async fn send_limited(
+    request: Request<Bytes>,
+    max_body: usize,
+) -> Result<Response<Bytes>, HttpError> {
     let uri = request.uri().clone();
     let host = uri.host().ok_or("the URL has no host")?.to_owned();
     let https = uri.scheme_str() == Some("https");
@@ -145,14 +154,18 @@ pub(crate) async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, Htt
         let name =
             rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())?;
         let tls = connector.connect(name, stream).await?;
-        exchange(TokioIo::new(tls), request).await?
+        exchange(TokioIo::new(tls), request, max_body).await?
     } else {
-        exchange(TokioIo::new(stream), request).await?
+        exchange(TokioIo::new(stream), request, max_body).await?
     };
     Ok(response)
 }
 
-async fn exchange<T>(io: T, request: Request<Full<Bytes>>) -> Result<Response<Bytes>, HttpError>
+async fn exchange<T>(
+    io: T,
+    request: Request<Full<Bytes>>,
+    max_body: usize,
+) -> Result<Response<Bytes>, HttpError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -160,7 +173,7 @@ where
     tokio::spawn(connection);
     let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
-    let body = Limited::new(body, MAX_RESPONSE)
+    let body = Limited::new(body, max_body)
         .collect()
         .await
         .map_err(|error| -> HttpError { error })?

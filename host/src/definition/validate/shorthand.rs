@@ -55,6 +55,18 @@ pub fn reference_plugin(name: &str) -> PathBuf {
     dir.join(format!("{name}.wasm"))
 }
 
+/// The reference plugin `name` for a workflow in `base_dir`: the one its
+/// bundle carries (`components/<name>.wasm` beside the workflow), else
+/// [`reference_plugin`].
+pub fn plugin_for(base_dir: &std::path::Path, name: &str) -> PathBuf {
+    let bundled = base_dir.join("components").join(format!("{name}.wasm"));
+    if bundled.is_file() {
+        bundled
+    } else {
+        reference_plugin(name)
+    }
+}
+
 impl Validator<'_, '_> {
     /// Expands `type: ai_inference` into `config` and `grants`, returning
     /// the component it runs.
@@ -179,7 +191,7 @@ impl Validator<'_, '_> {
                 });
             }
         }
-        ok.then(|| (reference_plugin("classify"), type_span))
+        ok.then(|| (plugin_for(self.base_dir, "classify"), type_span))
     }
 
     /// `type:`, one of [`STEP_TYPES`].
