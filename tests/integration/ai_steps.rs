@@ -44,7 +44,7 @@ fn the_error_rate_counts_edits_per_expected_character() {
 
 /// The template, copied next to the test's store with absolute component
 /// paths and the webhook on `port`, and a policy allowing that webhook.
-fn template(sandbox: &Sandbox, port: u16) -> (String, String) {
+pub(crate) fn template(sandbox: &Sandbox, port: u16) -> (String, String) {
     let text = std::fs::read_to_string(
         Path::new(REPO_ROOT).join("templates/document-intake/workflow.yaml"),
     )

@@ -6,6 +6,7 @@
 mod support;
 
 mod ai_steps;
+mod bundles;
 mod chain;
 mod cli;
 mod components;

@@ -203,7 +203,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let store = home.open_store()?;
     let engine = home.engine(&policy)?;
-    let catalog = Arc::new(Catalog::new(&workflows, engine, policy.clone()));
+    let catalog =
+        Arc::new(Catalog::new(&workflows, engine, policy.clone()).with_bundles(home.bundles()));
     let executor = Executor::with_concurrency(store.clone(), policy.concurrency).parking();
     let server = Server::bind(ServerConfig {
         store: store.clone(),

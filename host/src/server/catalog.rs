@@ -1,5 +1,7 @@
 //! The workflows a server serves: every definition in its workflows folder,
-//! by the `name` each declares.
+//! by the `name` each declares, and every workflow of the installed
+//! bundles (`NAME` for the highest version, `NAME@VERSION` for one; a
+//! workflow of the folder with the same name comes first).
 //!
 //! The folder holds workflow files (`*.yaml`, `*.yml`, `*.json`) and
 //! folders holding a `workflow.yaml`. It is looked at again at most once a
@@ -27,6 +29,8 @@ pub struct Entry {
     pub path: PathBuf,
     /// What was found there: a plan, or why there is none.
     pub plan: Result<Arc<Plan>, String>,
+    /// The version of the installed bundle it comes from, if it does.
+    pub bundle_version: Option<String>,
     /// The files' modification times and sizes when it was built.
     fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
 }
@@ -36,6 +40,7 @@ pub struct Catalog {
     dir: PathBuf,
     engine: Engine,
     policy: Policy,
+    bundles: Option<crate::bundle::install::Registry>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -53,8 +58,15 @@ impl Catalog {
             dir: dir.to_owned(),
             engine,
             policy,
+            bundles: None,
             state: tokio::sync::Mutex::new(State::default()),
         }
+    }
+
+    /// Also serves the workflows of the bundles installed in `registry`.
+    pub fn with_bundles(mut self, registry: crate::bundle::install::Registry) -> Catalog {
+        self.bundles = Some(registry);
+        self
     }
 
     /// The folder served.
@@ -84,11 +96,30 @@ impl Catalog {
     /// The plan of the workflow named `name`: `Ok(None)` if none is,
     /// `Err` with why if its file does not check out.
     pub async fn plan(&self, name: &str) -> Result<Option<Arc<Plan>>, String> {
+        let (name, version) = match name.split_once('@') {
+            Some((name, version)) => (name, Some(version)),
+            None => (name, None),
+        };
         let entries = self.entries().await;
         let mut broken = None;
+        let mut best: Option<(Option<semver::Version>, Arc<Plan>)> = None;
         for entry in entries {
             match entry.plan {
-                Ok(plan) if plan.definition.name == name => return Ok(Some(plan)),
+                Ok(plan) if plan.definition.name == name => {
+                    match (&entry.bundle_version, version) {
+                        // The folder's own workflow, asked for by name.
+                        (None, None) => return Ok(Some(plan)),
+                        (None, Some(_)) => {}
+                        (Some(found), Some(wanted)) if found == wanted => return Ok(Some(plan)),
+                        (Some(_), Some(_)) => {}
+                        (Some(found), None) => {
+                            let found = semver::Version::parse(found).ok();
+                            if best.as_ref().is_none_or(|(best, _)| found > *best) {
+                                best = Some((found, plan));
+                            }
+                        }
+                    }
+                }
                 Ok(_) => {}
                 Err(error) => {
                     // A broken file named like the workflow is most likely
@@ -104,6 +135,9 @@ impl Catalog {
                     }
                 }
             }
+        }
+        if let Some((_, plan)) = best {
+            return Ok(Some(plan));
         }
         match broken {
             Some(error) => Err(error),
@@ -141,6 +175,23 @@ impl Catalog {
                 tracing::warn!(target: "plait::server", dir = %self.dir.display(), error = %error, "cannot read the workflows folder");
             }
         }
+        let mut versions = std::collections::HashMap::new();
+        if let Some(registry) = &self.bundles {
+            match registry.list() {
+                Ok(installed) => {
+                    for bundle in installed {
+                        for workflow in &bundle.manifest.workflows {
+                            let path = bundle.dir.join(&workflow.path);
+                            versions.insert(path.clone(), bundle.manifest.version.clone());
+                            found.push(path);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(target: "plait::server", error = %error, "cannot list the installed bundles");
+                }
+            }
+        }
         state.entries.retain(|path, _| found.contains(path));
         for path in found {
             if let Some(entry) = state.entries.get(&path)
@@ -148,7 +199,8 @@ impl Catalog {
             {
                 continue;
             }
-            let entry = self.build(&path).await;
+            let mut entry = self.build(&path).await;
+            entry.bundle_version = versions.get(&path).cloned();
             if let Err(error) = &entry.plan {
                 tracing::warn!(target: "plait::server", path = %path.display(), error = %error, "a workflow in the workflows folder does not check out");
             }
@@ -180,6 +232,7 @@ impl Catalog {
         Entry {
             path: path.to_owned(),
             plan,
+            bundle_version: None,
             fingerprint: fingerprint_of(&fingerprint),
         }
     }
