@@ -222,8 +222,11 @@ mod tests {
         assert_eq!(read[1].1, vec![0, 97, 115, 109]);
     }
 
+    /// One hand-written tar entry: path, type, data, link target.
+    type Crafted<'a> = (&'a str, tar::EntryType, &'a [u8], Option<&'a str>);
+
     /// A tar archive written by hand, entry by entry, gzip-compressed.
-    fn crafted(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+    fn crafted(entries: &[Crafted<'_>]) -> Vec<u8> {
         let mut tar = tar::Builder::new(Vec::new());
         for (path, kind, data, link) in entries {
             let mut header = tar::Header::new_gnu();
@@ -246,7 +249,7 @@ mod tests {
 
     #[test]
     fn traversal_links_devices_duplicates_and_bombs_are_refused() {
-        let cases: [(&[(&str, tar::EntryType, &[u8], Option<&str>)], &str); 6] = [
+        let cases: [(&[Crafted<'_>], &str); 6] = [
             (
                 &[("../evil", tar::EntryType::Regular, b"x", None)],
                 "not a bundle path",

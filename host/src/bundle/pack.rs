@@ -198,7 +198,7 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
         readme = Some("README.md".to_owned());
     }
     for asset in &source.assets {
-        add_asset(&dir, &dir.join(asset), &mut files).map_err(|message| fail(message))?;
+        add_asset(&dir, &dir.join(asset), &mut files).map_err(&fail)?;
     }
     let first = definitions
         .first()
