@@ -29,8 +29,11 @@ pub mod inference;
 pub mod limits;
 pub mod plan;
 pub mod policy;
+pub mod runtime;
 pub mod schema;
 pub mod server;
 pub mod step;
 pub mod store;
 pub mod telemetry;
+
+pub use runtime::{Runtime, RuntimeBuilder, RuntimeError};

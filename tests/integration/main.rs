@@ -13,6 +13,7 @@ mod components;
 mod crash;
 mod definition_language;
 mod durability;
+mod embedding;
 mod failures;
 mod hostile;
 mod observability;

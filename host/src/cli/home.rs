@@ -163,18 +163,9 @@ impl Home {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
             _ => self.dir.join("cache").join("components"),
         };
-        let defaults = EngineOptions::default();
-        let largest = policy
-            .max
-            .memory
-            .unwrap_or(0)
-            .max(policy.defaults.memory)
-            .max(defaults.max_memory_bytes as u64);
-        let options = EngineOptions {
-            cache_dir: Some(cache),
-            max_memory_bytes: usize::try_from(largest).unwrap_or(usize::MAX),
-            ..defaults
-        };
-        Ok(Engine::new(&options)?)
+        Ok(Engine::new(&EngineOptions::for_policy(
+            policy,
+            Some(cache),
+        ))?)
     }
 }

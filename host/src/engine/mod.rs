@@ -66,6 +66,26 @@ impl Default for EngineOptions {
     }
 }
 
+impl EngineOptions {
+    /// The options for running workflows under `policy`, caching compiled
+    /// components in `cache_dir`: memories reserved up to the largest
+    /// memory limit the policy allows.
+    pub fn for_policy(policy: &crate::policy::Policy, cache_dir: Option<PathBuf>) -> EngineOptions {
+        let defaults = EngineOptions::default();
+        let largest = policy
+            .max
+            .memory
+            .unwrap_or(0)
+            .max(policy.defaults.memory)
+            .max(defaults.max_memory_bytes as u64);
+        EngineOptions {
+            cache_dir,
+            max_memory_bytes: usize::try_from(largest).unwrap_or(usize::MAX),
+            ..defaults
+        }
+    }
+}
+
 /// Which instance allocator the engine ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocator {

@@ -1,0 +1,250 @@
+//! [`Runtime`]: Plait embedded in another Rust program.
+//!
+//! A device that runs workflows as part of its own program, rather than
+//! through the `plait` command, opens a runtime over a folder (the same
+//! layout as a Plait home: the run journal, the compiled-component cache,
+//! installed bundles) and runs workflows in-process, with the same sandbox,
+//! journal and idempotency as the CLI:
+//!
+//! ```no_run
+//! # async fn device() -> Result<(), plait::RuntimeError> {
+//! let runtime = plait::Runtime::open("/var/lib/gateway/plait").await?;
+//! // A workflow file, or the workflow of an installed bundle (`NAME[@VERSION]`).
+//! let intake = runtime.load("document-intake").await?;
+//! let report = runtime
+//!     .run_keyed(&intake, serde_json::json!({}), Vec::new(), "scan-0042")
+//!     .await?;
+//! println!("{:?}: {:?}", report.run.status, report.run.output);
+//! # Ok(()) }
+//! ```
+//!
+//! `host/examples/embed.rs` is a complete program. Runs interrupted by a
+//! crash are continued with [`Runtime::resume_all`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::bundle::install::Registry;
+use crate::definition::Definition;
+use crate::engine::{Engine, EngineOptions};
+use crate::executor::{Executor, ExecutorError, RunReport};
+use crate::plan::Plan;
+use crate::policy::Policy;
+use crate::step::Blob;
+use crate::store::{RunStatus, RunStore, SledStore};
+
+/// Why the runtime could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The folder cannot be used.
+    #[error("cannot use `{}` as the runtime's folder: {source}", path.display())]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The policy file is invalid.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// The journal failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    /// A workflow file cannot be read or does not check out.
+    #[error(transparent)]
+    Load(#[from] crate::definition::LoadError),
+    /// A workflow does not check out against its components or the policy.
+    #[error(transparent)]
+    Plan(#[from] crate::definition::DefinitionErrors),
+    /// A stored run's workflow cannot be planned again.
+    #[error(transparent)]
+    RunPlan(#[from] crate::plan::RunPlanError),
+    /// The installed bundles cannot be read.
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+    /// No such workflow.
+    #[error("`{0}` is neither a workflow file nor the workflow of an installed bundle")]
+    NotFound(String),
+    /// The run was refused or failed to execute.
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+}
+
+/// How to open a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    home: PathBuf,
+    policy: Option<Policy>,
+    concurrency: Option<usize>,
+}
+
+impl RuntimeBuilder {
+    /// Runs under `policy` instead of the folder's `plait.toml` (or the
+    /// defaults when it has none).
+    pub fn policy(mut self, policy: Policy) -> RuntimeBuilder {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// At most `steps` steps at once, over every run [default: the
+    /// policy's `[runtime] concurrency`].
+    pub fn concurrency(mut self, steps: usize) -> RuntimeBuilder {
+        self.concurrency = Some(steps.max(1));
+        self
+    }
+
+    /// Opens the journal (which one process holds at a time) and starts
+    /// the engine.
+    pub async fn build(self) -> Result<Runtime, RuntimeError> {
+        let home = self.home;
+        std::fs::create_dir_all(&home).map_err(|source| RuntimeError::Folder {
+            path: home.clone(),
+            source,
+        })?;
+        let policy = match self.policy {
+            Some(policy) => policy,
+            None => {
+                let file = home.join("plait.toml");
+                if file.exists() {
+                    Policy::load(&file)?
+                } else {
+                    Policy::default()
+                }
+            }
+        };
+        let store: Arc<dyn RunStore> = Arc::new(SledStore::open(&home.join("journal"))?);
+        let engine = Engine::new(&EngineOptions::for_policy(
+            &policy,
+            Some(home.join("cache").join("components")),
+        ))?;
+        let executor = Executor::with_concurrency(
+            store.clone(),
+            self.concurrency.unwrap_or(policy.concurrency),
+        );
+        Ok(Runtime {
+            bundles: Registry::at(&home.join("bundles")),
+            home,
+            policy,
+            engine,
+            executor,
+        })
+    }
+}
+
+/// Plait in-process: loads workflows, runs them durably, continues what a
+/// crash interrupted.
+#[derive(Clone)]
+pub struct Runtime {
+    home: PathBuf,
+    policy: Policy,
+    engine: Engine,
+    executor: Executor,
+    bundles: Registry,
+}
+
+impl Runtime {
+    /// How to open a runtime over folder `home`.
+    pub fn builder(home: impl Into<PathBuf>) -> RuntimeBuilder {
+        RuntimeBuilder {
+            home: home.into(),
+            policy: None,
+            concurrency: None,
+        }
+    }
+
+    /// Opens a runtime over folder `home` with its `plait.toml` (or the
+    /// default policy).
+    pub async fn open(home: impl Into<PathBuf>) -> Result<Runtime, RuntimeError> {
+        Runtime::builder(home).build().await
+    }
+
+    /// Its folder.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The policy it runs under.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The journal.
+    pub fn store(&self) -> &Arc<dyn RunStore> {
+        self.executor.store()
+    }
+
+    /// Loads and checks a workflow: a file (or a folder holding one), else
+    /// the workflow of an installed bundle, `NAME` (its highest version) or
+    /// `NAME@VERSION`. Every component is compiled (or taken from the
+    /// cache) and every step checked against the policy.
+    pub async fn load(&self, workflow: impl AsRef<str>) -> Result<Arc<Plan>, RuntimeError> {
+        let workflow = workflow.as_ref();
+        let path = if Path::new(workflow).exists() {
+            PathBuf::from(workflow)
+        } else {
+            match self.bundles.find_workflow(workflow)? {
+                Some((_, path)) => path,
+                None => return Err(RuntimeError::NotFound(workflow.to_owned())),
+            }
+        };
+        let definition = Definition::load(&path)?;
+        Ok(Arc::new(
+            Plan::build_with(&self.engine, definition, &self.policy).await?,
+        ))
+    }
+
+    /// Runs `plan` with `input` and `blobs` until it ends (or waits for a
+    /// signal).
+    pub async fn run(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+    ) -> Result<RunReport, RuntimeError> {
+        Ok(self.executor.start(plan, input, blobs).await?)
+    }
+
+    /// Like [`Runtime::run`], at most once per `key`: the same key and
+    /// request give back (and continue) the first run.
+    pub async fn run_keyed(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: &str,
+    ) -> Result<RunReport, RuntimeError> {
+        Ok(self
+            .executor
+            .start_keyed(plan, input, blobs, Some(key))
+            .await?)
+    }
+
+    /// Continues run `run_id` from its first unfinished step, with the
+    /// definition and components it started with.
+    pub async fn resume(&self, run_id: &str) -> Result<RunReport, RuntimeError> {
+        let run = self
+            .store()
+            .run(run_id)?
+            .ok_or_else(|| crate::store::StoreError::UnknownRun(run_id.to_owned()))?;
+        let plan = Plan::of_run(&self.engine, &self.policy, self.store().as_ref(), &run).await?;
+        Ok(self.executor.resume(&plan, run_id).await?)
+    }
+
+    /// Continues every run a crash left running (or queued); returns their
+    /// reports. Runs waiting for a signal or a timer are left waiting.
+    pub async fn resume_all(&self) -> Result<Vec<RunReport>, RuntimeError> {
+        let mut reports = Vec::new();
+        for run in self.store().runs()? {
+            if matches!(run.status, RunStatus::Running | RunStatus::Queued) {
+                reports.push(self.resume(&run.id).await?);
+            }
+        }
+        Ok(reports)
+    }
+}
