@@ -282,14 +282,14 @@ fn signer_text(home: &Home, bundle: &Bundle) -> String {
     }
 }
 
-fn print_grants(bundle: &Bundle) {
-    if bundle.manifest.grants.is_empty() {
-        eprintln!("  grants: none (no files, network, secrets or models)");
-        return;
+/// The grants a bundle asks for, as lines to show before installing it.
+fn grant_lines(manifest: &bundle::Manifest) -> Vec<String> {
+    if manifest.grants.is_empty() {
+        return vec!["  grants: none (no files, network, secrets or models)".to_owned()];
     }
-    eprintln!("  grants it asks for:");
-    for grant in &bundle.manifest.grants {
-        eprintln!("    {}/{}:", grant.workflow, grant.step);
+    let mut lines = vec!["  grants it asks for:".to_owned()];
+    for grant in &manifest.grants {
+        lines.push(format!("    {}/{}:", grant.workflow, grant.step));
         for (kind, values) in [
             ("dirs", &grant.dirs),
             ("http", &grant.http),
@@ -297,10 +297,11 @@ fn print_grants(bundle: &Bundle) {
             ("models", &grant.models),
         ] {
             for value in values {
-                eprintln!("      {kind:<8} {value}");
+                lines.push(format!("      {kind:<8} {value}"));
             }
         }
     }
+    lines
 }
 
 fn default_output(bundle: &bundle::Manifest) -> PathBuf {
@@ -423,23 +424,8 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                     &file.digest[..19]
                 );
             }
-            if manifest.grants.is_empty() {
-                println!("  grants:    none");
-            } else {
-                println!("  grants:");
-                for grant in &manifest.grants {
-                    println!("    {}/{}:", grant.workflow, grant.step);
-                    for (kind, values) in [
-                        ("dirs", &grant.dirs),
-                        ("http", &grant.http),
-                        ("secrets", &grant.secrets),
-                        ("models", &grant.models),
-                    ] {
-                        for value in values {
-                            println!("      {kind:<8} {value}");
-                        }
-                    }
-                }
+            for line in grant_lines(manifest) {
+                println!("{line}");
             }
             if let Some(readme) = manifest
                 .readme
@@ -459,7 +445,9 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 bundle.manifest.id(),
                 signer_text(&home, &bundle)
             );
-            print_grants(&bundle);
+            for line in grant_lines(&bundle.manifest) {
+                eprintln!("{line}");
+            }
             let unrestricted = bundle::install::unrestricted_grants(&bundle.manifest, &policy);
             if !unrestricted.is_empty() && !allow {
                 return Err(UsageError(format!(
