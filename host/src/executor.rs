@@ -274,9 +274,8 @@ fn publish(
     sender: &tokio::sync::broadcast::Sender<RunEvent>,
     mut event: RunEvent,
 ) {
-    let last = matches!(event.kind, RunEventKind::RunFinished { .. });
     let value = serde_json::to_value(&event).unwrap_or(Value::Null);
-    match store.append_event(&event.run_id, &value, last) {
+    match store.append_event(&event.run_id, &value) {
         Ok(seq) => event.seq = seq,
         Err(error) => {
             tracing::warn!(target: "plait::executor", run_id = %event.run_id, error = %error, "could not record a run event")

@@ -186,14 +186,10 @@ pub trait RunStore: Send + Sync {
     /// The audit log, oldest first.
     fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError>;
     /// Appends `event` to run `run_id`'s event log and returns its
-    /// sequence number. Durable with the next commit; at once when
-    /// `flush` (a run's last event).
-    fn append_event(
-        &self,
-        run_id: &str,
-        event: &serde_json::Value,
-        flush: bool,
-    ) -> Result<u64, StoreError>;
+    /// sequence number. Durable with the next commit (or when the store
+    /// closes): an event never costs a sync of its own, and a crash can
+    /// lose only events, never the run state they report.
+    fn append_event(&self, run_id: &str, event: &serde_json::Value) -> Result<u64, StoreError>;
     /// Writes a webhook delivery (new, or with another attempt), durably.
     fn put_delivery(&self, delivery: &Delivery) -> Result<(), StoreError>;
     /// Run `run_id`'s webhook deliveries, oldest first.

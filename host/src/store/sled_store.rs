@@ -611,12 +611,7 @@ impl RunStore for SledStore {
             .collect()
     }
 
-    fn append_event(
-        &self,
-        run_id: &str,
-        event: &serde_json::Value,
-        flush: bool,
-    ) -> Result<u64, StoreError> {
+    fn append_event(&self, run_id: &str, event: &serde_json::Value) -> Result<u64, StoreError> {
         // sled's ids increase across restarts, so a reconnecting client's
         // last seen id still orders against new events.
         let seq = self
@@ -631,10 +626,6 @@ impl RunStore for SledStore {
         self.events
             .insert(format!("{run_id}/{seq:020}"), encode(&record))
             .map_err(|error| self.database(error))?;
-        if flush && self.durability == Durability::Durable {
-            let _writing = WriteMark::new(&self.writing_since_ms);
-            self.events.flush().map_err(|error| self.database(error))?;
-        }
         Ok(seq)
     }
 
