@@ -49,6 +49,7 @@
 //! max_queued_runs = 1000    # past this many queued runs a start gets 503 + Retry-After; default: 1000
 //! shutdown_grace = "30s"    # how long running steps get to finish on shutdown; default: 30s
 //! webhook_urls = ["https://hooks.example.com"]  # rules a run's own `webhook` URL must match; default: none allowed
+//! webhook_retry_for = "7d"  # keep retrying a message this long (store and forward); default: 8 attempts
 //!
 //! [[server.webhooks]]       # told of every run's end (and waits), signed per Standard Webhooks
 //! url = "https://ops.example.com/plait"
@@ -172,6 +173,10 @@ pub struct ServerSettings {
     pub webhooks: Vec<WebhookEndpoint>,
     /// Rules a run's own webhook URL must match; `None`: none may be given.
     pub webhook_urls: Option<Vec<OutboundRule>>,
+    /// Keep trying a webhook message for this long (store and forward, for
+    /// hosts whose uplink comes and goes); `None`: give up after
+    /// [`crate::server::webhooks::MAX_ATTEMPTS`] attempts.
+    pub webhook_retry_for: Option<std::time::Duration>,
     /// What else starts runs: webhook URLs, schedules, watched folders.
     pub triggers: Vec<crate::server::triggers::Trigger>,
 }
@@ -221,6 +226,7 @@ impl Default for ServerSettings {
             shutdown_grace: std::time::Duration::from_secs(30),
             webhooks: Vec::new(),
             webhook_urls: None,
+            webhook_retry_for: None,
             triggers: Vec::new(),
         }
     }
@@ -439,6 +445,7 @@ struct ServerTable {
     #[serde(default)]
     webhooks: Vec<WebhookEndpoint>,
     webhook_urls: Option<Vec<String>>,
+    webhook_retry_for: Option<String>,
     #[serde(default)]
     triggers: Vec<crate::server::triggers::TriggerTable>,
 }
@@ -732,6 +739,13 @@ impl Policy {
                         None => defaults.shutdown_grace,
                         Some(text) => limits::parse_duration(text)
                             .map_err(|message| invalid("server.shutdown_grace", message))?,
+                    },
+                    webhook_retry_for: match &table.webhook_retry_for {
+                        None => None,
+                        Some(text) => Some(
+                            limits::parse_duration(text)
+                                .map_err(|message| invalid("server.webhook_retry_for", message))?,
+                        ),
                     },
                     webhooks: {
                         for endpoint in &table.webhooks {

@@ -141,6 +141,7 @@ impl Server {
             config.store.clone(),
             config.settings.webhooks.clone(),
             config.webhook_secret,
+            config.settings.webhook_retry_for,
         );
         let dispatcher = Dispatcher::new(
             config.executor,

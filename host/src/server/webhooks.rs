@@ -91,20 +91,24 @@ pub struct Webhooks {
     store: Arc<dyn RunStore>,
     endpoints: Vec<WebhookEndpoint>,
     secret: String,
+    retry_for: Option<Duration>,
     wake: tokio::sync::Notify,
 }
 
 impl Webhooks {
-    /// Messages for `endpoints` (and runs' own URLs), signed with `secret`.
+    /// Messages for `endpoints` (and runs' own URLs), signed with `secret`,
+    /// each tried [`MAX_ATTEMPTS`] times, or for `retry_for` when set.
     pub fn new(
         store: Arc<dyn RunStore>,
         endpoints: Vec<WebhookEndpoint>,
         secret: String,
+        retry_for: Option<Duration>,
     ) -> Arc<Webhooks> {
         Arc::new(Webhooks {
             store,
             endpoints,
             secret,
+            retry_for,
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -250,7 +254,14 @@ impl Webhooks {
                 delivery.next_at_ms = 0;
                 tracing::info!(target: "plait::server", run_id = %delivery.run_id, message = %delivery.id, url = %delivery.url, event = %delivery.event, "webhook delivered");
             }
-            Some(error) if delivery.attempts.len() >= MAX_ATTEMPTS => {
+            Some(error)
+                if gives_up(
+                    delivery.attempts.len(),
+                    delivery.created_at_ms,
+                    crate::clock::now_ms(),
+                    self.retry_for,
+                ) =>
+            {
                 delivery.state = "failed".to_owned();
                 delivery.next_at_ms = 0;
                 tracing::warn!(target: "plait::server", run_id = %delivery.run_id, message = %delivery.id, url = %delivery.url, error = %error, attempts = delivery.attempts.len(), "webhook given up");
@@ -285,6 +296,16 @@ impl Webhooks {
             Ok(Err(error)) => Err(error.to_string()),
             Ok(Ok(response)) => Ok(response.status().as_u16()),
         }
+    }
+}
+
+/// Whether a message that failed `attempts` times, made at `created_ms`,
+/// is given up on at `now_ms`: after [`MAX_ATTEMPTS`], or with
+/// `retry_for`, once it is that old (however many attempts that took).
+fn gives_up(attempts: usize, created_ms: u64, now_ms: u64, retry_for: Option<Duration>) -> bool {
+    match retry_for {
+        None => attempts >= MAX_ATTEMPTS,
+        Some(horizon) => now_ms.saturating_sub(created_ms) >= horizon.as_millis() as u64,
     }
 }
 
@@ -346,6 +367,17 @@ mod tests {
             sign(secret, id, 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    #[test]
+    fn messages_are_given_up_after_their_attempts_or_their_horizon() {
+        assert!(!gives_up(MAX_ATTEMPTS - 1, 0, 10, None));
+        assert!(gives_up(MAX_ATTEMPTS, 0, 10, None));
+        // Store and forward: a week's horizon outlasts any attempt count
+        // while the uplink is down, and ends there.
+        let week = Some(Duration::from_secs(7 * 24 * 3600));
+        assert!(!gives_up(40, 0, 6 * 24 * 3600 * 1000, week));
+        assert!(gives_up(41, 0, 7 * 24 * 3600 * 1000, week));
     }
 
     #[test]
