@@ -486,19 +486,8 @@ impl Executor {
         key: Option<&str>,
         origin: &Origin,
     ) -> Result<RunReport, ExecutorError> {
-        let span = run_span(plan, false);
-        let root = TraceContext::enter_trace(&span, origin.trace_parent.as_ref());
-        let trace = RunTrace::new(&root, origin.trace_parent.as_ref());
-        let (run, new) = self.create_with(
-            plan,
-            input,
-            blobs,
-            key,
-            origin,
-            Some(trace),
-            RunStatus::Running,
-        )?;
-        span.record("run_id", run.id.as_str());
+        let (run, new, span) =
+            self.create_traced(plan, input, blobs, key, origin, RunStatus::Running)?;
         if !new {
             tracing::info!(target: "plait::executor", parent: &span, key = key.unwrap_or(""), "idempotency key already used; the same run");
             drop(span);
@@ -549,24 +538,33 @@ impl Executor {
         key: Option<&str>,
         origin: &Origin,
     ) -> Result<(RunRecord, bool), ExecutorError> {
-        let span = run_span(plan, false);
-        let root = TraceContext::enter_trace(&span, origin.trace_parent.as_ref());
-        let trace = RunTrace::new(&root, origin.trace_parent.as_ref());
-        let (run, new) = self.create_with(
-            plan,
-            input,
-            blobs,
-            key,
-            origin,
-            Some(trace),
-            RunStatus::Queued,
-        )?;
-        span.record("run_id", run.id.as_str());
+        let (run, new, span) =
+            self.create_traced(plan, input, blobs, key, origin, RunStatus::Queued)?;
         if new {
             tracing::info!(target: "plait::executor", parent: &span, "run queued");
             self.note(&run, plan.steps.len(), RunEventKind::RunQueued);
         }
         Ok((run, new))
+    }
+
+    /// Records a new run (`status`) under its run span, whose trace
+    /// continues `origin`'s; returns the run, whether it is new, and the
+    /// span.
+    fn create_traced(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+        origin: &Origin,
+        status: RunStatus,
+    ) -> Result<(RunRecord, bool, tracing::Span), ExecutorError> {
+        let span = run_span(plan, false);
+        let root = TraceContext::enter_trace(&span, origin.trace_parent.as_ref());
+        let trace = RunTrace::new(&root, origin.trace_parent.as_ref());
+        let (run, new) = self.create_with(plan, input, blobs, key, origin, Some(trace), status)?;
+        span.record("run_id", run.id.as_str());
+        Ok((run, new, span))
     }
 
     /// Records an event of a run this executor is not executing.

@@ -640,18 +640,21 @@ impl Policy {
             logs: defaults.logs.unwrap_or(capped(builtin.logs, max.logs)),
         };
 
-        let outbound_http = match &file.grants.outbound_http {
-            None => None,
-            Some(rules) => Some(
-                rules
-                    .iter()
-                    .map(|rule| {
-                        OutboundRule::parse(rule, None)
-                            .map_err(|m| invalid("grants.outbound_http", m))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
+        // An allow-list of outbound rules, each checked, under `key`.
+        let rules = |key: &str,
+                     rules: &Option<Vec<String>>|
+         -> Result<Option<Vec<OutboundRule>>, PolicyError> {
+            rules
+                .as_ref()
+                .map(|rules| {
+                    rules
+                        .iter()
+                        .map(|rule| OutboundRule::parse(rule, None).map_err(|m| invalid(key, m)))
+                        .collect()
+                })
+                .transpose()
         };
+        let outbound_http = rules("grants.outbound_http", &file.grants.outbound_http)?;
         let dirs = file.grants.dirs.as_ref().map(|dirs| {
             dirs.iter()
                 .map(|dir| normalize(&base.join(dir)))
@@ -760,18 +763,7 @@ impl Policy {
                         }
                         table.webhooks.clone()
                     },
-                    webhook_urls: match &table.webhook_urls {
-                        None => None,
-                        Some(rules) => Some(
-                            rules
-                                .iter()
-                                .map(|rule| {
-                                    OutboundRule::parse(rule, None)
-                                        .map_err(|m| invalid("server.webhook_urls", m))
-                                })
-                                .collect::<Result<Vec<_>, _>>()?,
-                        ),
-                    },
+                    webhook_urls: rules("server.webhook_urls", &table.webhook_urls)?,
                     triggers: crate::server::triggers::parse_all(&table.triggers, base)
                         .map_err(|(key, message)| invalid(&format!("server.triggers.{key}"), message))?,
                 }
