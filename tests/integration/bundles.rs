@@ -541,7 +541,7 @@ fn registry(sandbox: &Sandbox) -> (KillOnDrop, String) {
         .into_iter()
         .find(|path| Path::new(path).exists())
         .expect(
-            "the OCI registry is missing: `apt-get install docker-registry` (scripts/setup does)",
+            "the OCI registry is missing: `apt-get install docker-registry` (scripts/test does)",
         );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
