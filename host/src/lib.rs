@@ -31,6 +31,7 @@ pub mod plan;
 pub mod policy;
 pub mod runtime;
 pub mod schema;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod step;
 pub mod store;

@@ -175,9 +175,10 @@ pub struct ServerSettings {
     pub webhook_urls: Option<Vec<OutboundRule>>,
     /// Keep trying a webhook message for this long (store and forward, for
     /// hosts whose uplink comes and goes); `None`: give up after
-    /// [`crate::server::webhooks::MAX_ATTEMPTS`] attempts.
+    /// 8 attempts (`server::webhooks::MAX_ATTEMPTS`).
     pub webhook_retry_for: Option<std::time::Duration>,
     /// What else starts runs: webhook URLs, schedules, watched folders.
+    #[cfg(feature = "server")]
     pub triggers: Vec<crate::server::triggers::Trigger>,
 }
 
@@ -227,6 +228,7 @@ impl Default for ServerSettings {
             webhooks: Vec::new(),
             webhook_urls: None,
             webhook_retry_for: None,
+            #[cfg(feature = "server")]
             triggers: Vec::new(),
         }
     }
@@ -447,7 +449,14 @@ struct ServerTable {
     webhook_urls: Option<Vec<String>>,
     webhook_retry_for: Option<String>,
     #[serde(default)]
+    #[cfg(feature = "server")]
     triggers: Vec<crate::server::triggers::TriggerTable>,
+    /// A build without the server reads a shared policy file but has no
+    /// triggers to run.
+    #[serde(default)]
+    #[cfg(not(feature = "server"))]
+    #[allow(dead_code)]
+    triggers: Vec<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -764,6 +773,7 @@ impl Policy {
                         table.webhooks.clone()
                     },
                     webhook_urls: rules("server.webhook_urls", &table.webhook_urls)?,
+                    #[cfg(feature = "server")]
                     triggers: crate::server::triggers::parse_all(&table.triggers, base)
                         .map_err(|(key, message)| invalid(&format!("server.triggers.{key}"), message))?,
                 }

@@ -624,3 +624,205 @@ fn a_bundle_round_trips_through_a_real_oci_registry_byte_for_byte() {
     let ran = json(&sandbox.run(&["run", "echo-bundle", "--json"]));
     assert_eq!(ran["status"], "succeeded", "{ran}");
 }
+
+/// Bundles compiled ahead of time (`plait bundle compile`): the code for
+/// this host is taken at install only from a trusted signed bundle; code
+/// that does not fit (another target under this host's key, untrusted, or
+/// altered) is never loaded, and a host with a compiler compiles instead.
+/// (The edge build, which cannot compile, is run by `scripts/edge`.)
+#[test]
+fn compiled_code_is_taken_only_when_signed_trusted_and_made_for_this_engine() {
+    let sandbox = Sandbox::new();
+    let cache = sandbox.dir.path().join("own-cache");
+    let run = |args: &[&str]| {
+        sandbox
+            .plait()
+            .env("PLAIT_CACHE_DIR", &cache)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let host = plait::engine::HOST_TARGET;
+    let other = if host.starts_with("aarch64") {
+        "x86_64-unknown-linux-gnu"
+    } else {
+        "aarch64-unknown-linux-gnu"
+    };
+    let template = echo_template(&sandbox, "0.1.0");
+    plait_ok(
+        &sandbox,
+        &[
+            "bundle",
+            "pack",
+            template.to_str().unwrap(),
+            "-o",
+            "echo.plait",
+        ],
+    );
+    let public_key = plait_ok(&sandbox, &["key", "generate", "--name", "acme"]);
+    let public_key = public_key.trim();
+
+    // An unknown target is named.
+    let bad = run(&[
+        "bundle",
+        "compile",
+        "echo.plait",
+        "--allow-unsigned",
+        "--target",
+        "vax-dec-ultrix",
+    ]);
+    assert_exit(&bad, 2);
+    assert!(stderr(&bad).contains("vax-dec-ultrix"), "{}", stderr(&bad));
+
+    // Compiled for this host and another target, and signed in one go.
+    let compiled = run(&[
+        "bundle",
+        "compile",
+        "echo.plait",
+        "--allow-unsigned",
+        "--target",
+        host,
+        "--target",
+        other,
+        "--key",
+        "acme",
+        "-o",
+        "compiled.plait",
+    ]);
+    assert_exit(&compiled, 0);
+    assert!(
+        stderr(&compiled).contains(&format!("for `{other}`")),
+        "{}",
+        stderr(&compiled)
+    );
+    let inspected: Value = serde_json::from_str(&plait_ok(
+        &sandbox,
+        &["bundle", "inspect", "compiled.plait", "--json"],
+    ))
+    .unwrap();
+    let entries = inspected["manifest"]["compiled"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let ours = entries
+        .iter()
+        .find(|entry| entry["target"] == host)
+        .expect("code for this host");
+    assert_eq!(ours["engine"], plait::engine::code_key(host, true));
+    assert_eq!(ours["component"], "components/echo.wasm");
+    let ours_path = ours["path"].as_str().unwrap().to_owned();
+
+    // Not yet trusted: installed with `--allow-untrusted`, its code is not
+    // taken, and the component is compiled here instead.
+    let untrusted = run(&["bundle", "install", "compiled.plait", "--allow-untrusted"]);
+    assert_exit(&untrusted, 0);
+    assert!(
+        stderr(&untrusted)
+            .contains("taken only from a bundle signed by a publisher in the trust store"),
+        "{}",
+        stderr(&untrusted)
+    );
+    let cached_file = || -> Vec<u8> {
+        let entry = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.extension().is_some_and(|e| e == "cwasm"))
+            .expect("a cache entry");
+        std::fs::read(entry).unwrap()
+    };
+    let bytes = std::fs::read(sandbox.dir.path().join("compiled.plait")).unwrap();
+    let bundle = plait::bundle::open(
+        &bytes,
+        1 << 30,
+        &plait::bundle::Trust {
+            allow_untrusted: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let shipped = bundle.file(&ours_path).unwrap().to_vec();
+    assert_ne!(cached_file(), shipped, "compiled here, not taken");
+    plait_ok(&sandbox, &["bundle", "remove", "echo-bundle@0.1.0"]);
+    std::fs::remove_dir_all(&cache).unwrap();
+
+    // Trusted: the shipped code is what the engine runs.
+    plait_ok(&sandbox, &["trust", "add", public_key, "--name", "acme"]);
+    let installed = run(&["bundle", "install", "compiled.plait"]);
+    assert_exit(&installed, 0);
+    assert!(
+        stderr(&installed).contains("took 1 components compiled ahead of time"),
+        "{}",
+        stderr(&installed)
+    );
+    assert_eq!(cached_file(), shipped, "the shipped code is in the cache");
+    sandbox.write("input.json", r#"{"hello": "edge"}"#);
+    let ran = run(&["run", "echo-bundle", "--input", "input.json", "--json"]);
+    assert_exit(&ran, 0);
+    assert_eq!(json(&ran)["output"]["hello"], "edge");
+    // With the cache cleared, the next start takes it from the installed
+    // bundle again.
+    std::fs::remove_dir_all(&cache).unwrap();
+    assert_exit(&run(&["run", "echo-bundle"]), 0);
+    assert_eq!(cached_file(), shipped);
+    plait_ok(&sandbox, &["bundle", "remove", "echo-bundle@0.1.0"]);
+    std::fs::remove_dir_all(&cache).unwrap();
+
+    // Signed and trusted, but the entry for this host holds the other
+    // target's code: wasmtime refuses it, and the host compiles instead.
+    let mut entries = plait::bundle::archive::read(&bytes, 1 << 30).unwrap();
+    entries.retain(|(path, _)| path != "bundle.sig");
+    let mut manifest = bundle.manifest.clone();
+    let (a, b) = (
+        manifest
+            .compiled
+            .iter()
+            .position(|e| e.target == host)
+            .unwrap(),
+        manifest
+            .compiled
+            .iter()
+            .position(|e| e.target == other)
+            .unwrap(),
+    );
+    let theirs = manifest.compiled[b].clone();
+    manifest.compiled[b].path = manifest.compiled[a].path.clone();
+    manifest.compiled[b].digest = manifest.compiled[a].digest.clone();
+    manifest.compiled[b].size = manifest.compiled[a].size;
+    manifest.compiled[a].path = theirs.path;
+    manifest.compiled[a].digest = theirs.digest;
+    manifest.compiled[a].size = theirs.size;
+    for (path, data) in &mut entries {
+        if path == "bundle.toml" {
+            *data = manifest.to_toml().into_bytes();
+        }
+    }
+    std::fs::write(
+        sandbox.dir.path().join("mislabeled.plait"),
+        plait::bundle::archive::write(&entries).unwrap(),
+    )
+    .unwrap();
+    plait_ok(
+        &sandbox,
+        &["bundle", "sign", "mislabeled.plait", "--key", "acme"],
+    );
+    let mislabeled = run(&["bundle", "install", "mislabeled.plait"]);
+    assert_exit(&mislabeled, 0);
+    assert!(
+        stderr(&mislabeled).contains("compiled code in the bundle does not run here"),
+        "{}",
+        stderr(&mislabeled)
+    );
+    assert_ne!(cached_file(), shipped);
+    assert_exit(&run(&["run", "echo-bundle"]), 0);
+
+    // Altered code is refused before anything else, naming the file.
+    altered(
+        &sandbox.dir.path().join("compiled.plait"),
+        &sandbox.dir.path().join("altered.plait"),
+        &ours_path,
+        |data| data[100] ^= 1,
+    );
+    refused(
+        &sandbox,
+        &["bundle", "verify", "altered.plait"],
+        &[&ours_path, "altered"],
+    );
+}

@@ -416,6 +416,130 @@ async fn notify_delivers_its_input_to_the_webhook() {
     );
 }
 
+/// Store and forward for a notification while the uplink is down: the step
+/// keeps failing to connect, its retries wait in the journal, the host is
+/// killed mid-outage, and once the webhook is back a resume delivers the
+/// message exactly once.
+#[test]
+fn a_notification_waits_out_an_outage_and_a_crash_then_is_delivered_once() {
+    let sandbox = Sandbox::new();
+    // A port nobody listens on: the connection is refused, like a down
+    // uplink's.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    sandbox.write("plait.toml", "[grants]\nprivate_networks = true\n");
+    sandbox.write(
+        "message.json",
+        r#"{"text": "scanned 12 documents while offline"}"#,
+    );
+    sandbox.write(
+        "workflow.yaml",
+        format!(
+            "name: offline-notify\nsteps:\n  - id: tell\n    uses: {}\n    config:\n      url: http://127.0.0.1:{port}/hook\n      timeout_ms: 500\n    grants:\n      http: [\"http://127.0.0.1:{port}\"]\n    retry: {{ max_attempts: 100, initial_interval: 200ms, max_interval: 500ms }}\n",
+            yaml_path(NOTIFY_PLUGIN)
+        ),
+    );
+    let child = KillOnDrop(
+        sandbox
+            .plait()
+            .args([
+                "run",
+                "workflow.yaml",
+                "--policy",
+                "plait.toml",
+                "--input",
+                "message.json",
+                "--json",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Several attempts fail (the run's own log says so; the store is the
+    // running host's).
+    let logs = sandbox.store().join("logs");
+    let started = Instant::now();
+    let run_id = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the step never retried"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(log) = std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.extension().is_some_and(|e| e == "jsonl"))
+        else {
+            continue;
+        };
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"attempt\":3")
+        {
+            break log.file_stem().unwrap().to_string_lossy().into_owned();
+        }
+    };
+    // The host dies mid-outage.
+    drop(child);
+    let shown = json(&sandbox.run(&["runs", "show", &run_id, "--json"]));
+    assert_ne!(shown["status"], "succeeded", "{shown}");
+    assert!(
+        shown["steps"][0]["attempts"].as_u64().unwrap() >= 2,
+        "{shown}"
+    );
+
+    // The uplink is back: a real server on the same port.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut data = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&data);
+                if let Some(at) = text.find("\r\n\r\n")
+                    && text[at + 4..].contains('}')
+                {
+                    break;
+                }
+            }
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&data).into_owned());
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    let resumed = sandbox.run(&["resume", &run_id, "--policy", "plait.toml", "--json"]);
+    assert_exit(&resumed, 0);
+    let report = json(&resumed);
+    assert_eq!(report["status"], "succeeded", "{report}");
+    assert_eq!(report["output"]["delivered"], true);
+    assert!(
+        report["steps"][0]["attempts"].as_u64().unwrap() >= 4,
+        "{report}"
+    );
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), 1, "delivered once: {received:?}");
+    assert!(
+        received[0].contains("scanned 12 documents while offline"),
+        "{}",
+        received[0]
+    );
+}
+
 #[test]
 fn an_emailed_invoice_is_taken_apart_and_archived() {
     let sandbox = Sandbox::new();

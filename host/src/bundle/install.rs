@@ -65,6 +65,36 @@ impl Installed {
             .find(|workflow| workflow.name == name)
             .map(|workflow| self.dir.join(&workflow.path))
     }
+
+    /// Gives `engine` this version's code compiled for it (if `trusted`:
+    /// its signer is in the trust store), re-checking each file's digest:
+    /// how an installed bundle runs on a host without a compiler after its
+    /// code cache was cleared.
+    pub fn import_compiled(
+        &self,
+        engine: &crate::engine::Engine,
+        trusted: bool,
+    ) -> Result<super::compiled::Imported, BundleError> {
+        super::compiled::import(engine, &self.manifest, trusted, |path| {
+            let file = self.dir.join(path);
+            let bytes = std::fs::read(&file).map_err(BundleError::io("reading", &file))?;
+            let pinned = self
+                .manifest
+                .compiled
+                .iter()
+                .find(|entry| entry.path == path)
+                .map(|entry| entry.digest.as_str());
+            let digest = crate::engine::digest(&bytes);
+            if pinned != Some(digest.as_str()) {
+                return Err(BundleError::Tampered {
+                    path: file.display().to_string(),
+                    expected: pinned.unwrap_or("nothing").to_owned(),
+                    found: digest,
+                });
+            }
+            Ok(bytes)
+        })
+    }
 }
 
 /// The installed bundles of a Plait home.

@@ -33,6 +33,14 @@
 //! workflow = "document-intake"
 //! step = "archive"
 //! dirs = ["/archive <- ./archive (read-write)"]
+//!
+//! [[compiled]]                    # `plait bundle compile --target …`
+//! component = "components/ocr.wasm"
+//! target = "aarch64-unknown-linux-gnu"
+//! engine = "wasmtime-48.0.8-aarch64-unknown-linux-gnu-1f0c…"
+//! path = "compiled/aarch64-unknown-linux-gnu/components/ocr.cwasm"
+//! digest = "sha256:…"
+//! size = 6291456
 //! ```
 //!
 //! Every path is relative, `/`-separated, without `.` or `..` segments, and
@@ -78,6 +86,29 @@ pub struct Manifest {
     /// operator to see before installing.
     #[serde(default)]
     pub grants: Vec<GrantEntry>,
+    /// Code compiled ahead of time from its components, for hosts without
+    /// a compiler (`plait bundle compile`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compiled: Vec<CompiledEntry>,
+}
+
+/// A component's code compiled ahead of time for one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompiledEntry {
+    /// The component it was compiled from (its path in the bundle).
+    pub component: String,
+    /// The target triple it runs on.
+    pub target: String,
+    /// The engine it runs on: `crate::engine::code_key` (wasmtime release,
+    /// target, settings). A host uses it only where its own key matches.
+    pub engine: String,
+    /// Its path in the bundle.
+    pub path: String,
+    /// `sha256:<hex>` of its bytes.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// The hosts a bundle runs on.
@@ -185,6 +216,11 @@ impl Manifest {
                 digest: &f.digest,
                 size: f.size,
             }))
+            .chain(self.compiled.iter().map(|c| Pinned {
+                path: &c.path,
+                digest: &c.digest,
+                size: c.size,
+            }))
     }
 
     /// `NAME@VERSION`.
@@ -242,6 +278,27 @@ impl Manifest {
                 return fail(format!(
                     "component `{}` is not a `.wasm` file",
                     component.path
+                ));
+            }
+        }
+        let mut compiled = std::collections::HashSet::new();
+        for entry in &self.compiled {
+            if !self.components.iter().any(|c| c.path == entry.component) {
+                return fail(format!(
+                    "compiled code `{}` is for `{}`, which is not among the components",
+                    entry.path, entry.component
+                ));
+            }
+            if !entry.engine.contains(&entry.target) {
+                return fail(format!(
+                    "compiled code `{}` says target `{}` but engine `{}`",
+                    entry.path, entry.target, entry.engine
+                ));
+            }
+            if !compiled.insert((&entry.component, &entry.engine)) {
+                return fail(format!(
+                    "`{}` has code for `{}` twice",
+                    entry.component, entry.engine
                 ));
             }
         }
@@ -356,6 +413,7 @@ mod tests {
                 secrets: Vec::new(),
                 models: Vec::new(),
             }],
+            compiled: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@
 //! to and from OCI registries.
 
 pub mod archive;
+pub mod compiled;
 pub mod install;
 pub mod keys;
 pub mod manifest;
@@ -96,6 +97,9 @@ pub enum BundleError {
     /// A registry refused or failed.
     #[error("{0}")]
     Registry(String),
+    /// Code compiled ahead of time could not be made or taken.
+    #[error("{0}")]
+    Compile(String),
 }
 
 impl BundleError {

@@ -244,6 +244,7 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
             .map(|(path, bytes)| entry(path, bytes))
             .collect(),
         grants,
+        compiled: Vec::new(),
     };
     // What a reader checks, checked before anything is written.
     let text = manifest.to_toml();

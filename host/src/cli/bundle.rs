@@ -43,6 +43,31 @@ pub enum BundleCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Compile a bundle's components ahead of time for a target, for hosts
+    /// that run without a compiler (edge builds); the bundle must be signed
+    /// again afterwards (`--key` does it at once).
+    #[cfg(feature = "compiler")]
+    Compile {
+        /// The bundle (rewritten in place unless `--output` is given).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// A target triple (`x86_64-unknown-linux-gnu`,
+        /// `aarch64-unknown-linux-gnu`); repeat for several [default: this
+        /// host's].
+        #[arg(long, value_name = "TRIPLE")]
+        target: Vec<String>,
+        /// Where to write the compiled bundle.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Sign the result with this key (a name from `plait key generate`,
+        /// or a key file).
+        #[arg(long, value_name = "NAME|FILE")]
+        key: Option<String>,
+        #[command(flatten)]
+        trust: TrustArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Check a bundle: every file's digest, the signature against the
     /// trust store, the Plait and WIT versions it targets.
     Verify {
@@ -185,6 +210,8 @@ impl BundleCommand {
     /// The store it works on.
     pub fn store_args(&self) -> &StoreArgs {
         match self {
+            #[cfg(feature = "compiler")]
+            BundleCommand::Compile { store, .. } => store,
             BundleCommand::Pack { store, .. }
             | BundleCommand::Sign { store, .. }
             | BundleCommand::Verify { store, .. }
@@ -254,6 +281,44 @@ fn open(home: &Home, bytes: &[u8], max_size: u64, args: &TrustArgs) -> anyhow::R
 }
 
 /// Opens a bundle checking its files and signature, whoever signed it.
+/// The secret key `key` names: a key file, or a name in the home's keys.
+fn secret_key(home: &Home, key: &str) -> anyhow::Result<keys::SecretKey> {
+    let path = if Path::new(key).is_file() {
+        PathBuf::from(key)
+    } else {
+        home.keys_dir().join(format!("{key}.key"))
+    };
+    keys::read_secret(&path).map_err(refused)
+}
+
+/// Signs a bundle's entries (replacing any signature) and reads the result
+/// back, every digest checked.
+fn sign(
+    mut entries: Vec<(String, Vec<u8>)>,
+    secret: &keys::SecretKey,
+    file: &Path,
+    max_size: u64,
+) -> anyhow::Result<(Vec<u8>, Bundle)> {
+    entries.retain(|(path, _)| path != bundle::SIGNATURE_FILE);
+    let manifest = entries
+        .iter()
+        .find(|(path, _)| path == bundle::MANIFEST_FILE)
+        .map(|(_, bytes)| bytes.clone())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "`{}` holds no manifest: it is not a bundle",
+                file.display()
+            ))
+        })?;
+    entries.push((
+        bundle::SIGNATURE_FILE.to_owned(),
+        keys::sign(&manifest, secret).map_err(refused)?,
+    ));
+    let signed = archive::write(&entries).map_err(refused)?;
+    let opened = open_any(&signed, max_size)?;
+    Ok((signed, opened))
+}
+
 fn open_any(bytes: &[u8], max_size: u64) -> anyhow::Result<Bundle> {
     let trust = Trust {
         keys: Vec::new(),
@@ -337,32 +402,10 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
             );
         }
         BundleCommand::Sign { file, key, .. } => {
-            let key_path = if Path::new(&key).is_file() {
-                PathBuf::from(&key)
-            } else {
-                home.keys_dir().join(format!("{key}.key"))
-            };
-            let secret = keys::read_secret(&key_path).map_err(refused)?;
+            let secret = secret_key(&home, &key)?;
             let bytes = read(&file, max_size)?;
-            let mut entries = archive::read(&bytes, max_size).map_err(refused)?;
-            entries.retain(|(path, _)| path != bundle::SIGNATURE_FILE);
-            let manifest = entries
-                .iter()
-                .find(|(path, _)| path == bundle::MANIFEST_FILE)
-                .map(|(_, bytes)| bytes.clone())
-                .ok_or_else(|| {
-                    UsageError(format!(
-                        "`{}` holds no manifest: it is not a bundle",
-                        file.display()
-                    ))
-                })?;
-            entries.push((
-                bundle::SIGNATURE_FILE.to_owned(),
-                keys::sign(&manifest, &secret).map_err(refused)?,
-            ));
-            let signed = archive::write(&entries).map_err(refused)?;
-            // What was signed must hold together: every digest checked.
-            let opened = open_any(&signed, max_size)?;
+            let entries = archive::read(&bytes, max_size).map_err(refused)?;
+            let (signed, opened) = sign(entries, &secret, &file, max_size)?;
             write_file(&file, &signed)?;
             eprintln!(
                 "signed `{}` with key `{}` ({})",
@@ -370,6 +413,70 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 secret.name,
                 keys::key_id(&secret.public_key)
             );
+        }
+        #[cfg(feature = "compiler")]
+        BundleCommand::Compile {
+            file,
+            target,
+            output,
+            key,
+            trust,
+            ..
+        } => {
+            let secret = key.map(|key| secret_key(&home, &key)).transpose()?;
+            let bytes = read(&file, max_size)?;
+            let mut opened = open(&home, &bytes, max_size, &trust)?;
+            let targets = if target.is_empty() {
+                vec![plait::engine::HOST_TARGET.to_owned()]
+            } else {
+                target
+            };
+            for target in &targets {
+                let started = std::time::Instant::now();
+                let entries = bundle::compiled::compile(&opened, target).map_err(refused)?;
+                let unsigned = archive::write(&entries).map_err(refused)?;
+                opened = open_any(&unsigned, max_size)?;
+                let code: u64 = opened
+                    .manifest
+                    .compiled
+                    .iter()
+                    .filter(|entry| entry.target == *target)
+                    .map(|entry| entry.size)
+                    .sum();
+                eprintln!(
+                    "compiled {} components of `{}` for `{target}` ({}, {:.1} s)",
+                    opened.manifest.components.len(),
+                    opened.manifest.id(),
+                    plait::limits::format_size(code),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            let output = output.unwrap_or(file);
+            let mut entries = vec![(
+                bundle::MANIFEST_FILE.to_owned(),
+                opened.manifest_bytes.clone(),
+            )];
+            entries.extend(opened.files.iter().cloned());
+            match secret {
+                Some(secret) => {
+                    let (signed, _) = sign(entries, &secret, &output, max_size)?;
+                    write_file(&output, &signed)?;
+                    eprintln!(
+                        "signed with key `{}` ({}); wrote `{}`",
+                        secret.name,
+                        keys::key_id(&secret.public_key),
+                        output.display()
+                    );
+                }
+                None => {
+                    write_file(&output, &archive::write(&entries).map_err(refused)?)?;
+                    eprintln!(
+                        "wrote `{}`, unsigned: its manifest changed, and a host takes compiled code only from a bundle signed by a publisher it trusts; sign it (`plait bundle sign {} --key NAME`)",
+                        output.display(),
+                        output.display()
+                    );
+                }
+            }
         }
         BundleCommand::Verify { file, trust, .. } => {
             let bytes = read(&file, max_size)?;
@@ -466,6 +573,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                     .find(|key| key.public_key == signer.public_key)
                     .map(|key| key.name)
             });
+            let trusted = publisher.is_some();
             let info = InstallInfo {
                 installed_at_ms: plait::clock::now_ms(),
                 actor: super::actor(),
@@ -479,6 +587,44 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
             // components compiled for this engine, before it counts as
             // installed.
             let engine = home.engine(&policy)?;
+            let imported = bundle::compiled::import(&engine, &bundle.manifest, trusted, |path| {
+                bundle
+                    .file(path)
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| BundleError::Manifest(format!("`{path}` is missing")))
+            })
+            .map_err(refused)?;
+            if imported.taken > 0 {
+                eprintln!(
+                    "took {} components compiled ahead of time for `{}`",
+                    imported.taken,
+                    engine.code_key()
+                );
+            }
+            if imported.untrusted > 0 {
+                eprintln!(
+                    "warning: the bundle's compiled code for this host is not used: compiled code is native code, taken only from a bundle signed by a publisher in the trust store{}",
+                    if plait::engine::HAS_COMPILER {
+                        "; compiling its components here instead"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            if !plait::engine::HAS_COMPILER
+                && !imported.engines.iter().any(|key| key == engine.code_key())
+            {
+                eprintln!(
+                    "this plait has no compiler and runs code compiled for `{}`; `{}` carries code for: {}",
+                    engine.code_key(),
+                    bundle.manifest.id(),
+                    if imported.engines.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        imported.engines.join(", ")
+                    }
+                );
+            }
             for workflow in &bundle.manifest.workflows {
                 let path = staged.dir.join(&workflow.path);
                 let definition = Definition::load(&path)?;

@@ -49,11 +49,13 @@ impl Home {
     }
 
     /// The API token hashes (`plait token`).
+    #[cfg(feature = "server")]
     pub fn tokens_file(&self) -> PathBuf {
         self.dir.join(plait::server::auth::TOKENS_FILE)
     }
 
     /// The webhook signing secret (`plait webhooks secret`).
+    #[cfg(feature = "server")]
     pub fn webhook_secret_file(&self) -> PathBuf {
         self.dir.join("webhook-secret")
     }
@@ -96,6 +98,7 @@ impl Home {
     }
 
     /// The workflows `plait serve` serves unless told otherwise.
+    #[cfg(feature = "server")]
     pub fn workflows_dir(&self) -> PathBuf {
         self.dir.join("workflows")
     }
@@ -163,9 +166,42 @@ impl Home {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
             _ => self.dir.join("cache").join("components"),
         };
-        Ok(Engine::new(&EngineOptions::for_policy(
-            policy,
-            Some(cache),
-        ))?)
+        let engine = Engine::new(&EngineOptions::for_policy(policy, Some(cache)))?;
+        self.import_installed_code(&engine);
+        Ok(engine)
+    }
+
+    /// Gives the engine the code installed bundles carry for it, where its
+    /// cache lacks it: a host without a compiler has no other way to run
+    /// them once the cache is cleared. Only from bundles whose signer is
+    /// still in the trust store.
+    fn import_installed_code(&self, engine: &Engine) {
+        let Ok(installed) = self.bundles().list() else {
+            return;
+        };
+        if installed.iter().all(|b| b.manifest.compiled.is_empty()) {
+            return;
+        }
+        let trusted: Vec<String> = self
+            .trust_store()
+            .list()
+            .unwrap_or_default()
+            .iter()
+            .map(|key| plait::bundle::keys::key_id(&key.public_key))
+            .collect();
+        for bundle in installed {
+            let signed_by_trusted = bundle
+                .info
+                .as_ref()
+                .and_then(|info| info.signer.as_ref())
+                .is_some_and(|id| trusted.contains(id));
+            if let Err(error) = bundle.import_compiled(engine, signed_by_trusted) {
+                tracing::warn!(
+                    bundle = %bundle.manifest.id(),
+                    error = %error,
+                    "the bundle's compiled code was not taken"
+                );
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ mod output;
 mod progress;
 mod run;
 mod runs;
+#[cfg(feature = "server")]
 mod serve;
 mod store;
 
@@ -86,11 +87,14 @@ enum Command {
     /// Show who started, resumed, signalled or collected what, and when.
     Audit(observe::AuditArgs),
     /// Serve the HTTP API: start, watch and steer runs over HTTP.
+    #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
     /// Create, list and revoke the HTTP API's tokens.
+    #[cfg(feature = "server")]
     #[command(subcommand)]
     Token(serve::TokenCommand),
     /// The HTTP API's webhooks: the secret their messages are signed with.
+    #[cfg(feature = "server")]
     #[command(subcommand)]
     Webhooks(serve::WebhooksCommand),
     /// Template bundles: pack, sign, verify, inspect, install, list,
@@ -139,8 +143,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => observe::logs(args).await,
         Command::Metrics(args) => observe::metrics(args),
         Command::Audit(args) => observe::audit(args),
+        #[cfg(feature = "server")]
         Command::Serve(args) => serve::serve(args).await,
+        #[cfg(feature = "server")]
         Command::Token(command) => serve::token(command),
+        #[cfg(feature = "server")]
         Command::Webhooks(command) => serve::webhooks(command),
         Command::Bundle(command) => bundle::bundle(command).await,
         Command::Key(command) => bundle::key(command),
@@ -247,8 +254,11 @@ impl Command {
             Command::Key(command) => Some(command.store_args()),
             Command::Trust(command) => Some(command.store_args()),
             Command::Gc(args) => Some(args.store_args()),
+            #[cfg(feature = "server")]
             Command::Serve(args) => Some(args.store_args()),
+            #[cfg(feature = "server")]
             Command::Token(command) => Some(command.store_args()),
+            #[cfg(feature = "server")]
             Command::Webhooks(command) => Some(command.store_args()),
             Command::Validate(_) | Command::Inspect(_) | Command::Schema => None,
         }

@@ -2,34 +2,40 @@
 //!
 //! Compiling a component with Cranelift takes far longer than running a
 //! step, so the compiled artifact is kept on disk, keyed by the component's
-//! sha256 digest and the engine's compatibility hash (which covers the
-//! wasmtime version, the target and every codegen setting). A different
-//! engine or a changed component therefore never reuses a stale artifact.
+//! sha256 digest and the engine's [`super::code_key`] (the wasmtime release,
+//! the target and the settings that change code). A different engine or a
+//! changed component therefore never reuses a stale artifact. The key is
+//! Plait's own rather than wasmtime's compatibility hash, which also hashes
+//! the compiler's flags and so differs between a compiling engine and an
+//! edge build's engine that has no compiler: code compiled ahead of time
+//! for a target must be found by both.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use wasmtime::component::Component;
 
-/// A directory of `<digest>-<engine hash>.cwasm` files.
+/// A directory of `<digest>-<code key>.cwasm` files.
 pub(super) struct ComponentCache {
     dir: PathBuf,
-    engine_hash: String,
+    code_key: String,
 }
 
 impl ComponentCache {
-    pub(super) fn new(dir: PathBuf, engine: &wasmtime::Engine) -> ComponentCache {
-        let mut hasher = std::hash::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
+    pub(super) fn new(dir: PathBuf, code_key: &str) -> ComponentCache {
         ComponentCache {
             dir,
-            engine_hash: format!("{:016x}", hasher.finish()),
+            code_key: code_key.to_owned(),
         }
     }
 
     fn path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join(format!("{digest}-{}.cwasm", self.engine_hash))
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.dir.join(format!("{hex}-{}.cwasm", self.code_key))
+    }
+
+    /// Whether the cache holds code for the component.
+    pub(super) fn contains(&self, digest: &str) -> bool {
+        self.path(digest).is_file()
     }
 
     /// Loads a previously compiled component, or `None` on a miss. A cached
@@ -60,6 +66,7 @@ impl ComponentCache {
 
     /// Stores a compiled component. Failures are logged, never fatal: the
     /// cache only saves time.
+    #[cfg(feature = "compiler")]
     pub(super) fn store(&self, digest: &str, component: &Component) {
         if let Err(error) = self.try_store(digest, component) {
             tracing::warn!(
@@ -70,6 +77,7 @@ impl ComponentCache {
         }
     }
 
+    #[cfg(feature = "compiler")]
     fn try_store(&self, digest: &str, component: &Component) -> anyhow::Result<()> {
         let bytes = component
             .serialize()
@@ -77,6 +85,21 @@ impl ComponentCache {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.path(digest);
         write_atomically(&path, &bytes)
+    }
+
+    /// Stores code compiled elsewhere (already checked by wasmtime);
+    /// failures are logged, as with [`ComponentCache::store`].
+    pub(super) fn store_bytes(&self, digest: &str, artifact: &[u8]) {
+        let result = std::fs::create_dir_all(&self.dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| write_atomically(&self.path(digest), artifact));
+        if let Err(error) = result {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                error = format!("{error:#}"),
+                "could not write the compiled-component cache"
+            );
+        }
     }
 }
 

@@ -89,6 +89,20 @@ pub enum ComponentError {
         #[source]
         source: wasmtime::Error,
     },
+    /// No code compiled ahead of time for this host, and no compiler.
+    #[error(
+        "`{path}` has no code compiled for this host (`{code_key}`), and this plait has no \
+         compiler (an edge build, without the `compiler` feature); compile its bundle for this \
+         target on a machine with a full plait (`plait bundle compile BUNDLE --target {target}`), \
+         sign it, and install it here",
+        target = super::HOST_TARGET
+    )]
+    NotPrecompiled {
+        /// The component path.
+        path: PathBuf,
+        /// The key of the code this host runs.
+        code_key: String,
+    },
     /// The component is for some other world.
     #[error(
         "`{path}` does not implement the `{STEP_WORLD}` world: it exports {exports}; \
@@ -223,6 +237,40 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 impl Engine {
+    /// Compiles a component no code was found for, and caches the code.
+    #[cfg(feature = "compiler")]
+    fn compile(
+        &self,
+        path: &Path,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Component, ComponentError> {
+        let component =
+            Component::new(self.wasmtime(), bytes).map_err(|source| ComponentError::Invalid {
+                path: path.to_owned(),
+                source,
+            })?;
+        if let Some(cache) = &self.inner.cache {
+            cache.store(digest, &component);
+        }
+        Ok(component)
+    }
+
+    /// Without a compiler, a component with no code compiled ahead of time
+    /// cannot run.
+    #[cfg(not(feature = "compiler"))]
+    fn compile(
+        &self,
+        path: &Path,
+        _digest: &str,
+        _bytes: &[u8],
+    ) -> Result<Component, ComponentError> {
+        Err(ComponentError::NotPrecompiled {
+            path: path.to_owned(),
+            code_key: self.code_key().to_owned(),
+        })
+    }
+
     /// Reads, compiles and checks the component at `path`.
     pub async fn load_component(
         &self,
@@ -249,25 +297,16 @@ impl Engine {
         }
         let digest = digest(bytes);
         let engine = self.wasmtime();
-        let cached = self
-            .inner
-            .cache
-            .as_ref()
-            .and_then(|c| c.load(engine, &digest));
+        let cached = self.imported(&digest).or_else(|| {
+            self.inner
+                .cache
+                .as_ref()
+                .and_then(|c| c.load(engine, &digest))
+        });
         let from_cache = cached.is_some();
         let component = match cached {
             Some(component) => component,
-            None => {
-                let component =
-                    Component::new(engine, bytes).map_err(|source| ComponentError::Invalid {
-                        path: path.clone(),
-                        source,
-                    })?;
-                if let Some(cache) = &self.inner.cache {
-                    cache.store(&digest, &component);
-                }
-                component
-            }
+            None => self.compile(&path, &digest, bytes)?,
         };
 
         let component_type = component.component_type();
