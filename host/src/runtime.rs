@@ -127,8 +127,13 @@ impl RuntimeBuilder {
             store.clone(),
             self.concurrency.unwrap_or(policy.concurrency),
         );
+        let bundles = Registry::at(&home.join("bundles"));
+        bundles.import_compiled(
+            &engine,
+            &crate::bundle::keys::TrustStore::at(&home.join(crate::bundle::keys::TRUST_FILE)),
+        );
         Ok(Runtime {
-            bundles: Registry::at(&home.join("bundles")),
+            bundles,
             home,
             policy,
             engine,

@@ -104,6 +104,40 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Gives `engine` the code installed bundles carry for it, where it
+    /// lacks it (its cache was cleared, or it is new): a host without a
+    /// compiler has no other way to run them. Only from bundles whose
+    /// signer is still in `trust`; failures are logged, and the component
+    /// then fails to load with the reason.
+    pub fn import_compiled(&self, engine: &crate::engine::Engine, trust: &super::keys::TrustStore) {
+        let Ok(installed) = self.list() else {
+            return;
+        };
+        if installed.iter().all(|b| b.manifest.compiled.is_empty()) {
+            return;
+        }
+        let trusted: Vec<String> = trust
+            .list()
+            .unwrap_or_default()
+            .iter()
+            .map(|key| super::keys::key_id(&key.public_key))
+            .collect();
+        for bundle in installed {
+            let signed_by_trusted = bundle
+                .info
+                .as_ref()
+                .and_then(|info| info.signer.as_ref())
+                .is_some_and(|id| trusted.contains(id));
+            if let Err(error) = bundle.import_compiled(engine, signed_by_trusted) {
+                tracing::warn!(
+                    bundle = %bundle.manifest.id(),
+                    error = %error,
+                    "the bundle's compiled code was not taken"
+                );
+            }
+        }
+    }
+
     /// The registry in folder `root` (`bundles/` in the Plait home).
     pub fn at(root: &Path) -> Registry {
         Registry {

@@ -225,6 +225,9 @@ pub fn verify(manifest: &[u8], signature_file: &[u8]) -> Result<Signer, BundleEr
     })
 }
 
+/// The trust store's name in the Plait home.
+pub const TRUST_FILE: &str = "trust.toml";
+
 /// The operator's trusted publisher keys (`trust.toml`).
 #[derive(Debug, Clone)]
 pub struct TrustStore {

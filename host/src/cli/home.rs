@@ -72,7 +72,7 @@ impl Home {
 
     /// The publisher keys the operator trusts.
     pub fn trust_store(&self) -> plait::bundle::keys::TrustStore {
-        plait::bundle::keys::TrustStore::at(&self.dir.join("trust.toml"))
+        plait::bundle::keys::TrustStore::at(&self.dir.join(plait::bundle::keys::TRUST_FILE))
     }
 
     /// The workflow file `given` names: itself when it exists, else the
@@ -167,41 +167,8 @@ impl Home {
             _ => self.dir.join("cache").join("components"),
         };
         let engine = Engine::new(&EngineOptions::for_policy(policy, Some(cache)))?;
-        self.import_installed_code(&engine);
+        self.bundles()
+            .import_compiled(&engine, &self.trust_store());
         Ok(engine)
-    }
-
-    /// Gives the engine the code installed bundles carry for it, where its
-    /// cache lacks it: a host without a compiler has no other way to run
-    /// them once the cache is cleared. Only from bundles whose signer is
-    /// still in the trust store.
-    fn import_installed_code(&self, engine: &Engine) {
-        let Ok(installed) = self.bundles().list() else {
-            return;
-        };
-        if installed.iter().all(|b| b.manifest.compiled.is_empty()) {
-            return;
-        }
-        let trusted: Vec<String> = self
-            .trust_store()
-            .list()
-            .unwrap_or_default()
-            .iter()
-            .map(|key| plait::bundle::keys::key_id(&key.public_key))
-            .collect();
-        for bundle in installed {
-            let signed_by_trusted = bundle
-                .info
-                .as_ref()
-                .and_then(|info| info.signer.as_ref())
-                .is_some_and(|id| trusted.contains(id));
-            if let Err(error) = bundle.import_compiled(engine, signed_by_trusted) {
-                tracing::warn!(
-                    bundle = %bundle.manifest.id(),
-                    error = %error,
-                    "the bundle's compiled code was not taken"
-                );
-            }
-        }
     }
 }

@@ -25,7 +25,20 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Plait runs workflows of sandboxed WebAssembly steps, durably.
 #[derive(Debug, Parser)]
-#[command(name = "plait", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "plait",
+    version,
+    long_version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        "\ntarget: ",
+        env!("PLAIT_TARGET"),
+        "\nfeatures: ",
+        env!("PLAIT_FEATURES"),
+    ),
+    about,
+    long_about = None,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
