@@ -636,6 +636,17 @@ impl Checker<'_> {
             ) {
                 continue;
             }
+            if !crate::inference::AVAILABLE {
+                self.error(
+                    model.span,
+                    format!(
+                        "model `{}` is granted, and this plait is built without the `inference` feature, so it runs no models; use a build with it (the default, or `--features runtime` at the edge)",
+                        model.name
+                    ),
+                    None,
+                );
+                continue;
+            }
             match crate::inference::find_model_for(
                 &self.definition.source.path,
                 &store,

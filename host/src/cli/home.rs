@@ -167,8 +167,7 @@ impl Home {
             _ => self.dir.join("cache").join("components"),
         };
         let engine = Engine::new(&EngineOptions::for_policy(policy, Some(cache)))?;
-        self.bundles()
-            .import_compiled(&engine, &self.trust_store());
+        self.bundles().import_compiled(&engine, &self.trust_store());
         Ok(engine)
     }
 }

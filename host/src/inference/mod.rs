@@ -15,13 +15,24 @@
 //! (`tokenizer.json`, `inference.yml`). `scripts/models` fills it from
 //! pinned registry packages; nothing is downloaded at run time.
 
+#[cfg(feature = "inference")]
 mod model;
+/// Without the `inference` feature there is no model runtime: loading a
+/// model says so.
+#[cfg(not(feature = "inference"))]
+#[path = "without_models.rs"]
+mod model;
+mod tensor;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 
-pub use model::{ElementType, LoadedModel, Tensor, TensorData};
+pub use model::LoadedModel;
+pub use tensor::{ElementType, Tensor, TensorData};
+
+/// Whether this build runs models (the `inference` feature).
+pub const AVAILABLE: bool = cfg!(feature = "inference");
 
 /// The environment variable naming the model store.
 pub const MODELS_ENV: &str = "PLAIT_MODELS";
