@@ -531,6 +531,20 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                     &file.digest[..19]
                 );
             }
+            let mut engines: Vec<&str> = manifest
+                .compiled
+                .iter()
+                .map(|entry| entry.engine.as_str())
+                .collect();
+            engines.dedup();
+            if !engines.is_empty() {
+                println!("  compiled for:");
+                for engine in engines {
+                    let here = plait::engine::code_key(plait::engine::HOST_TARGET, true);
+                    let mark = if engine == here { "  (this host)" } else { "" };
+                    println!("    {engine}{mark}");
+                }
+            }
             for line in grant_lines(manifest) {
                 println!("{line}");
             }

@@ -53,6 +53,12 @@ pub const HOST_TARGET: &str = env!("PLAIT_TARGET");
 /// without it, only code compiled ahead of time runs.
 pub const HAS_COMPILER: bool = cfg!(feature = "compiler");
 
+/// This machine's memory, or its cgroup's limit if smaller; `None` where
+/// it cannot be read.
+pub fn machine_memory() -> Option<u64> {
+    sizing::Machine::read().memory
+}
+
 /// The key of compiled code for `target` on an engine metering fuel or not:
 /// `wasmtime-<release>-<target>-<settings hash>`. Code is used only where
 /// the key matches exactly; wasmtime's own check of the artifact's header

@@ -16,6 +16,36 @@ use super::{
 
 type Plan = Arc<TypedRunnableModel>;
 type PlanKey = Vec<(ElementType, Vec<usize>)>;
+type PlanList = Mutex<Vec<(PlanKey, Plan)>>;
+type Plans = Arc<PlanList>;
+
+/// Every model's plans, least recently used first: what the process-wide
+/// budget ([`plan_budget`]) evicts from.
+static ALL_PLANS: Mutex<Vec<(std::sync::Weak<PlanList>, PlanKey)>> = Mutex::new(Vec::new());
+
+/// The optimized plans the process keeps over all models. A plan holds its
+/// own copy of the weights in the form its kernels want (the int8 MiniLM
+/// model's plans take about 80 MB each), so on a small machine (under
+/// 2 GiB, a cgroup's limit included) the budget is one plan per 128 MiB
+/// above 192 MiB, at least one: a step whose shape was evicted pays the
+/// plan's optimization again (0.05 to 0.6 s) instead of the host running
+/// out of memory. Elsewhere only [`MAX_PLANS_PER_MODEL`] bounds them.
+fn plan_budget() -> usize {
+    static BUDGET: std::sync::LazyLock<usize> =
+        std::sync::LazyLock::new(|| match crate::engine::machine_memory() {
+            Some(memory) if memory < 2 << 30 => {
+                let budget = (memory.saturating_sub(192 << 20) / (128 << 20)).max(1) as usize;
+                tracing::info!(
+                    budget,
+                    memory_mib = memory >> 20,
+                    "a small machine: model plans kept over all models limited"
+                );
+                budget
+            }
+            _ => usize::MAX,
+        });
+    *BUDGET
+}
 
 /// A model parsed once and shared by every invocation that may use it.
 pub struct LoadedModel {
@@ -25,7 +55,7 @@ pub struct LoadedModel {
     inputs: Vec<String>,
     outputs: Vec<String>,
     /// Most recently used last.
-    plans: Mutex<Vec<(PlanKey, Plan)>>,
+    plans: Plans,
     /// Recent results of small calls, by the SHA-256 of their inputs, most
     /// recently used last.
     results: Mutex<Vec<([u8; 32], Vec<Tensor>)>>,
@@ -95,7 +125,7 @@ impl LoadedModel {
             graph,
             inputs,
             outputs,
-            plans: Mutex::new(Vec::new()),
+            plans: Plans::default(),
             results: Mutex::new(Vec::new()),
         })
     }
@@ -242,6 +272,8 @@ impl LoadedModel {
                 let entry = plans.remove(index);
                 let plan = entry.1.clone();
                 plans.push(entry);
+                drop(plans);
+                self.touch(key);
                 return Ok(plan);
             }
         }
@@ -278,10 +310,49 @@ impl LoadedModel {
         );
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
         if plans.len() >= MAX_PLANS_PER_MODEL {
-            plans.remove(0);
+            let (evicted, _) = plans.remove(0);
+            self.forget(&evicted);
         }
         plans.push((key.clone(), plan.clone()));
+        drop(plans);
+        self.touch(key);
         Ok(plan)
+    }
+
+    /// Marks `key`'s plan most recently used in the process-wide order, and
+    /// evicts the least recently used plans (of any model) past the budget.
+    /// Never called with a model's plans locked.
+    fn touch(&self, key: &PlanKey) {
+        let mut evicted = Vec::new();
+        {
+            let mut all = ALL_PLANS.lock().unwrap_or_else(|p| p.into_inner());
+            let owner = Arc::downgrade(&self.plans);
+            all.retain(|(plans, k)| {
+                !(plans.ptr_eq(&owner) && k == key) && plans.strong_count() > 0
+            });
+            all.push((owner, key.clone()));
+            while all.len() > plan_budget() {
+                evicted.push(all.remove(0));
+            }
+        }
+        for (plans, key) in evicted {
+            if let Some(plans) = plans.upgrade() {
+                plans
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|(k, _)| *k != key);
+            }
+        }
+    }
+
+    /// Drops `key` from the process-wide order (its plan was evicted by
+    /// this model's own limit).
+    fn forget(&self, key: &PlanKey) {
+        let owner = Arc::downgrade(&self.plans);
+        ALL_PLANS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(plans, k)| !(plans.ptr_eq(&owner) && k == key));
     }
 
     fn output(&self, name: &str, tensor: TractTensor) -> Result<Tensor, InferenceError> {
