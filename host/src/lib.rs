@@ -16,7 +16,7 @@
 //! [`executor`] (runs a plan against the journal) →
 //! [`store`] (the run journal, sled behind a trait), watched through
 //! [`telemetry`] (logs, traces, metrics) and served over HTTP by
-//! [`server`] (`plait serve`). Workflows travel as signed [`bundle`]s.
+//! `server` (`plait serve`). Workflows travel as signed [`bundle`]s.
 
 pub mod bundle;
 pub mod capabilities;

@@ -1,7 +1,7 @@
 //! Code compiled ahead of time: `plait bundle compile`, and taking that code
 //! on a host (which is how an edge build, without a compiler, runs at all).
 //!
-//! [`compile`] compiles every component of a bundle for a target triple
+//! `compile` compiles every component of a bundle for a target triple
 //! and pins the artifacts in the manifest as `[[compiled]]` entries, keyed
 //! by [`crate::engine::code_key`]: the wasmtime release, the target and the
 //! engine settings that change code. The artifacts are files of the bundle

@@ -111,7 +111,7 @@ pub struct EngineOptions {
     /// Use the pooling allocator when the address space can be reserved.
     pub pooling: bool,
     /// Size the pooling allocator to the machine's memory (and a cgroup's
-    /// limit), not only to `max_instances`; see [`sizing`].
+    /// limit), not only to `max_instances` (docs/edge.md, "Memory").
     pub fit_to_machine: bool,
 }
 
