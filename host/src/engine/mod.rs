@@ -221,6 +221,13 @@ impl Engine {
             max_instances: slots.instances,
             ..options.clone()
         };
+        if options.pooling && slots.instances == 0 {
+            tracing::info!(
+                why = slots.why,
+                "allocating instances on demand: a pool with a slot for every step that may run \
+                 at once does not fit"
+            );
+        }
         let (engine, allocator) = if options.pooling && slots.instances > 0 {
             match wasmtime::Engine::new(&config(&pooled, Allocator::Pooling)) {
                 Ok(engine) => {

@@ -96,10 +96,9 @@ pub(super) fn slots(options: &EngineOptions, machine: &Machine) -> Slots {
         }
     }
     if slots.instances < options.needed_instances.max(MIN_SLOTS) {
-        slots = Slots {
-            instances: 0,
-            why: "fewer slots than steps may run at once",
-        };
+        // Too few for the steps that may run at once: on demand, and `why`
+        // says what did not fit.
+        slots.instances = 0;
     }
     slots
 }
