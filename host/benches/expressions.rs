@@ -8,7 +8,7 @@
 mod support;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use plait::definition::{Definition, Jq, Template, evaluate_bounded};
+use plait::definition::{Definition, Jq, Template};
 use plait::plan::Plan;
 use plait::store::{Durability, RunStatus};
 use serde_json::json;
@@ -48,16 +48,21 @@ fn expressions(c: &mut Criterion) {
     group.bench_function("3-expression input, calling thread", |b| {
         b.iter(|| template.evaluate(&context).unwrap())
     });
-    group.bench_function("3-expression input, bounded (own thread)", |b| {
-        b.to_async(&runtime).iter(|| {
-            let (template, context) = (template.clone(), context.clone());
-            async move {
-                evaluate_bounded("input", move || template.evaluate(&context))
-                    .await
-                    .unwrap()
-            }
-        })
-    });
+    plait::expressions::set_worker_program(env!("CARGO_BIN_EXE_plait"));
+    group.bench_function(
+        "3-expression input, sandboxed (a path in-process, two in the worker)",
+        |b| {
+            b.to_async(&runtime).iter(|| {
+                let context = context.clone();
+                let template = &template;
+                async move {
+                    plait::expressions::evaluate("input", template, context)
+                        .await
+                        .unwrap()
+                }
+            })
+        },
+    );
     group.finish();
 
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,8 @@ use plait::store::RunStatus;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
+    // Expressions run in worker processes started from this program.
+    plait::expressions::serve_worker_if_requested();
     let mut args = std::env::args().skip(1);
     let (Some(workflow), input) = (args.next(), args.next()) else {
         eprintln!("usage: embed WORKFLOW|NAME[@VERSION] [INPUT.json]");

@@ -27,7 +27,7 @@ use tracing::field::Empty;
 
 use crate::clock::now_ms;
 use crate::definition::{
-    BlobMapping, BlobSource, JqEvalError, OnError, StepKind, evaluate_bounded,
+    BlobMapping, BlobSource, JqEvalError, OnError, StepKind,
 };
 use crate::engine::{Invoked, digest};
 use crate::plan::Plan;
@@ -652,7 +652,7 @@ impl Executor {
             {
                 continue;
             }
-            let bytes = std::fs::read(&component.path).unwrap_or_default();
+            let bytes = crate::files::read(&component.path, crate::files::Kind::Component).unwrap_or_default();
             if digest(&bytes) != component.digest {
                 return Err(ExecutorError::Changed(format!(
                     "component `{}` of step `{}` changed on disk after the workflow was loaded; start the run again",
@@ -1788,7 +1788,7 @@ impl<'a> Scheduler<'a> {
         if let Some(condition) = definition.condition.clone() {
             let shown = condition.text().to_owned();
             let ctx = self.context(index, None);
-            match evaluate_bounded(&shown, move || condition.run(&ctx)).await {
+            match crate::expressions::run(&condition, ctx).await {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
                     let record = &mut self.steps[index];
@@ -1837,8 +1837,7 @@ impl<'a> Scheduler<'a> {
                 Some(for_each) => {
                     let shown = for_each.text().to_owned();
                     let context = self.context(index, None);
-                    let items = match evaluate_bounded(&shown, move || for_each.run(&context)).await
-                    {
+                    let items = match crate::expressions::run(&for_each, context).await {
                         Ok(Value::Array(items)) => items,
                         Ok(other) => {
                             let failure = fatal(format!(
@@ -1941,8 +1940,7 @@ impl<'a> Scheduler<'a> {
                 // Built only when an expression reads it: it holds every
                 // step the step may read.
                 let context = self.context(index, item);
-                let template = template.clone();
-                evaluate_bounded("input", move || template.evaluate(&context))
+                crate::expressions::evaluate("input", template, context)
                     .await
                     .map_err(|error| fatal(format!("the step's `input` mapping failed: {error}")))?
             }
@@ -2370,7 +2368,12 @@ impl<'a> Scheduler<'a> {
                 item,
                 started_at_ms,
                 finished_at_ms: now_ms(),
-                error: result.as_ref().err().cloned(),
+                // Kind and message only: the details are the step record's
+                // (the latest attempt's), kept once rather than per attempt.
+                error: result.as_ref().err().map(|failure| StepFailure {
+                    details: None,
+                    ..failure.clone()
+                }),
             });
             if history.len() > MAX_HISTORY {
                 history.remove(0);
@@ -2685,8 +2688,7 @@ impl<'a> Scheduler<'a> {
                     "steps": steps,
                     "run": {"id": self.run.id, "workflow": self.run.workflow.name},
                 });
-                let template = template.clone();
-                match evaluate_bounded("output", move || template.evaluate(&context)).await {
+                match crate::expressions::evaluate("output", template, context).await {
                     Ok(output) => (output, Vec::new()),
                     Err(error) => {
                         let error = format!("the workflow's `output` mapping failed: {error}");

@@ -24,6 +24,8 @@ pub mod clock;
 pub mod definition;
 pub mod engine;
 pub mod executor;
+pub mod expressions;
+pub mod files;
 pub mod grants;
 pub mod inference;
 pub mod limits;

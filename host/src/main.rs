@@ -9,6 +9,8 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Started as an expression worker, this serves and exits here.
+    plait::expressions::serve_worker_if_requested();
     fit_malloc_to_machine();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -343,7 +343,7 @@ impl SecretSource {
 }
 
 fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>, PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+    let text = crate::files::read_to_string(path, crate::files::Kind::Config).map_err(|source| PolicyError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -532,7 +532,7 @@ impl Policy {
     /// Loads a policy file. Relative paths inside it are relative to the
     /// file's folder.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        let text = crate::files::read_to_string(path, crate::files::Kind::Config).map_err(|source| PolicyError::Read {
             path: path.to_owned(),
             source,
         })?;

@@ -20,6 +20,12 @@
 //!
 //! `host/examples/embed.rs` is a complete program. Runs interrupted by a
 //! crash are continued with [`Runtime::resume_all`].
+//!
+//! A workflow's expressions that are more than a plain path run in worker
+//! processes ([`crate::expressions`]): the embedding program calls
+//! [`crate::expressions::serve_worker_if_requested`] first thing in `main`,
+//! or names a `plait` binary with
+//! [`crate::expressions::set_worker_program`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,6 +5,18 @@
 
 mod support;
 
+/// In-process runs (the executor, `plait::Runtime`) evaluate expressions in
+/// worker processes started from a `plait` binary; this program cannot
+/// serve as one, so it names the one Cargo built, before `main`.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static WORKER_PROGRAM: extern "C" fn() = {
+    extern "C" fn name_worker_program() {
+        plait::expressions::set_worker_program(env!("CARGO_BIN_EXE_plait"));
+    }
+    name_worker_program
+};
+
 mod ai_steps;
 mod bundles;
 mod chain;
@@ -15,6 +27,7 @@ mod definition_language;
 mod durability;
 mod embedding;
 mod failures;
+mod hardening;
 mod hostile;
 mod observability;
 mod reference_steps;

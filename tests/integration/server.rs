@@ -11,20 +11,21 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+mod exposure;
 mod triggers;
 
 /// A `plait serve` process on a free loopback port, killed when dropped.
-struct Served {
-    child: KillOnDrop,
+pub(crate) struct Served {
+    pub(crate) child: KillOnDrop,
     base: String,
-    log: Arc<Mutex<Vec<String>>>,
+    pub(crate) log: Arc<Mutex<Vec<String>>>,
     agent: ureq::Agent,
 }
 
 impl Served {
     /// Starts `plait serve` over `sandbox`'s store and `workflows/` folder,
     /// with `extra` arguments, and waits until it listens.
-    fn start(sandbox: &Sandbox, extra: &[&str]) -> Served {
+    pub(crate) fn start(sandbox: &Sandbox, extra: &[&str]) -> Served {
         let workflows = sandbox.dir.path().join("workflows");
         std::fs::create_dir_all(&workflows).unwrap();
         let mut child = sandbox
@@ -84,7 +85,7 @@ impl Served {
         Reply::from(request.call().unwrap())
     }
 
-    fn post(
+    pub(crate) fn post(
         &self,
         path: &str,
         token: Option<&str>,
@@ -106,7 +107,7 @@ impl Served {
     }
 
     /// Polls run `id` until `done` says so, for up to a minute.
-    fn run_until(&self, id: &str, token: Option<&str>, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn run_until(&self, id: &str, token: Option<&str>, done: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
             let reply = self.get(&format!("/v1/runs/{id}"), token);
@@ -151,11 +152,11 @@ impl Served {
 }
 
 /// A response, read whole.
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: http::HeaderMap,
-    text: String,
-    json: Value,
+    pub(crate) text: String,
+    pub(crate) json: Value,
 }
 
 impl From<http::Response<ureq::Body>> for Reply {

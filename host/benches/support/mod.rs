@@ -18,6 +18,18 @@ use plait::plan::Plan;
 use plait::store::{Durability, SledStore};
 use wasmtime::Store;
 
+/// In-process runs (the executor, `plait::Runtime`) evaluate expressions in
+/// worker processes started from a `plait` binary; this program cannot
+/// serve as one, so it names the one Cargo built, before `main`.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static WORKER_PROGRAM: extern "C" fn() = {
+    extern "C" fn name_worker_program() {
+        plait::expressions::set_worker_program(env!("CARGO_BIN_EXE_plait"));
+    }
+    name_worker_program
+};
+
 /// The no-op step: returns its input unchanged.
 pub const NOOP: &str = plait_test_artifacts::ECHO_COMPONENT;
 

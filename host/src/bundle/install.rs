@@ -77,7 +77,7 @@ impl Installed {
     ) -> Result<super::compiled::Imported, BundleError> {
         super::compiled::import(engine, &self.manifest, trusted, |path| {
             let file = self.dir.join(path);
-            let bytes = std::fs::read(&file).map_err(BundleError::io("reading", &file))?;
+            let bytes = crate::files::read(&file, crate::files::Kind::Bundle).map_err(BundleError::io("reading", &file))?;
             let pinned = self
                 .manifest
                 .compiled
@@ -170,11 +170,11 @@ impl Registry {
                 std::fs::read_dir(&name_dir).map_err(BundleError::io("listing", &name_dir))?;
             for version in versions.filter_map(Result::ok) {
                 let dir = version.path();
-                let Ok(bytes) = std::fs::read(dir.join(MANIFEST_FILE)) else {
+                let Ok(bytes) = crate::files::read(&dir.join(MANIFEST_FILE), crate::files::Kind::Config) else {
                     continue;
                 };
                 let manifest = Manifest::parse(&bytes)?;
-                let info = std::fs::read(dir.join(INSTALL_FILE))
+                let info = crate::files::read(&dir.join(INSTALL_FILE), crate::files::Kind::Config)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice(&bytes).ok());
                 installed.push(Installed {
@@ -230,7 +230,7 @@ impl Registry {
         let manifest = &bundle.manifest;
         let target = self.root.join(&manifest.name).join(&manifest.version);
         if target.join(MANIFEST_FILE).exists() {
-            let existing = std::fs::read(target.join(MANIFEST_FILE))
+            let existing = crate::files::read(&target.join(MANIFEST_FILE), crate::files::Kind::Config)
                 .map_err(BundleError::io("reading", target.join(MANIFEST_FILE)))?;
             return Err(BundleError::Install(if existing == bundle.manifest_bytes {
                 format!(

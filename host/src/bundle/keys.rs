@@ -145,7 +145,8 @@ pub fn write_secret(path: &Path, key: &SecretKey) -> Result<(), BundleError> {
 
 /// Reads a secret key file.
 pub fn read_secret(path: &Path) -> Result<SecretKey, BundleError> {
-    let text = std::fs::read_to_string(path).map_err(BundleError::io("reading the key", path))?;
+    let text = crate::files::read_to_string(path, crate::files::Kind::Config)
+        .map_err(BundleError::io("reading the key", path))?;
     let key: SecretKey = toml::from_str(&text).map_err(|error| {
         BundleError::Signature(format!(
             "`{}` is not a Plait signing key: {}",
@@ -251,7 +252,7 @@ impl TrustStore {
 
     /// Every trusted key.
     pub fn list(&self) -> Result<Vec<TrustedKey>, BundleError> {
-        match std::fs::read_to_string(&self.path) {
+        match crate::files::read_to_string(&self.path, crate::files::Kind::Config) {
             Ok(text) => toml::from_str::<TrustFile>(&text)
                 .map(|file| file.keys)
                 .map_err(|error| {

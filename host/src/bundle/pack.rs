@@ -65,7 +65,7 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
         message,
     };
     let dir = std::path::absolute(dir).map_err(BundleError::io("resolving", dir))?;
-    let source: Source = match std::fs::read_to_string(dir.join(MANIFEST_FILE)) {
+    let source: Source = match crate::files::read_to_string(&dir.join(MANIFEST_FILE), crate::files::Kind::Config) {
         Ok(text) => toml::from_str(&text).map_err(|error| {
             fail(format!(
                 "its `{MANIFEST_FILE}` does not parse: {}",
@@ -99,7 +99,7 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
             if !matches!(step.kind, StepKind::Component) {
                 continue;
             }
-            let bytes = std::fs::read(&step.uses).map_err(|error| {
+            let bytes = crate::files::read(&step.uses, crate::files::Kind::Component).map_err(|error| {
                 fail(format!(
                     "step `{}` uses `{}`, which cannot be read ({error}); build it first",
                     step.id,
@@ -186,13 +186,13 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            let bytes = std::fs::read(&path).map_err(BundleError::io("reading", &path))?;
+            let bytes = crate::files::read(&path, crate::files::Kind::Bundle).map_err(BundleError::io("reading", &path))?;
             files.insert(format!("models/{name}/{file}"), bytes);
         }
     }
     let mut readme = None;
     if dir.join("README.md").is_file() {
-        let bytes = std::fs::read(dir.join("README.md"))
+        let bytes = crate::files::read(&dir.join("README.md"), crate::files::Kind::Config)
             .map_err(BundleError::io("reading", dir.join("README.md")))?;
         files.insert("README.md".to_owned(), bytes);
         readme = Some("README.md".to_owned());
@@ -289,7 +289,7 @@ fn add_asset(dir: &Path, path: &Path, files: &mut BTreeMap<String, Vec<u8>>) -> 
         return Err(format!("asset `{relative}` is already in the bundle"));
     }
     let bytes =
-        std::fs::read(path).map_err(|error| format!("asset `{}`: {error}", path.display()))?;
+        crate::files::read(path, crate::files::Kind::Bundle).map_err(|error| format!("asset `{}`: {error}", path.display()))?;
     files.insert(relative, bytes);
     Ok(())
 }

@@ -267,7 +267,7 @@ fn read(file: &Path, max_size: u64) -> anyhow::Result<Vec<u8>> {
         ))
         .into());
     }
-    std::fs::read(file).with_context(|| format!("reading the bundle `{}`", file.display()))
+    plait::files::read(file, plait::files::Kind::Bundle).with_context(|| format!("reading the bundle `{}`", file.display()))
 }
 
 /// Opens a bundle under the home's trust store.

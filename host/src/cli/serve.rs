@@ -223,12 +223,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         other => anyhow::Error::from(other),
     })?;
     let address = server.local_addr()?;
+    // Plans build concurrently; a slow one (a `describe()` that takes its
+    // whole timeout) is served when ready instead of holding the start.
+    catalog.settle(std::time::Duration::from_secs(1)).await;
     let served = catalog.entries().await;
     let (good, bad): (Vec<_>, Vec<_>) = served.iter().partition(|entry| entry.plan.is_ok());
     for entry in &bad {
         if let Err(error) = &entry.plan {
             eprintln!("warning: `{}` is not served: {error}", entry.path.display());
         }
+    }
+    for path in catalog.loading() {
+        eprintln!(
+            "still loading `{}`: served once its components are loaded",
+            path.display()
+        );
     }
     eprintln!(
         "serving {} workflow{} from {} on http://{address} ({})",

@@ -32,6 +32,22 @@ pub const EVAL_DEADLINE: Duration = Duration::from_secs(2);
 /// `[range(1e9)]` is an error rather than the host's memory.
 pub const MAX_ITEMS: usize = 10_000;
 
+/// The deepest nesting of arrays and objects an expression may return,
+/// the same as the JSON parser's limit for every document Plait reads.
+pub const MAX_DEPTH: usize = 128;
+
+/// The largest result, as JSON, one expression may return.
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
+
+/// The longest expression text: a filter is a line of a definition, not a
+/// program; the parser would otherwise recurse as deep as the text nests.
+pub const MAX_TEXT: usize = 16 << 10;
+
+/// The deepest nesting of brackets, parentheses and braces in a filter's
+/// text. jaq's parser is recursive, and a text of a hundred thousand `(`
+/// would overflow the host's stack while the definition is validated.
+pub const MAX_TEXT_NESTING: usize = 64;
+
 /// Standard library filters a definition may not call: they read the host's
 /// environment, stop the process, or write to the host's stderr.
 const DENIED: [&str; 4] = ["env", "input", "inputs", "$ENV"];
@@ -47,6 +63,16 @@ pub struct Jq {
     text: String,
     steps: Vec<StepId>,
     filter: Arc<Filter>,
+    path: Option<Arc<[PathPart]>>,
+}
+
+/// One step of a plain path such as `.steps["ocr"].output.text`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPart {
+    /// `.key` or `["key"]`.
+    Key(String),
+    /// `[n]`, n not negative.
+    Index(usize),
 }
 
 impl fmt::Debug for Jq {
@@ -80,7 +106,10 @@ pub struct JqError {
 }
 
 /// Why a filter failed on a value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Serializable because filters that are more than a plain path run in a
+/// worker process (see `plait::expressions`), which sends these back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum JqEvalError {
     /// jq raised an error (`error("...")`, `1 + "a"`, ...).
     #[error("`{filter}` failed: {message}")]
@@ -98,7 +127,7 @@ pub enum JqEvalError {
         /// How many it produced (capped).
         count: usize,
         /// A hint.
-        help: &'static str,
+        help: String,
     },
     /// Evaluation took longer than [`EVAL_DEADLINE`].
     #[error("`{filter}` did not finish within {limit:?}; a filter that loops forever cannot run")]
@@ -109,10 +138,58 @@ pub enum JqEvalError {
         limit: Duration,
     },
     /// The result is too big.
-    #[error("`{filter}` produced an array of more than {MAX_ITEMS} items")]
+    #[error("`{filter}` produced an array or object of more than {MAX_ITEMS} items")]
     TooLarge {
         /// The filter.
         filter: String,
+    },
+    /// The result, written as JSON, is larger than [`MAX_RESULT_BYTES`].
+    #[error(
+        "`{filter}` produced {bytes} bytes of JSON; the limit is {MAX_RESULT_BYTES} bytes (16 MiB)"
+    )]
+    TooBig {
+        /// The filter.
+        filter: String,
+        /// The size of its result.
+        bytes: usize,
+    },
+    /// The result nests arrays and objects deeper than [`MAX_DEPTH`].
+    #[error(
+        "`{filter}` produced a value nested more than {MAX_DEPTH} levels deep; the limit is {MAX_DEPTH}"
+    )]
+    TooDeep {
+        /// The filter.
+        filter: String,
+    },
+    /// Evaluation needed more memory than the expression evaluator has.
+    #[error(
+        "`{filter}` needed more than {limit_mib} MiB of memory, the limit for expressions; a filter that builds a huge value (such as `[range(1e9)]`) cannot run"
+    )]
+    Memory {
+        /// The filter.
+        filter: String,
+        /// The limit, in MiB.
+        limit_mib: u64,
+    },
+    /// Evaluation recursed (or walked a value nested) too deeply for the
+    /// evaluator's stack.
+    #[error(
+        "`{filter}` recursed too deeply: it used the whole {limit_mib} MiB stack of the expression evaluator (a recursive `def` without a base case, or a value nested thousands of levels deep)"
+    )]
+    Stack {
+        /// The filter.
+        filter: String,
+        /// The stack size, in MiB.
+        limit_mib: u64,
+    },
+    /// The evaluator could not be run at all (the host's fault, not the
+    /// filter's).
+    #[error("`{filter}` could not be evaluated: {message}")]
+    Evaluator {
+        /// The filter.
+        filter: String,
+        /// What went wrong.
+        message: String,
     },
 }
 
@@ -130,12 +207,14 @@ impl Jq {
                 help: Some("write a jq filter, for example `.input`".to_owned()),
             });
         }
+        text_check(text)?;
         let filter = compile(text)?;
         root_check(text)?;
         Ok(Jq {
             text: text.to_owned(),
             steps: step_references(text),
             filter: Arc::new(filter),
+            path: plain_path(text).map(Arc::from),
         })
     }
 
@@ -151,108 +230,241 @@ impl Jq {
         &self.steps
     }
 
+    /// The filter as a plain path (`.input.name`, `.steps["ocr"].output`,
+    /// `.items[0]`), when it is nothing more. Such a filter cannot loop,
+    /// recurse or allocate more than it reads, so the host evaluates it
+    /// itself; everything else runs in the expression worker.
+    pub fn plain_path(&self) -> Option<&[PathPart]> {
+        self.path.as_deref()
+    }
+
     /// Runs the filter on `input` on the calling thread; it must produce
-    /// exactly one value. Callers that cannot trust the filter to finish use
-    /// [`evaluate_bounded`].
+    /// exactly one value. Only for filters the caller trusts (tests, the
+    /// expression worker): a hostile filter can exhaust this thread's stack
+    /// or the memory. The executor goes through `plait::expressions`.
     ///
     /// # Errors
     /// See [`JqEvalError`].
     pub fn run(&self, input: &Value) -> Result<Value, JqEvalError> {
+        let input: Val = serde_json::from_value(input.clone()).unwrap_or(Val::Null);
+        let json = self.run_val(input)?;
+        serde_json::from_str(&json).map_err(|error| JqEvalError::Evaluator {
+            filter: self.text.clone(),
+            message: format!("its result is not JSON the host can read: {error}"),
+        })
+    }
+
+    /// Runs the filter on a jaq value and returns its one result written as
+    /// JSON, after checking it against [`MAX_ITEMS`], [`MAX_DEPTH`] and
+    /// [`MAX_RESULT_BYTES`].
+    ///
+    /// # Errors
+    /// See [`JqEvalError`].
+    pub fn run_val(&self, input: Val) -> Result<String, JqEvalError> {
         let filter = &*self.filter;
-        let values = (|| -> Result<Vec<String>, String> {
-            let input: Val = serde_json::from_value(input.clone()).unwrap_or(Val::Null);
-            let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
-            let outputs = filter.id.run((ctx, input));
-            let mut values = Vec::new();
-            for output in outputs {
-                match output {
-                    Ok(value) => values.push(value.to_string()),
-                    // Never `unwrap_valr`: on `halt` it exits the process.
-                    Err(exn) => {
-                        return Err(match exn.get_err() {
+        let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
+        let mut values = Vec::new();
+        for output in filter.id.run((ctx, input)) {
+            match output {
+                Ok(value) => values.push(value),
+                // Never `unwrap_valr`: on `halt` it exits the process.
+                Err(exn) => {
+                    return Err(JqEvalError::Failed {
+                        filter: self.text.clone(),
+                        message: match exn.get_err() {
                             Ok(error) => error.to_string(),
                             Err(_) => "`halt` is not available in workflow expressions".to_owned(),
-                        });
-                    }
-                }
-                if values.len() > 1 {
-                    break;
-                }
-            }
-            Ok(values)
-        })();
-        let values = match values {
-            Ok(values) => values,
-            Err(message) => {
-                return Err(JqEvalError::Failed {
-                    filter: self.text.clone(),
-                    message,
-                });
-            }
-        };
-        match values.as_slice() {
-            [value] => {
-                let value: Value = serde_json::from_str(value).unwrap_or(Value::Null);
-                if too_large(&value) {
-                    return Err(JqEvalError::TooLarge {
-                        filter: self.text.clone(),
+                        },
                     });
                 }
-                Ok(value)
             }
-            [] => Err(JqEvalError::NotOne {
+            if values.len() > 1 {
+                break;
+            }
+        }
+        let value = match values.len() {
+            1 => values.pop().expect("one value"),
+            0 => return Err(JqEvalError::NotOne {
                 filter: self.text.clone(),
                 count: 0,
-                help: " (it produced none: `empty`, a `select` that matched nothing, or `.[]` of an empty array; use `first(...)` with a default or `// null`)",
+                help: " (it produced none: `empty`, a `select` that matched nothing, or `.[]` of an empty array; use `first(...)` with a default or `// null`)".to_owned(),
             }),
-            _ => Err(JqEvalError::NotOne {
+            count => return Err(JqEvalError::NotOne {
                 filter: self.text.clone(),
-                count: values.len(),
-                help: " (it produced at least 2; collect them into an array with `[ ... ]`, or pick one with `first(...)`)",
+                count,
+                help: " (it produced at least 2; collect them into an array with `[ ... ]`, or pick one with `first(...)`)".to_owned(),
             }),
+        };
+        match shape(&value) {
+            Shape::Fits => {}
+            Shape::TooDeep => {
+                return Err(JqEvalError::TooDeep {
+                    filter: self.text.clone(),
+                });
+            }
+            Shape::TooLarge => {
+                return Err(JqEvalError::TooLarge {
+                    filter: self.text.clone(),
+                });
+            }
         }
+        let json = value.to_string();
+        if json.len() > MAX_RESULT_BYTES {
+            return Err(JqEvalError::TooBig {
+                filter: self.text.clone(),
+                bytes: json.len(),
+            });
+        }
+        Ok(json)
     }
 }
 
-/// Evaluates `work` (which runs filters) on a thread of its own, giving up
-/// after [`EVAL_DEADLINE`]. A filter that loops forever keeps its thread
-/// busy; the run goes on without it, and no async worker is blocked.
-///
-/// # Errors
-/// [`JqEvalError::Deadline`] naming `what`, or whatever `work` returns.
-pub async fn evaluate_bounded<T: Send + 'static>(
-    what: &str,
-    work: impl FnOnce() -> Result<T, JqEvalError> + Send + 'static,
-) -> Result<T, JqEvalError> {
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("plait-jq".to_owned())
-        .spawn(move || {
-            let _ = sender.send(work());
+/// Whether a result fits the limits on items and depth.
+enum Shape {
+    Fits,
+    TooDeep,
+    TooLarge,
+}
+
+/// Walks `value` without recursion (the value may be nested far deeper
+/// than a stack allows) and stops at the first limit it crosses.
+fn shape(value: &Val) -> Shape {
+    let mut pending: Vec<(&Val, usize)> = vec![(value, 1)];
+    while let Some((value, depth)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Val>> = match value {
+            Val::Arr(items) => {
+                if items.len() > MAX_ITEMS {
+                    return Shape::TooLarge;
+                }
+                Box::new(items.iter())
+            }
+            Val::Obj(map) => {
+                if map.len() > MAX_ITEMS {
+                    return Shape::TooLarge;
+                }
+                Box::new(map.values())
+            }
+            _ => continue,
+        };
+        if depth > MAX_DEPTH {
+            return Shape::TooDeep;
+        }
+        pending.extend(children.map(|child| (child, depth + 1)));
+    }
+    Shape::Fits
+}
+
+/// Refuses a filter text too long or nested too deeply to parse safely.
+fn text_check(text: &str) -> Result<(), JqError> {
+    if text.len() > MAX_TEXT {
+        return Err(JqError {
+            message: format!(
+                "the expression is {} bytes long; the limit is {MAX_TEXT}",
+                text.len()
+            ),
+            help: Some("an expression is one jq filter; move long logic into a step".to_owned()),
         });
-    let failed = |message: &str| JqEvalError::Failed {
-        filter: what.to_owned(),
-        message: message.to_owned(),
-    };
-    if spawned.is_err() {
-        return Err(failed("the host could not start a thread to evaluate it"));
     }
-    match tokio::time::timeout(EVAL_DEADLINE, receiver).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(failed("the evaluation stopped unexpectedly")),
-        Err(_) => Err(JqEvalError::Deadline {
-            filter: what.to_owned(),
-            limit: EVAL_DEADLINE,
-        }),
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, '(') => {
+                    // `"\(...)"` interpolates: a nested filter.
+                    escaped = false;
+                    depth += 1;
+                    in_string = false;
+                }
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '"' => in_string = true,
+            _ => {}
+        }
+        deepest = deepest.max(depth);
     }
+    if deepest > MAX_TEXT_NESTING {
+        return Err(JqError {
+            message: format!(
+                "the expression nests brackets {deepest} levels deep; the limit is {MAX_TEXT_NESTING}"
+            ),
+            help: Some("write it flatter, or move the logic into a step".to_owned()),
+        });
+    }
+    Ok(())
 }
 
-fn too_large(value: &Value) -> bool {
-    match value {
-        Value::Array(items) => items.len() > MAX_ITEMS || items.iter().any(too_large),
-        Value::Object(map) => map.len() > MAX_ITEMS || map.values().any(too_large),
-        _ => false,
+/// `text` as a plain path: `.`, then `.key`, `["key"]` or `[n]` parts
+/// with nothing else (no spaces, no `?`, no escapes in keys).
+fn plain_path(text: &str) -> Option<Vec<PathPart>> {
+    let mut rest = text.strip_prefix('.')?;
+    let mut parts = Vec::new();
+    let mut first = true;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('[') {
+            let close = after.find(']')?;
+            let inner = &after[..close];
+            if let Some(key) = inner
+                .strip_prefix('"')
+                .and_then(|inner| inner.strip_suffix('"'))
+            {
+                if key.contains(['"', '\\']) {
+                    return None;
+                }
+                parts.push(PathPart::Key(key.to_owned()));
+            } else if !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_digit()) {
+                parts.push(PathPart::Index(inner.parse().ok()?));
+            } else {
+                return None;
+            }
+            rest = &after[close + 1..];
+        } else {
+            let after = if first { rest } else { rest.strip_prefix('.')? };
+            if after.starts_with('[') {
+                rest = after;
+                first = false;
+                continue;
+            }
+            let length = after
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
+            if length == 0 || after.as_bytes()[0].is_ascii_digit() {
+                return None;
+            }
+            parts.push(PathPart::Key(after[..length].to_owned()));
+            rest = &after[length..];
+        }
+        first = false;
     }
+    Some(parts)
+}
+
+/// Follows a plain path through `value` as jq would, when jq would not
+/// fail: `None` when a part meets a value it cannot index (jq's own error
+/// then says which), so that the caller asks jq.
+#[must_use]
+pub fn follow<'a>(value: &'a Value, path: &[PathPart]) -> Option<&'a Value> {
+    static NULL: Value = Value::Null;
+    let mut at = value;
+    for part in path {
+        at = match (at, part) {
+            (Value::Null, _) => &NULL,
+            (Value::Object(map), PathPart::Key(key)) => map.get(key).unwrap_or(&NULL),
+            (Value::Array(items), PathPart::Index(index)) => items.get(*index).unwrap_or(&NULL),
+            _ => return None,
+        };
+    }
+    Some(at)
 }
 
 /// Loads and compiles `text`.
@@ -628,12 +840,58 @@ mod tests {
         assert_eq!(ids, ["kind", "ocr"]);
     }
 
-    #[tokio::test]
-    async fn bounded_evaluation_gives_up_on_endless_filters() {
-        let jq = Jq::compile("last(repeat(1))").unwrap();
-        let error = evaluate_bounded("last(repeat(1))", move || jq.run(&Value::Null))
-            .await
-            .unwrap_err();
-        assert!(matches!(error, JqEvalError::Deadline { .. }), "{error}");
+    #[test]
+    fn plain_paths_are_recognised_and_followed() {
+        let context =
+            json!({"input": {"a": [10, {"b": "x"}]}, "steps": {"read-file": {"output": 3}}});
+        for (text, expected) in [
+            (".", Some(context.clone())),
+            (".input.a[1].b", Some(json!("x"))),
+            (".input[\"a\"][0]", Some(json!(10))),
+            (".steps[\"read-file\"].output", Some(json!(3))),
+            (".input.missing.deeper", Some(Value::Null)),
+            (".input.a.b", None),
+        ] {
+            let jq = Jq::compile(text).unwrap();
+            let path = jq
+                .plain_path()
+                .unwrap_or_else(|| panic!("{text} is a plain path"));
+            assert_eq!(follow(&context, path).cloned(), expected, "{text}");
+        }
+        for text in [
+            ".input | length",
+            ".input.a[-1]",
+            ".input.a?",
+            ". input",
+            ".input.a[1:2]",
+            "..",
+            ".input.\"a\"",
+        ] {
+            assert!(
+                Jq::compile(text)
+                    .map(|jq| jq.plain_path().is_none())
+                    .unwrap_or(true),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_and_huge_results_are_named_limits() {
+        let deep = run("reduce range(300) as $i (null; [.])", json!(null)).unwrap_err();
+        assert!(matches!(deep, JqEvalError::TooDeep { .. }), "{deep}");
+        let big = run("\"x\" * 20000000", json!(null)).unwrap_err();
+        assert!(matches!(big, JqEvalError::TooBig { .. }), "{big}");
+    }
+
+    #[test]
+    fn deeply_nested_text_is_refused_before_parsing() {
+        let text = format!("{}.{}", "(".repeat(100_000), ")".repeat(100_000));
+        let error = Jq::compile(&text).unwrap_err();
+        assert!(error.message.contains("bytes long"), "{error}");
+        let text = format!("{}.{}", "[".repeat(200), "]".repeat(200));
+        let error = Jq::compile(&text).unwrap_err();
+        assert!(error.message.contains("levels deep"), "{error}");
+        assert!(Jq::compile("\"a(\\(.input | [[1]])b\" | [.]").is_ok());
     }
 }

@@ -31,8 +31,9 @@ impl Template {
     /// produces from `context` (the run context: `.input`, `.steps`,
     /// `.run`, and `.item`/`.index` in a fan-out).
     ///
-    /// Runs on the calling thread; see [`super::evaluate_bounded`] for
-    /// running it under a deadline.
+    /// Runs on the calling thread, for trusted templates only; the
+    /// executor evaluates through `plait::expressions`, which bounds time,
+    /// memory and stack.
     ///
     /// # Errors
     /// The first expression that fails, names it.
@@ -52,6 +53,49 @@ impl Template {
                 Ok(Value::Object(map))
             }
             Template::Expr(expr) => expr.run(context),
+        }
+    }
+
+    /// Its expressions, in file order (the order [`Template::fill`] takes
+    /// their values in).
+    #[must_use]
+    pub fn expressions(&self) -> Vec<&Jq> {
+        let mut found = Vec::new();
+        self.collect_expressions(&mut found);
+        found
+    }
+
+    fn collect_expressions<'a>(&'a self, found: &mut Vec<&'a Jq>) {
+        match self {
+            Template::Literal(_) => {}
+            Template::Array(items) => items
+                .iter()
+                .for_each(|item| item.collect_expressions(found)),
+            Template::Object(members) => members
+                .iter()
+                .for_each(|(_, value)| value.collect_expressions(found)),
+            Template::Expr(expr) => found.push(expr),
+        }
+    }
+
+    /// Builds the value with each expression replaced by the next of
+    /// `values` (computed elsewhere, in [`Template::expressions`] order).
+    ///
+    /// # Panics
+    /// When `values` holds fewer values than the template has expressions.
+    pub fn fill(&self, values: &mut impl Iterator<Item = Value>) -> Value {
+        match self {
+            Template::Literal(value) => value.clone(),
+            Template::Array(items) => {
+                Value::Array(items.iter().map(|item| item.fill(values)).collect())
+            }
+            Template::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.fill(values)))
+                    .collect(),
+            ),
+            Template::Expr(_) => values.next().expect("one value per expression"),
         }
     }
 

@@ -276,7 +276,7 @@ impl Engine {
         &self,
         path: &Path,
     ) -> Result<Arc<LoadedComponent>, ComponentError> {
-        let bytes = std::fs::read(path).map_err(|source| ComponentError::Read {
+        let bytes = crate::files::read(path, crate::files::Kind::Component).map_err(|source| ComponentError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -599,20 +599,62 @@ impl LoadedComponent {
                     payload_from_wit(output)
                 }
             }
-            Err(error) => Err(StepFailure {
-                kind: match error.kind {
-                    wit::ErrorKind::Retryable => FailureKind::Retryable,
-                    wit::ErrorKind::Fatal => FailureKind::Fatal,
-                },
-                message: error.message,
-                details: error.details.map(|details| {
-                    // Details that are not JSON are kept as a string rather
-                    // than lost.
-                    serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details))
-                }),
-            }),
+            Err(error) => Err(failure_from_wit(error, output_limit)),
         })
     }
+}
+
+/// The longest error message a step may give, in bytes: a message is a
+/// line for the operator; what a program should read goes in `details`.
+pub const MAX_ERROR_MESSAGE: usize = 8 << 10;
+
+/// The failure a step returned, within the limits: its message and details
+/// together count against the output limit (a step must not be able to
+/// store in an error what it could not return as output), and the message
+/// is cut at [`MAX_ERROR_MESSAGE`].
+fn failure_from_wit(error: wit::StepError, output_limit: u64) -> StepFailure {
+    let size = error.message.len() as u64 + error.details.as_ref().map_or(0, |d| d.len() as u64);
+    if size > output_limit {
+        let mut failure = limit_failure(LimitExceeded::new(
+            Limit::Output,
+            output_limit,
+            Some(format!(
+                "the step returned an error of {}; an error's message and details count against the output limit",
+                crate::limits::format_size(size)
+            )),
+        ));
+        failure.message = format!(
+            "{}; it began: {}",
+            failure.message,
+            cut(&error.message, 512)
+        );
+        return failure;
+    }
+    StepFailure {
+        kind: match error.kind {
+            wit::ErrorKind::Retryable => FailureKind::Retryable,
+            wit::ErrorKind::Fatal => FailureKind::Fatal,
+        },
+        message: cut(&error.message, MAX_ERROR_MESSAGE),
+        details: error.details.map(|details| {
+            // Details that are not JSON are kept as a string rather
+            // than lost.
+            serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details))
+        }),
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, saying how
+/// much was left out.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes not kept)", &text[..end], text.len() - end)
 }
 
 /// The failure for an exceeded limit: retryable for a timeout, fatal for

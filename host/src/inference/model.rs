@@ -416,7 +416,7 @@ impl LoadedModel {
                 ),
             ));
         }
-        std::fs::read(&path).map_err(|error| {
+        crate::files::read(&path, crate::files::Kind::Model).map_err(|error| {
             InferenceError::new(
                 ErrorCode::Failed,
                 format!("could not read `{}`: {error}", path.display()),

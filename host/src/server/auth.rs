@@ -169,7 +169,7 @@ impl Tokens {
     /// (a few hundred bytes per token), so a revoke takes effect at once;
     /// it is parsed again only when its bytes changed.
     pub fn list(&self) -> Result<Vec<TokenRecord>, TokenError> {
-        let bytes = match std::fs::read(&self.path) {
+        let bytes = match crate::files::read(&self.path, crate::files::Kind::Config) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(source) => {
@@ -265,7 +265,7 @@ impl Tokens {
     }
 
     fn read(&self) -> Result<TokensFile, TokenError> {
-        match std::fs::read(&self.path) {
+        match crate::files::read(&self.path, crate::files::Kind::Config) {
             Ok(bytes) => self.parse(&bytes),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(TokensFile::default()),
             Err(source) => Err(TokenError::Io {

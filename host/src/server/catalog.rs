@@ -8,6 +8,12 @@
 //! second when a request needs it: a new or edited file is served without a
 //! restart, and a file that stops validating keeps being reported (and its
 //! last good plan is not used: a broken edit must be noticed, not hidden).
+//!
+//! Plans are built concurrently, each on a task of its own, and a workflow
+//! is served as soon as its own plan is ready: a component whose
+//! `describe()` loops (until its timeout) delays only the workflows that
+//! use it, never the server's start or the other workflows. A request for
+//! a workflow still loading waits for that one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,7 +47,9 @@ pub struct Catalog {
     engine: Engine,
     policy: Policy,
     bundles: Option<crate::bundle::install::Registry>,
-    state: tokio::sync::Mutex<State>,
+    state: Arc<std::sync::Mutex<State>>,
+    /// Woken whenever a plan is built.
+    built: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -49,6 +57,9 @@ struct State {
     scanned: Option<Instant>,
     /// By path.
     entries: BTreeMap<PathBuf, Entry>,
+    /// Plans being built, by path, with the workflow's name once its
+    /// definition is read.
+    loading: BTreeMap<PathBuf, Option<String>>,
 }
 
 impl Catalog {
@@ -59,7 +70,8 @@ impl Catalog {
             engine,
             policy,
             bundles: None,
-            state: tokio::sync::Mutex::new(State::default()),
+            state: Arc::default(),
+            built: Arc::default(),
         }
     }
 
@@ -84,13 +96,37 @@ impl Catalog {
         &self.policy
     }
 
-    /// Every entry, by path, after looking at the folder again if due.
+    /// Every entry whose plan is built (or failed), by path, after looking
+    /// at the folder again if due. Workflows still loading are not in it.
     pub async fn entries(&self) -> Vec<Entry> {
-        let mut state = self.state.lock().await;
+        let mut state = self.state.lock().expect("not poisoned");
         if state.scanned.is_none_or(|at| at.elapsed() >= RESCAN) {
-            self.rescan(&mut state).await;
+            self.rescan(&mut state);
         }
         state.entries.values().cloned().collect()
+    }
+
+    /// The paths whose plans are still being built.
+    pub fn loading(&self) -> Vec<PathBuf> {
+        let state = self.state.lock().expect("not poisoned");
+        state.loading.keys().cloned().collect()
+    }
+
+    /// Waits until no plan is being built, or `timeout` has passed.
+    pub async fn settle(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let built = self.built.notified();
+            tokio::pin!(built);
+            built.as_mut().enable();
+            let _ = self.entries().await;
+            if self.loading().is_empty() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, built).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The plan of the workflow named `name`: `Ok(None)` if none is,
@@ -100,44 +136,73 @@ impl Catalog {
             Some((name, version)) => (name, Some(version)),
             None => (name, None),
         };
+        loop {
+            let built = self.built.notified();
+            tokio::pin!(built);
+            built.as_mut().enable();
+            if let Some(found) = self.lookup(name, version).await? {
+                return Ok(Some(found));
+            }
+            // Not built yet: wait if its plan (or one whose name is not
+            // known yet) is still being built.
+            let waiting = {
+                let state = self.state.lock().expect("not poisoned");
+                state
+                    .loading
+                    .values()
+                    .any(|loading| loading.as_deref().is_none_or(|loading| loading == name))
+            };
+            if !waiting {
+                return self.lookup_broken(name).await;
+            }
+            built.await;
+        }
+    }
+
+    async fn lookup(&self, name: &str, version: Option<&str>) -> Result<Option<Arc<Plan>>, String> {
         let entries = self.entries().await;
-        let mut broken = None;
         let mut best: Option<(Option<semver::Version>, Arc<Plan>)> = None;
         for entry in entries {
-            match entry.plan {
-                Ok(plan) if plan.definition.name == name => {
-                    match (&entry.bundle_version, version) {
-                        // The folder's own workflow, asked for by name.
-                        (None, None) => return Ok(Some(plan)),
-                        (None, Some(_)) => {}
-                        (Some(found), Some(wanted)) if found == wanted => return Ok(Some(plan)),
-                        (Some(_), Some(_)) => {}
-                        (Some(found), None) => {
-                            let found = semver::Version::parse(found).ok();
-                            if best.as_ref().is_none_or(|(best, _)| found > *best) {
-                                best = Some((found, plan));
-                            }
+            if let Ok(plan) = entry.plan
+                && plan.definition.name == name
+            {
+                match (&entry.bundle_version, version) {
+                    // The folder's own workflow, asked for by name.
+                    (None, None) => return Ok(Some(plan)),
+                    (None, Some(_)) => {}
+                    (Some(found), Some(wanted)) if found == wanted => return Ok(Some(plan)),
+                    (Some(_), Some(_)) => {}
+                    (Some(found), None) => {
+                        let found = semver::Version::parse(found).ok();
+                        if best.as_ref().is_none_or(|(best, _)| found > *best) {
+                            best = Some((found, plan));
                         }
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    // A broken file named like the workflow is most likely
-                    // the one asked for.
-                    let stem = entry
-                        .path
-                        .file_stem()
-                        .and_then(|stem| stem.to_str())
-                        .unwrap_or_default()
-                        .to_owned();
-                    if stem == name || entry.path.ends_with(name) {
-                        broken = Some(format!("`{}`: {error}", entry.path.display()));
                     }
                 }
             }
         }
-        if let Some((_, plan)) = best {
-            return Ok(Some(plan));
+        Ok(best.map(|(_, plan)| plan))
+    }
+
+    /// Why the workflow `name` is not served, when a broken file is most
+    /// likely it.
+    async fn lookup_broken(&self, name: &str) -> Result<Option<Arc<Plan>>, String> {
+        let entries = self.entries().await;
+        let mut broken = None;
+        for entry in entries {
+            if let Err(error) = entry.plan {
+                // A broken file named like the workflow is most likely
+                // the one asked for.
+                let stem = entry
+                    .path
+                    .file_stem()
+                    .and_then(|stem| stem.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                if stem == name || entry.path.ends_with(name) {
+                    broken = Some(format!("`{}`: {error}", entry.path.display()));
+                }
+            }
         }
         match broken {
             Some(error) => Err(error),
@@ -145,7 +210,7 @@ impl Catalog {
         }
     }
 
-    async fn rescan(&self, state: &mut State) {
+    fn rescan(&self, state: &mut State) {
         state.scanned = Some(Instant::now());
         let mut found = Vec::new();
         match std::fs::read_dir(&self.dir) {
@@ -199,22 +264,47 @@ impl Catalog {
             {
                 continue;
             }
-            let mut entry = self.build(&path).await;
-            entry.bundle_version = versions.get(&path).cloned();
-            if let Err(error) = &entry.plan {
-                tracing::warn!(target: "plait::server", path = %path.display(), error = %error, "a workflow in the workflows folder does not check out");
+            if state.loading.contains_key(&path) {
+                continue;
             }
-            state.entries.insert(path, entry);
+            state.loading.insert(path.clone(), None);
+            let (engine, policy) = (self.engine.clone(), self.policy.clone());
+            let (state, built) = (self.state.clone(), self.built.clone());
+            let version = versions.get(&path).cloned();
+            tokio::spawn(async move {
+                let mut entry = build(&engine, &policy, &path, &state).await;
+                entry.bundle_version = version;
+                if let Err(error) = &entry.plan {
+                    tracing::warn!(target: "plait::server", path = %path.display(), error = %error, "a workflow in the workflows folder does not check out");
+                }
+                let mut state = state.lock().expect("not poisoned");
+                state.loading.remove(&path);
+                state.entries.insert(path, entry);
+                drop(state);
+                built.notify_waiters();
+            });
         }
     }
+}
 
-    async fn build(&self, path: &Path) -> Entry {
+/// Builds the entry of `path`, noting its workflow's name in `state` as
+/// soon as the definition is read.
+async fn build(
+    engine: &Engine,
+    policy: &Policy,
+    path: &Path,
+    state: &std::sync::Mutex<State>,
+) -> Entry {
+    {
         let file = Definition::locate(path).unwrap_or_else(|_| path.to_owned());
         let mut files = vec![file];
         let plan = match Definition::load(path) {
             Err(error) => Err(error.to_string()),
             Ok(definition) => {
-                match Plan::build_with(&self.engine, definition, &self.policy).await {
+                if let Some(loading) = state.lock().expect("not poisoned").loading.get_mut(path) {
+                    *loading = Some(definition.name.clone());
+                }
+                match Plan::build_with(engine, definition, policy).await {
                     Err(errors) => Err(errors.to_string()),
                     Ok(plan) => {
                         files.extend(

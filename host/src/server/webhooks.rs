@@ -43,7 +43,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The webhook signing secret of a Plait home: `whsec_` and the base64 of
 /// 32 random bytes, made on first use (mode 0600).
 pub fn secret(path: &Path) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
+    match crate::files::read_to_string(path, crate::files::Kind::Config) {
         Ok(text) if text.trim().starts_with("whsec_") => return Ok(text.trim().to_owned()),
         Ok(_) => {
             return Err(std::io::Error::other(format!(

@@ -865,7 +865,7 @@ impl RunStore for SledStore {
         files.sort();
         let mut collected = Vec::new();
         for path in files {
-            let Ok(bytes) = std::fs::read(&path) else {
+            let Ok(bytes) = crate::files::read(&path, crate::files::Kind::Input) else {
                 continue;
             };
             match serde_json::from_slice::<Signal>(&bytes) {

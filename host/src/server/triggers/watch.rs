@@ -210,7 +210,7 @@ async fn take(
     }
     let read = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || std::fs::read(&path)).await
+        tokio::task::spawn_blocking(move || crate::files::read(&path, crate::files::Kind::Input)).await
     };
     let data = match read {
         Ok(Ok(data)) => data,

@@ -3,6 +3,8 @@
 //! The error's kind comes from config `kind` (`retryable` or `fatal`,
 //! default `fatal`), its message from config `message` (default
 //! `requested failure`), and its details are `{"attempt": n}`. With config
+//! `repeat` set to N the message is repeated N times (an oversized
+//! error, which the host must refuse like an oversized output). With config
 //! `until_attempt` set to N, it fails only on attempts before N and
 //! succeeds on attempt N and later with `{"attempt": n, "input": ...}`: a
 //! transient failure. The host must retry a retryable error up to the
@@ -26,6 +28,11 @@ impl Step for Fail {
             .config(
                 "message",
                 "The error message; `requested failure` when unset.",
+                false,
+            )
+            .config(
+                "repeat",
+                "The message repeated this many times (an oversized error).",
                 false,
             )
             .config(
@@ -58,9 +65,15 @@ impl Step for Fail {
                 )));
             }
         };
-        let message = ctx
+        let mut message = ctx
             .config("message")
             .unwrap_or_else(|| "requested failure".to_owned());
+        if let Some(repeat) = ctx.config("repeat") {
+            let repeat: usize = repeat.parse().map_err(|_| {
+                StepError::fatal(format!("config `repeat` must be a number, not `{repeat}`"))
+            })?;
+            message = message.repeat(repeat);
+        }
         Err(StepError::new(kind, message).with_details(json!({"attempt": attempt})))
     }
 }
