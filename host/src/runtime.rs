@@ -124,7 +124,13 @@ impl RuntimeBuilder {
                 }
             }
         };
-        let store: Arc<dyn RunStore> = Arc::new(SledStore::open(&home.join("journal"))?);
+        let journal = home.join("journal");
+        let store: Arc<dyn RunStore> = Arc::new(SledStore::open(&journal)?);
+        // Other processes (`plait runs list`) read the journal through
+        // this one while it holds it; without a socket they only cannot.
+        let served = crate::store::remote::serve(Arc::downgrade(&store), &journal)
+            .ok()
+            .map(Arc::new);
         let engine = Engine::new(&EngineOptions::for_policy(
             &policy,
             Some(home.join("cache").join("components")),
@@ -144,6 +150,7 @@ impl RuntimeBuilder {
             policy,
             engine,
             executor,
+            _served: served,
         })
     }
 }
@@ -157,6 +164,8 @@ pub struct Runtime {
     engine: Engine,
     executor: Executor,
     bundles: Registry,
+    // Held for its Drop: the journal's socket goes with the last clone.
+    _served: Option<Arc<crate::store::remote::Served>>,
 }
 
 impl Runtime {

@@ -73,9 +73,9 @@ fn usage_errors_exit_2() {
         (&["run", "nowhere"], "nowhere"),
         (
             &["resume", "0190c3c4-0000-7000-8000-000000000000"],
-            "no run with id",
+            "no run starts with `0190c3c4-0000-7000-8000-000000000000`",
         ),
-        (&["runs", "show", "nope"], "no run with id `nope`"),
+        (&["runs", "show", "nope"], "no run starts with `nope`"),
     ];
     for (args, expected) in cases {
         let output = sandbox.run(args);

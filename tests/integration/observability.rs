@@ -795,7 +795,7 @@ fn the_timeline_logs_listing_and_audit_tell_what_happened() {
     assert_exit(&sandbox.run(&["logs", &run_id, "--follow"]), 0);
     let missing = sandbox.run(&["logs", "no-such-run"]);
     assert_exit(&missing, 2);
-    assert!(stderr(&missing).contains("no log for run `no-such-run`"));
+    assert!(stderr(&missing).contains("no run starts with `no-such-run`"));
 
     // The audit log: who started what; gc is recorded too.
     assert_exit(&sandbox.run(&["gc", "--older-than", "0s"]), 0);

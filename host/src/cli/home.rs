@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use plait::engine::{Engine, EngineOptions};
 use plait::policy::Policy;
-use plait::store::SledStore;
+use plait::store::remote::{RemoteStore, Served};
+use plait::store::{RunStore, SledStore, StoreError};
 
 /// The policy file looked for in the Plait home.
 pub const POLICY_FILE: &str = "plait.toml";
@@ -113,9 +114,28 @@ impl Home {
     /// a clear error after `$PLAIT_STORE_TIMEOUT` (default 60s) instead of
     /// hanging. Everything committed before stays; `plait resume` goes on
     /// once there is room.
+    ///
+    /// While this process holds it, the journal is served on its socket
+    /// (see [`plait::store::remote`]), so that other plait commands can
+    /// read it. When another process holds it, the error names that
+    /// process.
     pub fn open_store(&self) -> anyhow::Result<Arc<SledStore>> {
         let path = self.journal_dir();
-        let store = Arc::new(SledStore::open(&path)?);
+        let store = match SledStore::open(&path) {
+            Ok(store) => Arc::new(store),
+            Err(StoreError::Locked { path }) => {
+                return Err(match RemoteStore::connect(&path) {
+                    Ok(Some(remote)) => StoreError::Held {
+                        path,
+                        holder: remote.holder().to_string(),
+                    },
+                    _ => StoreError::Locked { path },
+                }
+                .into());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        serve_socket(&store, &path);
         let deadline = std::env::var("PLAIT_STORE_TIMEOUT")
             .ok()
             .and_then(|text| humantime::parse_duration(text.trim()).ok())
@@ -139,19 +159,37 @@ impl Home {
         Ok(store)
     }
 
+    /// The run journal to read: opened here when no other process holds
+    /// it, else read through the socket of the process that does (`plait
+    /// serve`, a `plait run` waiting for a signal). Writes through the
+    /// latter fail with [`StoreError::Held`], naming that process.
+    pub fn open_store_or_remote(&self) -> anyhow::Result<Arc<dyn RunStore>> {
+        // Between one process letting the journal go and the next taking
+        // it, neither the lock nor the socket answers: try again briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            match self.open_store() {
+                Ok(store) => return Ok(store),
+                Err(error) if !is_held(&error) => return Err(error),
+                Err(error) => {
+                    if let Some(remote) = RemoteStore::connect(&self.journal_dir())? {
+                        return Ok(Arc::new(remote));
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(error);
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// [`Home::open_store`], or `None` when another plait process holds the
     /// store (its inbox then takes what is meant for it).
     pub fn open_store_unless_held(&self) -> anyhow::Result<Option<Arc<SledStore>>> {
         match self.open_store() {
             Ok(store) => Ok(Some(store)),
-            Err(error)
-                if matches!(
-                    error.downcast_ref::<plait::store::StoreError>(),
-                    Some(plait::store::StoreError::Locked { .. })
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(error) if is_held(&error) => Ok(None),
             Err(error) => Err(error),
         }
     }
@@ -170,4 +208,41 @@ impl Home {
         self.bundles().import_compiled(&engine, &self.trust_store());
         Ok(engine)
     }
+}
+
+/// Whether `error` says another process holds the store.
+fn is_held(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<StoreError>(),
+        Some(StoreError::Locked { .. } | StoreError::Held { .. })
+    )
+}
+
+/// The sockets this process serves its journals on, by journal folder.
+static SERVED: std::sync::Mutex<Vec<(PathBuf, Served)>> = std::sync::Mutex::new(Vec::new());
+
+/// Serves `store` on its socket until [`close_sockets`]; a journal
+/// opened again replaces its earlier socket. A socket that cannot be made
+/// (a path too long for one) only means others cannot read the store
+/// while this process holds it.
+fn serve_socket(store: &Arc<SledStore>, journal: &Path) {
+    let shared: Arc<dyn RunStore> = store.clone();
+    match plait::store::remote::serve(Arc::downgrade(&shared), journal) {
+        Ok(served) => {
+            let mut all = SERVED.lock().unwrap_or_else(|p| p.into_inner());
+            all.retain(|(path, _)| path != journal);
+            all.push((journal.to_owned(), served));
+        }
+        Err(error) => tracing::debug!(
+            journal = %journal.display(),
+            %error,
+            "the store is not served to other processes"
+        ),
+    }
+}
+
+/// Stops serving and removes the sockets of the journals this process
+/// opened; called once the command is done.
+pub fn close_sockets() {
+    SERVED.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }

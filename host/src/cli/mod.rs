@@ -140,6 +140,8 @@ pub async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let telemetry = init_telemetry(&cli)?;
     let code = dispatch(cli.command).await;
+    // The journal's socket goes with the command (see `Home::open_store`).
+    home::close_sockets();
     // Spans still in the exporter's queue go out before the process ends;
     // off the async workers, whose runtime the export itself uses.
     let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
@@ -199,6 +201,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         if let Some(error) = cause.downcast_ref::<StoreError>() {
             return match error {
                 StoreError::Locked { .. }
+                | StoreError::Held { .. }
                 | StoreError::LeaseHeld { .. }
                 | StoreError::Foreign { .. }
                 | StoreError::UnknownRun(_) => EXIT_USAGE,

@@ -5,7 +5,6 @@ use std::io::{BufRead as _, Seek as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use plait::store::RunStore as _;
 use serde_json::{Map, Value};
 
 use super::home::Home;
@@ -15,9 +14,12 @@ use super::{StoreArgs, UsageError};
 /// Arguments of `plait logs`.
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
-    /// The run.
-    #[arg(value_name = "RUN_ID")]
-    run_id: String,
+    /// The run: its id, or its start when no other run's id starts so.
+    #[arg(value_name = "RUN_ID", required_unless_present = "last")]
+    run_id: Option<String>,
+    /// The run created most recently.
+    #[arg(long, conflicts_with = "run_id")]
+    last: bool,
     /// Keep printing new lines until the run ends (Ctrl-C to stop sooner).
     #[arg(long, short = 'f')]
     follow: bool,
@@ -78,7 +80,27 @@ const PREFIX_FIELDS: [&str; 12] = [
 /// `plait logs RUN_ID [--follow]`.
 pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.store.store.clone())?;
-    let path = plait::telemetry::logs::run_log_path(&home.run_logs_dir(), &args.run_id);
+    let logs_dir = home.run_logs_dir();
+    let exact = args
+        .run_id
+        .clone()
+        .filter(|id| plait::telemetry::logs::run_log_path(&logs_dir, id).exists());
+    let run_id = match exact {
+        // A whole id with a log: the store is not needed.
+        Some(id) => id,
+        None => {
+            let store = home.open_store_or_remote()?;
+            match super::runs::select::resolve(store.as_ref(), args.run_id.as_deref(), args.last) {
+                Ok(id) => id,
+                Err(error) => match &args.run_id {
+                    // `--follow` waits for a run about to start elsewhere.
+                    Some(id) if args.follow => id.clone(),
+                    _ => return Err(error),
+                },
+            }
+        }
+    };
+    let path = plait::telemetry::logs::run_log_path(&logs_dir, &run_id);
     let mut file = loop {
         match std::fs::File::open(&path) {
             Ok(file) => break file,
@@ -91,9 +113,9 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
                     "no log for run `{}` in {} (a run logs there from its first event on, unless the \
                      policy sets `[telemetry] run_logs = false`; runs collected by `plait gc` lose theirs). \
                      `plait runs list` lists the runs; `plait runs show {} --logs` shows what its steps logged",
-                    args.run_id,
-                    home.run_logs_dir().display(),
-                    args.run_id
+                    run_id,
+                    logs_dir.display(),
+                    run_id
                 ))
                 .into());
             }
@@ -187,7 +209,7 @@ fn text_line(fields: &Map<String, Value>) -> String {
 
 /// `plait metrics`.
 pub fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
-    let store = Home::resolve(args.store.store)?.open_store()?;
+    let store = Home::resolve(args.store.store)?.open_store_or_remote()?;
     let metrics = plait::telemetry::Metrics::from_store(store.as_ref())?;
     print!("{}", metrics.render(Some(store.as_ref())));
     Ok(ExitCode::SUCCESS)
@@ -219,7 +241,7 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|since| parse_when("--since", since))
         .transpose()?;
-    let store = Home::resolve(args.store.store)?.open_store()?;
+    let store = Home::resolve(args.store.store)?.open_store_or_remote()?;
     let entries: Vec<_> = store
         .audit_log()?
         .into_iter()

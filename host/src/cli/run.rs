@@ -143,9 +143,13 @@ fn follow(
 /// Arguments of `plait resume`.
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
-    /// The run to continue.
-    #[arg(value_name = "RUN_ID", required_unless_present = "all")]
+    /// The run to continue: its id, or its start when no other run's id
+    /// starts so.
+    #[arg(value_name = "RUN_ID", required_unless_present_any = ["all", "last"])]
     run_id: Option<String>,
+    /// Continue the run created most recently.
+    #[arg(long, conflicts_with_all = ["run_id", "all"])]
+    last: bool,
     /// Continue every run a stopped host left in flight (`running`, or
     /// `waiting` on a sleep or a backoff), concurrently; runs waiting for a
     /// signal are left to `plait signal`.
@@ -163,12 +167,16 @@ pub struct ResumeArgs {
 /// Arguments of `plait signal`.
 #[derive(Debug, clap::Args)]
 pub struct SignalArgs {
-    /// The run.
-    #[arg(value_name = "RUN_ID")]
-    run_id: String,
+    /// The run: its id, or its start when no other run's id starts so.
+    /// With `--last`, leave it out: `plait signal --last STEP_ID`.
+    #[arg(value_name = "RUN_ID", required_unless_present = "last")]
+    run_id: Option<String>,
     /// The `type: wait` step to signal.
-    #[arg(value_name = "STEP_ID")]
-    step_id: String,
+    #[arg(value_name = "STEP_ID", required_unless_present = "last")]
+    step_id: Option<String>,
+    /// Signal the run created most recently.
+    #[arg(long)]
+    last: bool,
     /// The step's output, as JSON [default: {}].
     #[arg(long, value_name = "JSON")]
     data: Option<String>,
@@ -184,9 +192,13 @@ pub struct SignalArgs {
 /// Arguments of `plait cancel`.
 #[derive(Debug, clap::Args)]
 pub struct CancelArgs {
-    /// The run to stop.
-    #[arg(value_name = "RUN_ID")]
-    run_id: String,
+    /// The run to stop: its id, or its start when no other run's id
+    /// starts so.
+    #[arg(value_name = "RUN_ID", required_unless_present = "last")]
+    run_id: Option<String>,
+    /// Stop the run created most recently.
+    #[arg(long, conflicts_with = "run_id")]
+    last: bool,
     /// Why, for the run's error and the audit log.
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
@@ -208,18 +220,22 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     };
     let home = Home::resolve(args.store.store.clone())?;
     let Some(store) = home.open_store_unless_held()? else {
-        let request =
-            plait::executor::cancel_request(&args.run_id, args.reason.as_deref(), &origin);
+        let (run_id, holder) =
+            super::runs::select::held_run(&home, args.run_id.as_deref(), args.last, None)?;
+        let request = plait::executor::cancel_request(&run_id, args.reason.as_deref(), &origin);
         plait::store::post_signal(&home.journal_dir(), &request)
             .context("leaving the cancel request in the store's inbox")?;
         eprintln!(
-            "another plait process holds the store; the cancel request for run {} waits in its inbox, and the run stops within a second if that process runs it (else when it is next resumed)",
-            args.run_id
+            "another plait process holds the store{}; the cancel request for run {run_id} waits in its inbox, and the run stops within a second if that process runs it (else when it is next resumed)",
+            holder
+                .map(|holder| format!(" ({holder})"))
+                .unwrap_or_default()
         );
         return Ok(ExitCode::SUCCESS);
     };
+    let run_id = &super::runs::select::resolve(store.as_ref(), args.run_id.as_deref(), args.last)?;
     let executor = Executor::new(store);
-    match executor.cancel_with(&args.run_id, args.reason.as_deref(), &origin)? {
+    match executor.cancel_with(run_id, args.reason.as_deref(), &origin)? {
         Cancelled::Now(report) => {
             if args.json {
                 output::print_json(&output::run_json(&report, None))?;
@@ -231,13 +247,11 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Cancelled::Requested => eprintln!(
-            "cancel requested; the process running {} stops it within a second",
-            args.run_id
-        ),
+        Cancelled::Requested => {
+            eprintln!("cancel requested; the process running {run_id} stops it within a second")
+        }
         Cancelled::AlreadyRequested => eprintln!(
-            "a cancel of run {} was already requested; it stops when the process running it next looks",
-            args.run_id
+            "a cancel of run {run_id} was already requested; it stops when the process running it next looks"
         ),
     }
     Ok(ExitCode::SUCCESS)
@@ -518,9 +532,10 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let policy = home.policy(args.store.policy.clone())?;
     let store = home.open_store()?;
     let (executor, _server) = args.observe.executor(&store, policy.concurrency).await?;
-    let Some(run_id) = args.run_id.clone() else {
+    if args.all {
         return resume_all(&home, &policy, &store, &executor, &origin, args.json).await;
-    };
+    }
+    let run_id = super::runs::select::resolve(store.as_ref(), args.run_id.as_deref(), args.last)?;
     let run = store
         .run(&run_id)?
         .ok_or_else(|| plait::store::StoreError::UnknownRun(run_id.clone()))?;
@@ -663,10 +678,24 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
     let origin = args.observe.origin()?;
     let home = Home::resolve(args.store.store)?;
     let policy = home.policy(args.store.policy)?;
+    // `plait signal --last STEP_ID`: the one word given is the step.
+    let (run_id, step_id) = match (args.run_id, args.step_id, args.last) {
+        (Some(run_id), Some(step_id), false) => (Some(run_id), step_id),
+        (Some(step_id), None, true) => (None, step_id),
+        _ => {
+            return Err(UsageError(
+                "give `RUN_ID STEP_ID`, or `--last STEP_ID` for the run created most recently"
+                    .to_owned(),
+            )
+            .into());
+        }
+    };
     let Some(store) = home.open_store_unless_held()? else {
+        let (run_id, holder) =
+            super::runs::select::held_run(&home, run_id.as_deref(), args.last, Some(&step_id))?;
         let signal = plait::store::Signal {
-            run_id: args.run_id.clone(),
-            step_id: args.step_id.clone(),
+            run_id: run_id.clone(),
+            step_id: step_id.clone(),
             data,
             sent_at_ms: plait::clock::now_ms(),
             sent_by: origin.actor.clone(),
@@ -674,20 +703,23 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
         plait::store::post_signal(&home.journal_dir(), &signal)
             .context("leaving the signal in the store's inbox")?;
         eprintln!(
-            "another plait process holds the store (the one running `{}`); the signal for step `{}` waits in its inbox and is delivered within a second",
-            args.run_id, args.step_id
+            "another plait process holds the store{}; the signal for step `{step_id}` of run {run_id} waits in its inbox and is delivered within a second",
+            holder
+                .map(|holder| format!(" ({holder})"))
+                .unwrap_or_default()
         );
         return Ok(ExitCode::SUCCESS);
     };
+    let run_id = super::runs::select::resolve(store.as_ref(), run_id.as_deref(), args.last)?;
     let run = store
-        .run(&args.run_id)?
-        .ok_or_else(|| plait::store::StoreError::UnknownRun(args.run_id.clone()))?;
+        .run(&run_id)?
+        .ok_or_else(|| plait::store::StoreError::UnknownRun(run_id.clone()))?;
     let plan = plan_of_run(&home.engine(&policy)?, &policy, &store, &run).await?;
     let (executor, _server) = args.observe.executor(&store, policy.concurrency).await?;
-    executor.signal_with(&plan, &run.id, &args.step_id, data, &origin)?;
+    executor.signal_with(&plan, &run.id, &step_id, data, &origin)?;
     eprintln!(
-        "signal delivered to step `{}`; continuing run {}",
-        args.step_id, run.id
+        "signal delivered to step `{step_id}`; continuing run {}",
+        run.id
     );
     let (progress, follower) = follow(&executor, plan.steps.len());
     let report = executor.resume_with(&plan, &run.id, &origin).await;

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod gc;
 mod records;
+pub mod remote;
 mod sled_store;
 
 pub use records::{
@@ -32,6 +33,28 @@ pub enum StoreError {
     Locked {
         /// The store directory.
         path: std::path::PathBuf,
+    },
+    /// Another plait process holds the store, and said which: this
+    /// process may read it through that one (see [`remote`]) but not
+    /// write to it.
+    #[error(
+        "the store at `{path}` is in use by {holder}, which lets other processes read it but not \
+         change it; wait for that process to finish or stop it, then try again (or use another \
+         store with `--store DIR`)"
+    )]
+    Held {
+        /// The store directory.
+        path: std::path::PathBuf,
+        /// The process holding it, as it names itself.
+        holder: String,
+    },
+    /// The process holding the store could not answer a read.
+    #[error("the plait process holding the store at `{path}` could not answer: {message}")]
+    Remote {
+        /// The store directory.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
     },
     /// The directory holds something that is not a Plait journal, or one of
     /// an unknown format version.
@@ -155,6 +178,11 @@ pub trait RunStore: Send + Sync {
     fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
     /// Every run, oldest first.
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    /// Up to `limit` runs whose id starts with `prefix`, newest first:
+    /// what a shortened run id may mean.
+    fn runs_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs_page(None, limit, &|run| run.id.starts_with(prefix))
+    }
     /// A blob's bytes by digest.
     fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Whether the blob store holds `digest`.

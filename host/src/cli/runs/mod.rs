@@ -1,12 +1,13 @@
 //! `plait runs list` and `plait runs show` (a run as a timeline).
 
+pub mod select;
 mod timeline;
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use plait::executor::RunReport;
-use plait::store::{RunStatus, RunStore as _, StoreError};
+use plait::store::{RunStatus, StoreError};
 use serde_json::json;
 
 use super::home::Home;
@@ -44,9 +45,12 @@ pub enum RunsCommand {
     /// Show one run as a timeline: its steps, each attempt, backoffs and
     /// waits, durations, errors, cache hits.
     Show {
-        /// The run id.
-        #[arg(value_name = "RUN_ID")]
-        run_id: String,
+        /// The run id, or its start when no other run's id starts so.
+        #[arg(value_name = "RUN_ID", required_unless_present = "last")]
+        run_id: Option<String>,
+        /// The run created most recently.
+        #[arg(long, conflicts_with = "run_id")]
+        last: bool,
         #[command(flatten)]
         store: StoreArgs,
         /// Also show what each step logged and printed, per attempt.
@@ -111,15 +115,16 @@ pub fn main(command: RunsCommand) -> anyhow::Result<ExitCode> {
         }
         RunsCommand::Show {
             run_id,
+            last,
             store,
             logs,
             json,
-        } => show(store, &run_id, logs, json),
+        } => show(store, run_id.as_deref(), last, logs, json),
     }
 }
 
 fn list(store: StoreArgs, filter: &Filter, json: bool) -> anyhow::Result<ExitCode> {
-    let store = Home::resolve(store.store)?.open_store()?;
+    let store = Home::resolve(store.store)?.open_store_or_remote()?;
     let mut runs: Vec<_> = store
         .runs()?
         .into_iter()
@@ -191,8 +196,15 @@ fn list(store: StoreArgs, filter: &Filter, json: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(store: StoreArgs, run_id: &str, with_logs: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let store = Home::resolve(store.store)?.open_store()?;
+fn show(
+    store: StoreArgs,
+    run_id: Option<&str>,
+    last: bool,
+    with_logs: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = Home::resolve(store.store)?.open_store_or_remote()?;
+    let run_id = &select::resolve(store.as_ref(), run_id, last)?;
     let run = store
         .run(run_id)?
         .ok_or_else(|| StoreError::UnknownRun(run_id.to_owned()))?;
