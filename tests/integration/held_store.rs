@@ -166,6 +166,8 @@ fn runs_list_show_logs_and_signal_work_while_plait_serve_holds_the_store() {
     let (mut child, _lines, run_id) = start_approval(&sandbox);
     child.kill().unwrap();
     child.wait().unwrap();
+    // SIGKILL left its socket behind: the server replaces it.
+    assert!(sandbox.store().join("journal/store.sock").exists());
     // ... which the server picks up.
     let workflows = sandbox.dir.path().join("workflows");
     std::fs::create_dir_all(&workflows).unwrap();
