@@ -22,14 +22,39 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    quiet_on_closed_stdout();
     match runtime.block_on(cli::main()) {
         Ok(code) => code,
+        // `plait runs list | head`: the reader has what it wanted.
+        Err(error) if cli::output::is_closed_stdout(&error) => ExitCode::SUCCESS,
         Err(error) => {
             let code = cli::exit_code(&error);
             cli::print_error(&error);
             ExitCode::from(code)
         }
     }
+}
+
+/// A write to a closed stdout (`plait ... | head`) ends the command
+/// quietly with exit code 0, as ripgrep does. Rust ignores SIGPIPE, so the
+/// write fails with `BrokenPipe`: the CLI's writes return it as an error,
+/// which `main` recognizes; this hook covers a `print!` that panics on it
+/// instead. SIGPIPE stays ignored: the host also writes to sockets and to
+/// its expression workers' pipes, where a dead peer must not kill it.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// On a machine with under 2 GiB of memory (or a cgroup limit that low),

@@ -15,7 +15,7 @@
 //! `plait validate` lists them all at once.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::capabilities::redact::MIN_SECRET_LEN;
@@ -187,7 +187,7 @@ impl Plan {
                                     step.id,
                                     error_chain(&error)
                                 ),
-                                None,
+                                build_hint(&step.uses),
                             ));
                             None
                         }
@@ -282,7 +282,7 @@ fn check_grants(
             };
             errors.push(DefinitionError::at(
                 &definition.source,
-                step.span,
+                step.config_spans.get(key).copied().unwrap_or(step.span),
                 format!(
                     "step `{}` sets config `{key}`, which component `{name}` does not declare",
                     step.id
@@ -303,6 +303,42 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// Help for a grant the policy refuses: the exact line that allows it,
+    /// and the file it goes in. A policy file beside the workflow (as
+    /// templates ship one) is named, never read on its own.
+    fn policy_line(&self, line: &str) -> String {
+        let file = match &self.policy.source {
+            Some(path) => format!("the host policy `{}`", path.display()),
+            None => {
+                "a host policy (`plait.toml` in the Plait home, or a file given with `--policy`)"
+                    .to_owned()
+            }
+        };
+        let mut help = format!("to allow it, set `{line}` under `[grants]` in {file}");
+        let beside = self
+            .definition
+            .source
+            .path
+            .parent()
+            .map(|dir| dir.join("plait.toml"))
+            .filter(|path| path.is_file());
+        let same = |path: &Path| {
+            std::fs::canonicalize(path).ok()
+                == beside
+                    .as_deref()
+                    .and_then(|b| std::fs::canonicalize(b).ok())
+        };
+        if let Some(beside) = &beside
+            && !self.policy.source.as_deref().is_some_and(same)
+        {
+            help.push_str(&format!(
+                "; the workflow's folder ships a policy for it: `--policy {}`",
+                beside.display()
+            ));
+        }
+        help
+    }
+
     fn error(&mut self, span: Span, message: String, help: Option<String>) {
         self.errors.push(DefinitionError::at(
             &self.definition.source,
@@ -416,9 +452,21 @@ impl Checker<'_> {
                         dir.guest,
                         dir.host.display()
                     ),
-                    Some(allowed_help(
-                        allowed.iter().map(|p| format!("`{}`", p.display())),
-                    )),
+                    Some({
+                        let paths: Vec<String> = allowed
+                            .iter()
+                            .chain([&dir.host])
+                            .map(|path| path.display().to_string())
+                            .collect();
+                        let line = self.policy_line(&format!(
+                            "dirs = {}",
+                            toml_list(paths.iter().map(String::as_str))
+                        ));
+                        format!(
+                            "{}; {line}",
+                            allowed_help(allowed.iter().map(|p| format!("`{}`", p.display())))
+                        )
+                    }),
                 );
                 continue;
             }
@@ -429,7 +477,10 @@ impl Checker<'_> {
                         "directory `{}` is granted read-write, which {origin} does not allow",
                         dir.guest
                     ),
-                    Some("grant it read-only (`mode: ro`, the default)".to_owned()),
+                    Some(format!(
+                        "grant it read-only (`mode: ro`, the default), or {}",
+                        self.policy_line("writable_dirs = true")
+                    )),
                 );
                 continue;
             }
@@ -480,21 +531,25 @@ impl Checker<'_> {
             if let Some(allowed) = &self.policy.outbound_http
                 && !allowed.iter().any(|cap| cap.covers(rule))
             {
+                let rules: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+                let line = self.policy_line(&format!(
+                    "outbound_http = {}",
+                    toml_list(
+                        rules
+                            .iter()
+                            .map(String::as_str)
+                            .chain([rule.to_string().as_str()])
+                    )
+                ));
+                let help = if rules.is_empty() {
+                    format!("this host allows no outbound network at all; {line}")
+                } else {
+                    format!("allowed: {}; {line}", rules.join(", "))
+                };
                 self.error(
                     grant.span,
                     format!("outbound HTTP to `{rule}` is not allowed by {origin}"),
-                    Some(if allowed.is_empty() {
-                        "this host allows no outbound network at all".to_owned()
-                    } else {
-                        format!(
-                            "allowed: {}",
-                            allowed
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    }),
+                    Some(help),
                 );
                 continue;
             }
@@ -503,7 +558,7 @@ impl Checker<'_> {
                 self.error(
                     grant.span,
                     format!("outbound HTTP to `{rule}` reaches a private or loopback address, which {origin} does not allow"),
-                    Some("set `private_networks = true` under `[grants]` in plait.toml to allow it".to_owned()),
+                    Some(self.policy_line("private_networks = true")),
                 );
                 continue;
             }
@@ -595,10 +650,15 @@ impl Checker<'_> {
             && !allowed.iter().any(|name| name == allowed_as)
         {
             let origin = self.policy.origin();
+            let line = self.policy_line(&format!(
+                "{kinds} = {}",
+                toml_list(allowed.iter().map(String::as_str).chain([allowed_as]))
+            ));
+            let help = format!("{}; {line}", allowed_help(allowed.iter().cloned()));
             self.error(
                 span,
                 format!("{kind} `{allowed_as}` is not one {origin} allows workflows to grant"),
-                Some(allowed_help(allowed.iter().cloned())),
+                Some(help),
             );
             return false;
         }
@@ -680,6 +740,35 @@ fn declared_names(grants: &[Grant], pick: impl Fn(&Grant) -> Option<&String>) ->
     grants.iter().filter_map(pick).map(String::as_str).collect()
 }
 
+/// How to build a component that is missing from a Cargo workspace's
+/// wasm32-wasip2 output (`plugins/target/wasm32-wasip2/release/x.wasm`):
+/// examples point at components built from source.
+fn build_hint(uses: &Path) -> Option<String> {
+    if uses.exists() {
+        return None;
+    }
+    // `examples/retry/../../tests/guests/...` as `tests/guests/...`.
+    let mut path = PathBuf::new();
+    for part in uses.components() {
+        match part {
+            std::path::Component::ParentDir if path.file_name().is_some() => {
+                path.pop();
+            }
+            other => path.push(other),
+        }
+    }
+    // Relative to where the command runs, as the user would type it.
+    let path = std::env::current_dir()
+        .ok()
+        .and_then(|dir| path.strip_prefix(dir).ok().map(Path::to_path_buf))
+        .unwrap_or(path);
+    let text = path.to_string_lossy().replace('\\', "/");
+    let (workspace, _) = text.split_once("/target/wasm32-wasip2/")?;
+    Some(format!(
+        "it is built from source: `cargo build --release --target wasm32-wasip2` in `{workspace}`; `scripts/setup` builds the reference plugins (plugins/) and the test guests (tests/guests/)"
+    ))
+}
+
 /// Help listing what the policy allows.
 fn allowed_help(allowed: impl Iterator<Item = String>) -> String {
     let allowed: Vec<String> = allowed.collect();
@@ -688,6 +777,15 @@ fn allowed_help(allowed: impl Iterator<Item = String>) -> String {
     } else {
         format!("allowed: {}", allowed.join(", "))
     }
+}
+
+/// A TOML array of strings: `["a", "b"]`.
+fn toml_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let items: Vec<String> = items
+        .into_iter()
+        .map(|item| toml::Value::String(item.to_owned()).to_string())
+        .collect();
+    format!("[{}]", items.join(", "))
 }
 
 /// Help naming what a component asks for.

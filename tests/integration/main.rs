@@ -31,6 +31,7 @@ mod held_store;
 mod hardening;
 mod hostile;
 mod observability;
+mod new_user;
 mod reference_steps;
 mod sandbox;
 mod server;

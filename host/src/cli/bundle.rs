@@ -1,6 +1,7 @@
 //! `plait bundle`, `plait key` and `plait trust`: template bundles, the
 //! keys that sign them and the keys an operator trusts.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -78,6 +79,11 @@ pub enum BundleCommand {
         trust: TrustArgs,
         #[command(flatten)]
         store: StoreArgs,
+        /// Print one JSON object on stdout: `{"verified": true, "bundle",
+        /// "files", "signer", "requires", "digest"}`, or `{"verified":
+        /// false, "error"}` (exit code 2).
+        #[arg(long)]
+        json: bool,
     },
     /// Show what a bundle holds, who signed it and what it will be granted.
     Inspect {
@@ -195,6 +201,10 @@ pub enum TrustCommand {
     List {
         #[command(flatten)]
         store: StoreArgs,
+        /// Print one JSON array on stdout: `[{"name", "key_id",
+        /// "public_key"}]`.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop trusting a key (by name, id or public key).
     Remove {
@@ -239,7 +249,7 @@ impl TrustCommand {
     pub fn store_args(&self) -> &StoreArgs {
         match self {
             TrustCommand::Add { store, .. }
-            | TrustCommand::List { store }
+            | TrustCommand::List { store, .. }
             | TrustCommand::Remove { store, .. } => store,
         }
     }
@@ -267,7 +277,8 @@ fn read(file: &Path, max_size: u64) -> anyhow::Result<Vec<u8>> {
         ))
         .into());
     }
-    plait::files::read(file, plait::files::Kind::Bundle).with_context(|| format!("reading the bundle `{}`", file.display()))
+    plait::files::read(file, plait::files::Kind::Bundle)
+        .with_context(|| format!("reading the bundle `{}`", file.display()))
 }
 
 /// Opens a bundle under the home's trust store.
@@ -391,7 +402,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
             let packed = bundle::pack::pack(&dir, &policy.model_store()).map_err(refused)?;
             let output = output.unwrap_or_else(|| default_output(&packed.manifest));
             write_file(&output, &packed.bytes)?;
-            println!("{}", output.display());
+            writeln!(std::io::stdout(), "{}", output.display())?;
             eprintln!(
                 "packed `{}` ({}, {} files, {}): {}",
                 packed.manifest.id(),
@@ -478,17 +489,61 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        BundleCommand::Verify { file, trust, .. } => {
-            let bytes = read(&file, max_size)?;
-            let bundle = open(&home, &bytes, max_size, &trust)?;
-            println!(
+        BundleCommand::Verify {
+            file, trust, json, ..
+        } => {
+            let verified = read(&file, max_size)
+                .and_then(|bytes| Ok((open(&home, &bytes, max_size, &trust)?, bytes)));
+            let (bundle, bytes) = match verified {
+                Ok(verified) => verified,
+                Err(error) if json => {
+                    let value = serde_json::json!({
+                        "verified": false,
+                        "file": file,
+                        "error": format!("{error:#}"),
+                    });
+                    super::output::print_json(&value)?;
+                    return Ok(ExitCode::from(super::exit_code(&error)));
+                }
+                Err(error) => return Err(error),
+            };
+            if json {
+                let trusted = bundle.signer.as_ref().and_then(|signer| {
+                    home.trust_store()
+                        .list()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|key| key.public_key == signer.public_key)
+                });
+                let value = serde_json::json!({
+                    "verified": true,
+                    "file": file,
+                    "bundle": {"name": bundle.manifest.name, "version": bundle.manifest.version},
+                    "files": bundle.files.len(),
+                    "signer": bundle.signer.as_ref().map(|signer| serde_json::json!({
+                        "public_key": signer.public_key,
+                        "key_id": signer.key_id,
+                        "trusted": trusted.is_some(),
+                        "name": trusted.as_ref().map(|key| &key.name),
+                    })),
+                    "requires": {
+                        "plait": bundle.manifest.requires.plait,
+                        "wit": bundle.manifest.requires.wit,
+                    },
+                    "digest": plait::engine::digest(&bytes),
+                });
+                super::output::print_json(&value)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            writeln!(
+                std::io::stdout(),
                 "verified `{}`: {} files, every digest checks out; {}; for Plait {} and {}",
                 bundle.manifest.id(),
                 bundle.files.len(),
                 signer_text(&home, &bundle),
                 bundle.manifest.requires.plait,
                 bundle.manifest.requires.wit
-            );
+            )?;
         }
         BundleCommand::Inspect { file, json, .. } => {
             let bytes = read(&file, max_size)?;
@@ -499,37 +554,57 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                     "signer": bundle.signer.as_ref().map(|s| serde_json::json!({"public_key": s.public_key, "key_id": s.key_id})),
                     "digest": plait::engine::digest(&bytes),
                 });
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    serde_json::to_string_pretty(&value)?
+                )?;
                 return Ok(ExitCode::SUCCESS);
             }
             let manifest = &bundle.manifest;
-            println!("{} {}", manifest.name, manifest.version);
+            writeln!(std::io::stdout(), "{} {}", manifest.name, manifest.version)?;
             if let Some(description) = &manifest.description {
-                println!("  {description}");
+                writeln!(std::io::stdout(), "  {description}")?;
             }
             if !manifest.authors.is_empty() {
-                println!("  authors:   {}", manifest.authors.join(", "));
+                writeln!(
+                    std::io::stdout(),
+                    "  authors:   {}",
+                    manifest.authors.join(", ")
+                )?;
             }
             if let Some(license) = &manifest.license {
-                println!("  license:   {license}");
+                writeln!(std::io::stdout(), "  license:   {license}")?;
             }
-            println!("  publisher: {}", signer_text(&home, &bundle));
-            println!(
+            writeln!(
+                std::io::stdout(),
+                "  publisher: {}",
+                signer_text(&home, &bundle)
+            )?;
+            writeln!(
+                std::io::stdout(),
                 "  requires:  Plait {}, {}",
-                manifest.requires.plait, manifest.requires.wit
-            );
-            println!("  workflows:");
+                manifest.requires.plait,
+                manifest.requires.wit
+            )?;
+            writeln!(std::io::stdout(), "  workflows:")?;
             for workflow in &manifest.workflows {
-                println!("    {:<24} {}", workflow.name, workflow.path);
+                writeln!(
+                    std::io::stdout(),
+                    "    {:<24} {}",
+                    workflow.name,
+                    workflow.path
+                )?;
             }
-            println!("  files:");
+            writeln!(std::io::stdout(), "  files:")?;
             for file in manifest.files() {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "    {:<48} {:>10}  {}",
                     file.path,
                     plait::limits::format_size(file.size),
                     &file.digest[..19]
-                );
+                )?;
             }
             let mut engines: Vec<&str> = manifest
                 .compiled
@@ -538,22 +613,26 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 .collect();
             engines.dedup();
             if !engines.is_empty() {
-                println!("  compiled for:");
+                writeln!(std::io::stdout(), "  compiled for:")?;
                 for engine in engines {
                     let here = plait::engine::code_key(plait::engine::HOST_TARGET, true);
                     let mark = if engine == here { "  (this host)" } else { "" };
-                    println!("    {engine}{mark}");
+                    writeln!(std::io::stdout(), "    {engine}{mark}")?;
                 }
             }
             for line in grant_lines(manifest) {
-                println!("{line}");
+                writeln!(std::io::stdout(), "{line}")?;
             }
             if let Some(readme) = manifest
                 .readme
                 .as_deref()
                 .and_then(|path| bundle.file(path))
             {
-                println!("\n{}", String::from_utf8_lossy(readme).trim_end());
+                writeln!(
+                    std::io::stdout(),
+                    "\n{}",
+                    String::from_utf8_lossy(readme).trim_end()
+                )?;
             }
         }
         BundleCommand::Install {
@@ -679,7 +758,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|workflow| format!("`{}@{}`", workflow.name, bundle.manifest.version))
                 .collect();
-            println!("{}", dir.display());
+            writeln!(std::io::stdout(), "{}", dir.display())?;
             eprintln!(
                 "installed `{}`: run {} (`plait run NAME[@VERSION]`, or over `plait serve`)",
                 bundle.manifest.id(),
@@ -701,7 +780,11 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    serde_json::to_string_pretty(&list)?
+                )?;
                 return Ok(ExitCode::SUCCESS);
             }
             if installed.is_empty() {
@@ -719,13 +802,14 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                     .as_ref()
                     .and_then(|info| info.publisher.clone().or(info.signer.clone()))
                     .unwrap_or_else(|| "unsigned".to_owned());
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "{:<24} {:<12} {:<32} {}",
                     bundle.manifest.name,
                     bundle.manifest.version,
                     workflows.join(","),
                     signer
-                );
+                )?;
             }
         }
         BundleCommand::Remove {
@@ -780,7 +864,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
             let digest = oci::push(&bytes, &bundle.manifest, &bundle.manifest_bytes, &reference)
                 .await
                 .map_err(refused)?;
-            println!("{reference}@{digest}");
+            writeln!(std::io::stdout(), "{reference}@{digest}")?;
             eprintln!(
                 "pushed `{}` ({}) to {reference}; pin it with `@{digest}`",
                 bundle.manifest.id(),
@@ -796,7 +880,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
             let bundle = open_any(&bytes, max_size)?;
             let output = output.unwrap_or_else(|| default_output(&bundle.manifest));
             write_file(&output, &bytes)?;
-            println!("{}", output.display());
+            writeln!(std::io::stdout(), "{}", output.display())?;
             eprintln!(
                 "pulled `{}` from {reference} (manifest {digest}), {}",
                 bundle.manifest.id(),
@@ -848,7 +932,7 @@ pub fn key(command: KeyCommand) -> anyhow::Result<ExitCode> {
             let path = out.unwrap_or_else(|| home.keys_dir().join(format!("{name}.key")));
             let key = keys::generate(&name).map_err(refused)?;
             keys::write_secret(&path, &key).map_err(refused)?;
-            println!("{}", key.public_key);
+            writeln!(std::io::stdout(), "{}", key.public_key)?;
             eprintln!(
                 "key `{name}` ({}) written to `{}` (keep it secret); give the public key above to those who install your bundles: `plait trust add {} --name {name}`",
                 keys::key_id(&key.public_key),
@@ -873,18 +957,33 @@ pub fn trust(command: TrustCommand) -> anyhow::Result<ExitCode> {
                 keys::key_id(&added.public_key)
             );
         }
-        TrustCommand::List { .. } => {
+        TrustCommand::List { json, .. } => {
             let keys = store.list().map_err(refused)?;
+            if json {
+                let list: Vec<serde_json::Value> = keys
+                    .iter()
+                    .map(|key| {
+                        serde_json::json!({
+                            "name": key.name,
+                            "key_id": keys::key_id(&key.public_key),
+                            "public_key": key.public_key,
+                        })
+                    })
+                    .collect();
+                super::output::print_json(&serde_json::Value::Array(list))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             if keys.is_empty() {
                 eprintln!("no trusted keys; `plait trust add KEY --name NAME` adds one");
             }
             for key in keys {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "{:<24} {}  {}",
                     key.name,
                     keys::key_id(&key.public_key),
                     key.public_key
-                );
+                )?;
             }
         }
         TrustCommand::Remove { name, .. } => {

@@ -23,6 +23,9 @@ pub struct ValidateArgs {
     #[command(flatten)]
     store: StoreArgs,
 }
+    /// Print one JSON object on stdout, errors included (docs/cli.md).
+    #[arg(long)]
+    json: bool,
 
 /// Arguments of `plait inspect`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +43,9 @@ pub struct InspectArgs {
 /// `plait validate`: the definition, then every component and grant.
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let definition = Definition::load(&args.workflow)?;
+    if args.json {
+        return super::validate_json::validate(&args.workflow, args.store).await;
+    }
     let home = Home::resolve(args.store.store)?;
     let policy = home.policy(args.store.policy)?;
     let engine = home.engine(&policy)?;

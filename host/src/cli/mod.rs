@@ -5,18 +5,20 @@ mod bundle;
 mod home;
 mod inspect;
 mod observe;
-mod output;
+pub mod output;
 mod progress;
 mod run;
 mod runs;
 #[cfg(feature = "server")]
 mod serve;
 mod store;
+mod validate_json;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// Exit code of a failed run.
 pub const EXIT_RUN_FAILED: u8 = 1;
@@ -133,6 +135,13 @@ enum Command {
     /// Print the JSON Schema of workflow files, for editors
     /// (docs/workflow.schema.json holds the same).
     Schema,
+    /// Print a shell completion script: `plait completions bash >
+    /// ~/.local/share/bash-completion/completions/plait` (docs/cli.md).
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -173,7 +182,19 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::inspect(args).await,
         Command::Schema => {
             let schema = plait::definition::format::json_schema();
-            println!("{}", serde_json::to_string_pretty(&schema)?);
+            writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(&schema)?
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            // Generated into memory: clap_complete panics on a failed
+            // write, and a closed stdout must end quietly.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "plait", &mut script);
+            std::io::stdout().write_all(&script)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -276,7 +297,10 @@ impl Command {
             Command::Token(command) => Some(command.store_args()),
             #[cfg(feature = "server")]
             Command::Webhooks(command) => Some(command.store_args()),
-            Command::Validate(_) | Command::Inspect(_) | Command::Schema => None,
+            Command::Validate(_)
+            | Command::Inspect(_)
+            | Command::Schema
+            | Command::Completions { .. } => None,
         }
     }
 }

@@ -70,6 +70,24 @@ fn step_json(step: &StepRecord) -> Value {
 }
 
 /// Prints `value` as one line of JSON on stdout.
+/// Whether `error` is a write to a stdout whose reader has gone
+/// (`plait runs list | head`): the command then ends quietly, exit code 0.
+/// Every write to stdout returns its error (`writeln!(...)?`, never
+/// `println!`) so that it reaches `main`, which asks this.
+pub fn is_closed_stdout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 pub fn print_json(value: &Value) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, value)?;

@@ -27,8 +27,11 @@ pub struct RunArgs {
     /// A workflow file, or a folder holding `workflow.yaml`.
     #[arg(value_name = "WORKFLOW")]
     workflow: PathBuf,
-    /// The workflow input: a JSON file, or `-` for stdin [default: {}].
-    #[arg(long, value_name = "FILE|-", conflicts_with = "batch")]
+    /// The workflow input: inline JSON (`'{"text": "hi"}'`, any value
+    /// starting with `{`, `[`, `"`, a number, true, false or null), a JSON
+    /// file (`@FILE` when its name looks like JSON), or `-` for stdin
+    /// [default: {}].
+    #[arg(long, value_name = "JSON|FILE|-", conflicts_with = "batch")]
     input: Option<String>,
     /// Run the workflow once per line of a JSON Lines file, concurrently.
     /// Each line's run gets the idempotency key `KEY:LINE` (KEY: the
@@ -361,7 +364,20 @@ fn check_input_size(args: &RunArgs, max_input: u64) -> anyhow::Result<()> {
             ));
         }
     }
-    if let Some(path) = args.input.as_deref().filter(|path| *path != "-")
+    if let Some(input) = args.input.as_deref() {
+        let inline = match InputArg::of(input) {
+            InputArg::Inline(text) => text.len() as u64,
+            _ => 0,
+        };
+        total += inline;
+        if inline > 0 {
+            parts.push(format!("input {}", plait::limits::format_size(inline)));
+        }
+    }
+    if let Some(path) = args
+        .input
+        .as_deref()
+        .and_then(|input| InputArg::of(input).file())
         && let Ok(metadata) = std::fs::metadata(path)
     {
         total += metadata.len();
@@ -740,19 +756,61 @@ fn finish(report: &RunReport, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Reads `--input`: a JSON file, `-` for stdin, or `{}` when absent.
+/// What an `--input` value is: `-` is stdin, `@PATH` a file, a value that
+/// starts like a JSON document (`{`, `[`, `"`, a number, `true`, `false`,
+/// `null`) is that JSON, anything else a file path. A file whose name
+/// looks like JSON is given as `@NAME` or `./NAME`.
+#[derive(Debug, PartialEq, Eq)]
+enum InputArg<'a> {
+    Stdin,
+    Inline(&'a str),
+    File(&'a str),
+}
+
+impl<'a> InputArg<'a> {
+    fn of(value: &'a str) -> InputArg<'a> {
+        if value == "-" {
+            return InputArg::Stdin;
+        }
+        if let Some(path) = value.strip_prefix('@') {
+            return InputArg::File(path);
+        }
+        let text = value.trim();
+        let looks_like_json = text.starts_with(['{', '[', '"'])
+            || matches!(text, "true" | "false" | "null")
+            || (text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+                && serde_json::from_str::<serde_json::Number>(text).is_ok());
+        if looks_like_json {
+            InputArg::Inline(value)
+        } else {
+            InputArg::File(value)
+        }
+    }
+
+    /// The file it names, if it names one.
+    fn file(&self) -> Option<&'a str> {
+        match self {
+            InputArg::File(path) => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// Reads `--input`: inline JSON, a JSON file, `-` for stdin, or `{}` when
+/// absent (see [`InputArg`]).
 fn read_input(input: Option<&str>) -> anyhow::Result<serde_json::Value> {
     let (text, source) = match input {
         None => return Ok(serde_json::json!({})),
-        Some("-") => {
+        Some(InputArg::Inline(text)) => (text.to_owned(), "the command line".to_owned()),
+        Some(InputArg::Stdin) => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .context("reading the input from stdin")?;
             (text, "stdin".to_owned())
         }
-        Some(path) => (
-            std::fs::read_to_string(path).map_err(|error| {
+        Some(InputArg::File(path)) => (
+            plait::files::read_to_string(Path::new(path), plait::files::Kind::Input).map_err(|error| {
                 UsageError(format!("could not read input file `{path}`: {error}"))
             })?,
             format!("`{path}`"),
@@ -760,7 +818,7 @@ fn read_input(input: Option<&str>) -> anyhow::Result<serde_json::Value> {
     };
     serde_json::from_str(&text).map_err(|error| {
         UsageError(format!(
-            "the input from {source} is not valid JSON: {error}; `--input` takes a JSON document"
+            "the input from {source} is not valid JSON: {error}; `--input` takes inline JSON (`--input '{{\"text\": \"hi\"}}'`), a JSON file, `@FILE` or `-` for stdin"
         ))
         .into()
     })
@@ -784,3 +842,4 @@ fn read_blob(argument: &str) -> anyhow::Result<Blob> {
         data,
     })
 }
+    let input = input.map(InputArg::of);

@@ -1,5 +1,6 @@
 //! `plait serve` and `plait token`.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -47,6 +48,10 @@ pub enum TokenCommand {
     List {
         #[command(flatten)]
         store: StoreArgs,
+        /// Print one JSON array on stdout: `[{"name", "scopes",
+        /// "created_at"}]`.
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke an API token: it stops working at once, even on a running
     /// server.
@@ -71,7 +76,7 @@ impl TokenCommand {
     pub fn store_args(&self) -> &StoreArgs {
         match self {
             TokenCommand::Create { store, .. }
-            | TokenCommand::List { store }
+            | TokenCommand::List { store, .. }
             | TokenCommand::Revoke { store, .. } => store,
         }
     }
@@ -115,7 +120,7 @@ pub fn webhooks(command: WebhooksCommand) -> anyhow::Result<ExitCode> {
     match command {
         WebhooksCommand::Secret { store } => {
             let home = Home::resolve(store.store)?;
-            println!("{}", webhook_secret(&home)?);
+            writeln!(std::io::stdout(), "{}", webhook_secret(&home)?)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -133,26 +138,41 @@ pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             let (token, record) = tokens
                 .create(&name, &scopes)
                 .map_err(|error| UsageError(error.to_string()))?;
-            println!("{token}");
+            writeln!(std::io::stdout(), "{token}")?;
             eprintln!(
                 "token `{}` created with scopes {}; it is shown only now: keep it in a secret store",
                 record.name,
                 record.scope_list()
             );
         }
-        TokenCommand::List { store } => {
+        TokenCommand::List { store, json } => {
             let tokens = tokens(&store)?;
             let list = tokens.list()?;
+            if json {
+                let list: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|record| {
+                        serde_json::json!({
+                            "name": record.name,
+                            "scopes": record.scopes.iter().map(|scope| scope.as_str()).collect::<Vec<_>>(),
+                            "created_at": super::output::timestamp(record.created_at_ms),
+                        })
+                    })
+                    .collect();
+                super::output::print_json(&serde_json::Value::Array(list))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             if list.is_empty() {
                 eprintln!("no API tokens; `plait token create` makes one");
             }
             for record in list {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "{:<24}  {:<40}  created {}",
                     record.name,
                     record.scope_list(),
                     super::output::timestamp(record.created_at_ms)
-                );
+                )?;
             }
         }
         TokenCommand::Revoke { name, store } => {

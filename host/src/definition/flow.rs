@@ -175,6 +175,35 @@ impl RetryPolicy {
     }
 }
 
+/// The graph's sinks: the indexes of the steps no other step needs, in
+/// file order, fallbacks left out (a fallback's output is its step's).
+/// Without `output:`, a workflow's output is its one sink's.
+#[must_use]
+pub fn sinks(steps: &[super::StepDefinition]) -> Vec<usize> {
+    (0..steps.len())
+        .filter(|&index| {
+            let step = &steps[index];
+            step.fallback_of.is_none()
+                && !steps
+                    .iter()
+                    .any(|other| other.fallback_of.is_none() && other.needs.contains(&step.id))
+        })
+        .collect()
+}
+
+impl super::Definition {
+    /// The step whose output (and blobs) the run outputs when the workflow
+    /// has no `output:`: its one sink, the step no other step needs.
+    /// Validation refuses a workflow without `output:` that has several.
+    #[must_use]
+    pub fn output_step(&self) -> usize {
+        sinks(&self.steps)
+            .last()
+            .copied()
+            .unwrap_or(self.steps.len().saturating_sub(1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,6 +98,9 @@ pub struct StepDefinition {
     pub blobs: Option<BlobMapping>,
     /// Configuration values, as text (`true` is `"true"`, `5` is `"5"`).
     pub config: BTreeMap<String, String>,
+    /// Where each `config:` key is written (keys a shorthand such as
+    /// `type: ai_inference` adds have none).
+    pub config_spans: BTreeMap<String, Span>,
     /// The step's own limits, over the workflow's.
     pub limits: crate::limits::LimitSettings,
     /// Directories, outbound HTTP and secrets granted to the step.

@@ -240,6 +240,11 @@ impl Validator<'_, '_> {
         let output = fields
             .get("output")
             .map(|value| self.template(value, Scope::Output, Section::Output));
+        // Without `output:`, the run outputs the graph's one sink.
+        let sink_output = match (&steps, &output) {
+            (Some(steps), None) if !self.diag.has_errors() => self.sink_output(steps),
+            _ => Some(None),
+        };
 
         Some(Parts {
             name: name?,
@@ -248,7 +253,7 @@ impl Validator<'_, '_> {
             input_schema: optional(input_schema)?.flatten(),
             limits: optional(limits)?.unwrap_or_default(),
             steps: steps?,
-            output: optional(output)?,
+            output: optional(output)?.or(sink_output?),
             timeout: optional(timeout)?,
             concurrency: optional(concurrency)?.unwrap_or(DEFAULT_CONCURRENCY),
         })
@@ -536,6 +541,18 @@ impl Validator<'_, '_> {
         let cache = fields.get("cache").map(|node| self.cache(node));
         let cache = optional(cache)?.flatten();
         let mut config = config?;
+        // Where each key is written, so that a problem with one (a key
+        // the component does not declare) points at it.
+        let config_spans: BTreeMap<String, Span> = fields
+            .get("config")
+            .and_then(|node| node.as_mapping())
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|(key, _)| Some((key.as_scalar()?.value.clone(), key.span)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut grants = optional(grants)?.unwrap_or_default();
         let (kind, condition, for_each, max_concurrency, retry, on_error, timeout) = flow_fields?;
         let (uses, uses_span) = match step_type {
@@ -558,6 +575,7 @@ impl Validator<'_, '_> {
             input: optional(input)?,
             blobs: optional(blobs)?,
             config,
+            config_spans,
             limits,
             grants,
             span: node.span,

@@ -619,6 +619,64 @@ impl Validator<'_, '_> {
         )
     }
 
+    /// The workflow's output when it has no `output:`: its one sink's
+    /// (the step no other step needs). Several sinks are refused: which of
+    /// them the run returns is for the author to say. `Some(None)`: the
+    /// executor's default (the last step listed that is not a fallback) is
+    /// the sink already.
+    pub(super) fn sink_output(
+        &mut self,
+        steps: &[super::super::StepDefinition],
+    ) -> Option<Option<super::super::template::Template>> {
+        let sinks = super::super::flow::sinks(steps);
+        match sinks.as_slice() {
+            [] => Some(None),
+            [sink] => {
+                let last = (0..steps.len())
+                    .rev()
+                    .find(|&index| steps[index].fallback_of.is_none());
+                if last == Some(*sink) {
+                    return Some(None);
+                }
+                // Until the executor reads `Definition::output_step`, an
+                // expression gives the sink's output (without its blobs).
+                let id = steps[*sink].id.as_str();
+                let jq = Jq::compile(&format!(
+                    ".steps[{}].output",
+                    serde_json::to_string(id).ok()?
+                ))
+                .ok()?;
+                Some(Some(super::super::template::Template::Expr(jq)))
+            }
+            several => {
+                let names: Vec<&str> = several.iter().map(|&i| steps[i].id.as_str()).collect();
+                let example: Vec<String> = names
+                    .iter()
+                    .map(|id| {
+                        if id.contains('-') {
+                            format!("{id}: '${{ .steps[\"{id}\"].output }}'")
+                        } else {
+                            format!("{id}: \"${{ .steps.{id}.output }}\"")
+                        }
+                    })
+                    .collect();
+                self.diag.error(
+                    steps[several[0]].span,
+                    format!(
+                        "the workflow ends in {} steps ({}) and has no `output:`, so what the run outputs is ambiguous",
+                        names.len(),
+                        list(names.iter().map(|id| format!("`{id}`")))
+                    ),
+                    Some(format!(
+                        "add a top-level `output:` saying what the run returns, for example `output: {{ {} }}`, or make one final step need the others",
+                        example.join(", ")
+                    )),
+                );
+                None
+            }
+        }
+    }
+
     fn unknown_step(&mut self, id: &str, span: Span, available: &[&str], what: &str) {
         let suggestion = closest(id, available.iter().copied())
             .map(|id| format!("did you mean `{id}`? "))
