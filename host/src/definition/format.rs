@@ -64,8 +64,9 @@ pub struct WorkflowFile {
     #[schemars(length(min = 1))]
     pub steps: Vec<Step>,
     /// The run's output: JSON whose strings may be `${ jq }` expressions over
-    /// `.input`, `.steps.ID.output` and `.run`. Default: the last step's
-    /// output.
+    /// `.input`, `.steps.ID.output` and `.run`. Default: the output of
+    /// the final step, the one no other step needs (required when several
+    /// are final).
     pub output: Option<Value>,
 }
 

@@ -70,7 +70,8 @@ pub struct Definition {
     /// The steps, in file order; never empty. They run as their `needs`
     /// allow (see [`StepDefinition::needs`]).
     pub steps: Vec<StepDefinition>,
-    /// What the run outputs; `None` means the last step's output.
+    /// What the run outputs; `None` means the output of the final step
+    /// ([`Definition::output_step`]).
     pub output: Option<Template>,
     /// The whole run's wall-clock limit (`timeout:`), from its start.
     pub timeout: Option<std::time::Duration>,
