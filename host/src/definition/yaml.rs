@@ -580,6 +580,14 @@ impl Builder<'_, '_, '_> {
     }
 
     fn span_at(&self, mark: &Marker, len: usize) -> Span {
+        // At the end of a file that does not end in a line break, the
+        // parser's errors are on the line after the last: point at the
+        // end of the last line instead, so the error quotes it.
+        if mark.line() > self.lines.len() {
+            let last = self.lines.last().copied().unwrap_or("");
+            let last = last.strip_suffix('\r').unwrap_or(last);
+            return Span::new(self.lines.len().max(1), last.chars().count() + 1, len);
+        }
         Span::new(mark.line(), mark.col() + 1, len)
     }
 
@@ -697,6 +705,21 @@ mod tests {
         assert_eq!(typed("0.1.0"), Ok(Typed::String("0.1.0".into())));
         assert_eq!(typed("."), Ok(Typed::String(".".into())));
         assert!(typed(".inf").is_err());
+    }
+
+    #[test]
+    fn an_error_at_the_end_of_a_file_without_a_final_line_break_quotes_its_last_line() {
+        // Found by the fuzz suite: the error pointed at line 5 of a file
+        // of 4 lines, and quoted nothing.
+        let text = "name: fuzz\nsteps:\n  - id: a\n    o";
+        let source = SourceFile::new("t.yaml", text);
+        let mut diag = Diagnostics::new(&source);
+        assert!(parse(text, &mut diag).is_none());
+        let errors = diag.finish();
+        let error = errors.iter().next().unwrap();
+        assert_eq!(error.span, Some(Span::new(4, 6, 1)), "{errors}");
+        assert_eq!(error.snippet(), Some("    o"));
+        assert!(errors.to_string().contains("--> t.yaml:4:6"), "{errors}");
     }
 
     #[test]
