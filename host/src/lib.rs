@@ -28,6 +28,7 @@ pub mod expressions;
 pub mod files;
 pub mod grants;
 pub mod inference;
+pub mod json;
 pub mod limits;
 pub mod plan;
 pub mod policy;

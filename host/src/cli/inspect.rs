@@ -8,6 +8,7 @@ use plait::definition::Definition;
 use plait::engine::Grant;
 use plait::limits;
 use plait::plan::Plan;
+use plait::telemetry::escape::{terminal, terminal_lines};
 use serde_json::json;
 
 use super::StoreArgs;
@@ -22,10 +23,10 @@ pub struct ValidateArgs {
     workflow: PathBuf,
     #[command(flatten)]
     store: StoreArgs,
-}
     /// Print one JSON object on stdout, errors included (docs/cli.md).
     #[arg(long)]
     json: bool,
+}
 
 /// Arguments of `plait inspect`.
 #[derive(Debug, clap::Args)]
@@ -42,10 +43,10 @@ pub struct InspectArgs {
 
 /// `plait validate`: the definition, then every component and grant.
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let definition = Definition::load(&args.workflow)?;
     if args.json {
         return super::validate_json::validate(&args.workflow, args.store).await;
     }
+    let definition = Definition::load(&args.workflow)?;
     let home = Home::resolve(args.store.store)?;
     let policy = home.policy(args.store.policy)?;
     let engine = home.engine(&policy)?;
@@ -197,9 +198,16 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{} {}", description.name, description.version)?;
+    // Everything `describe()` returned is the component's text: escaped,
+    // so a description cannot clear the screen or forge lines.
+    writeln!(
+        out,
+        "{} {}",
+        terminal(&description.name),
+        terminal(&description.version)
+    )?;
     if !description.description.is_empty() {
-        writeln!(out, "{}", description.description)?;
+        writeln!(out, "{}", terminal(&description.description))?;
     }
     writeln!(out)?;
     writeln!(out, "component  {}", component.path.display())?;
@@ -220,13 +228,15 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                 required,
             } => writeln!(
                 out,
-                "  config {key}{}: {description}",
-                if *required { " (required)" } else { "" }
+                "  config {}{}: {}",
+                terminal(key),
+                if *required { " (required)" } else { "" },
+                terminal(description)
             )?,
-            Grant::Secret { name } => writeln!(out, "  secret {name}")?,
-            Grant::Directory { path } => writeln!(out, "  directory {path}")?,
-            Grant::OutboundHttp { url } => writeln!(out, "  outbound http {url}")?,
-            Grant::Model { name } => writeln!(out, "  model {name}")?,
+            Grant::Secret { name } => writeln!(out, "  secret {}", terminal(name))?,
+            Grant::Directory { path } => writeln!(out, "  directory {}", terminal(path))?,
+            Grant::OutboundHttp { url } => writeln!(out, "  outbound http {}", terminal(url))?,
+            Grant::Model { name } => writeln!(out, "  model {}", terminal(name))?,
         }
     }
     for (label, schema) in [
@@ -237,18 +247,18 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             Some(schema) => writeln!(
                 out,
                 "{label}\n  {}",
-                serde_json::to_string_pretty(schema)?.replace('\n', "\n  ")
+                terminal_lines(&serde_json::to_string_pretty(schema)?).replace('\n', "\n  ")
             )?,
             None => writeln!(out, "{label}\n  (not declared)")?,
         }
     }
     writeln!(out, "imports")?;
     for import in &component.imports {
-        writeln!(out, "  {import}")?;
+        writeln!(out, "  {}", terminal(&import.to_string()))?;
     }
     writeln!(out, "exports")?;
     for export in &component.exports {
-        writeln!(out, "  {export}")?;
+        writeln!(out, "  {}", terminal(&export.to_string()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -250,6 +250,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 /// Prints an error that ended a command, once, on stderr. Definition errors
 /// are already rendered blocks (`error: ...` with the source line), followed
 /// by a count; anything else is printed as its whole chain on one line.
+/// Control and bidi characters are escaped either way.
 pub fn print_error(error: &anyhow::Error) {
     let definition_errors = error.chain().find_map(|cause| {
         cause
@@ -261,16 +262,30 @@ pub fn print_error(error: &anyhow::Error) {
                 },
             )
     });
+    // Names and values in errors come from definitions, inputs and guests:
+    // escaped, so an error cannot move the cursor or forge a line.
+    use plait::telemetry::escape;
     match definition_errors {
         Some(errors) => {
-            eprintln!("{errors}");
+            // Each message and help is one line: a newline in a quoted
+            // name is escaped too; the block's own layout stays.
+            let blocks: Vec<String> = errors
+                .iter()
+                .map(|error| {
+                    let mut error = error.clone();
+                    error.message = escape::terminal(&error.message).into_owned();
+                    error.help = error.help.map(|help| escape::terminal(&help).into_owned());
+                    escape::terminal_lines(&error.to_string())
+                })
+                .collect();
+            eprintln!("{}", blocks.join("\n\n"));
             let count = errors.len();
             eprintln!(
                 "{count} error{} found; nothing was run",
                 if count == 1 { "" } else { "s" }
             );
         }
-        None => eprintln!("error: {error:#}"),
+        None => eprintln!("error: {}", escape::terminal(&format!("{error:#}"))),
     }
 }
 

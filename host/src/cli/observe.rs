@@ -204,7 +204,9 @@ fn text_line(fields: &Map<String, Value>) -> String {
             other => line.push_str(&format!(" {key}={other}")),
         }
     }
-    line
+    // Steps choose their messages and fields: one plain line, whatever
+    // they hold.
+    plait::telemetry::escape::terminal(&line).into_owned()
 }
 
 /// `plait metrics`.

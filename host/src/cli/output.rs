@@ -6,6 +6,7 @@ use std::io::Write as _;
 
 use plait::executor::RunReport;
 use plait::store::{AttemptLogs, BlobRef, StepRecord, StepStatus};
+use plait::telemetry::escape;
 use serde_json::{Value, json};
 
 /// The JSON form of a run: `{"run_id", "status", "output", "steps", ...}`.
@@ -69,7 +70,6 @@ fn step_json(step: &StepRecord) -> Value {
     })
 }
 
-/// Prints `value` as one line of JSON on stdout.
 /// Whether `error` is a write to a stdout whose reader has gone
 /// (`plait runs list | head`): the command then ends quietly, exit code 0.
 /// Every write to stdout returns its error (`writeln!(...)?`, never
@@ -88,6 +88,7 @@ pub fn is_closed_stdout(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Prints `value` as one line of JSON on stdout.
 pub fn print_json(value: &Value) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, value)?;
@@ -109,7 +110,13 @@ pub fn print_run(report: &RunReport) -> anyhow::Result<()> {
         writeln!(stderr, "{}", step_line(step))?;
     }
     match &run.error {
-        Some(error) => writeln!(stderr, "run {} {}: {error}", run.id, run.status.as_str())?,
+        Some(error) => writeln!(
+            stderr,
+            "run {} {}: {}",
+            run.id,
+            run.status.as_str(),
+            escape::terminal(&error.to_string())
+        )?,
         None => writeln!(stderr, "run {} {}", run.id, run.status.as_str())?,
     }
     for blob in &run.output_blobs {
@@ -161,13 +168,17 @@ pub fn step_line(step: &StepRecord) -> String {
     if let Some(error) = &step.error {
         line.push_str(&format!(": {error}"));
     }
-    line
+    // Step errors are the step's text: one line, escaped.
+    escape::terminal(&line).into_owned()
 }
 
 /// `name (media type, N bytes, digest)`.
 pub fn blob_line(blob: &BlobRef) -> String {
     format!(
         "`{}` ({}, {} bytes, {})",
-        blob.name, blob.media_type, blob.size, blob.digest
+        escape::terminal(&blob.name),
+        escape::terminal(&blob.media_type),
+        blob.size,
+        blob.digest
     )
 }

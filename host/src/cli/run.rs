@@ -421,7 +421,7 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
         if line.trim().is_empty() {
             continue;
         }
-        let input: serde_json::Value = serde_json::from_str(line).map_err(|error| {
+        let input: serde_json::Value = plait::json::from_str(line).map_err(|error| {
             UsageError(format!(
                 "line {} of `{}` is not a JSON document: {error}; `--batch` takes one workflow input per line",
                 number + 1,
@@ -490,13 +490,16 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
                     if let Some(error) = &report.run.error {
                         line.push_str(&format!(": {error}"));
                     }
-                    eprintln!("{line}");
+                    eprintln!("{}", plait::telemetry::escape::terminal(&line));
                 }
                 reports.push(output::run_json(&report, None));
             }
             Err(error) => {
                 failed += 1;
-                eprintln!("{key}  error: {error}");
+                eprintln!(
+                    "{}",
+                    plait::telemetry::escape::terminal(&format!("{key}  error: {error}"))
+                );
                 reports.push(serde_json::json!({"idempotency_key": key, "status": "error", "error": error.to_string()}));
             }
         }
@@ -685,7 +688,7 @@ async fn plan_of_run(
 pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
     let data: serde_json::Value = match args.data.as_deref() {
         None => serde_json::json!({}),
-        Some(text) => serde_json::from_str(text).map_err(|error| {
+        Some(text) => plait::json::from_str(text).map_err(|error| {
             UsageError(format!(
                 "`--data` is not valid JSON: {error}; for example `--data '{{\"approved\": true}}'`"
             ))
@@ -816,7 +819,7 @@ fn read_input(input: Option<&str>) -> anyhow::Result<serde_json::Value> {
             format!("`{path}`"),
         ),
     };
-    serde_json::from_str(&text).map_err(|error| {
+    plait::json::from_str(&text).map_err(|error| {
         UsageError(format!(
             "the input from {source} is not valid JSON: {error}; `--input` takes inline JSON (`--input '{{\"text\": \"hi\"}}'`), a JSON file, `@FILE` or `-` for stdin"
         ))

@@ -737,7 +737,9 @@ fn payload_from_wit(output: wit::Payload) -> Result<Payload, StepFailure> {
         message,
         details: None,
     };
-    let json = serde_json::from_str(&output.json)
+    // Strict: an object with a key twice would mean different things to
+    // different readers (see `crate::json`).
+    let json = crate::json::from_str(&output.json)
         .map_err(|error| invalid(format!("the step's output is not valid JSON: {error}")))?;
     let mut blobs: Vec<Blob> = Vec::with_capacity(output.blobs.len());
     for blob in output.blobs {

@@ -22,10 +22,14 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+use super::escape;
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
-    /// `HH:MM:SS.mmm LEVEL context: message key=value`, for people.
+    /// `HH:MM:SS.mmm LEVEL context: message key=value`, for people; one
+    /// line per event whatever its text holds (control and bidi
+    /// characters are escaped, see [`super::escape`]).
     #[default]
     Text,
     /// One JSON object per line, for log pipelines.
@@ -334,7 +338,7 @@ where
             for (key, value) in context.iter().chain(fields.iter()) {
                 line.insert(key.clone(), value.clone());
             }
-            Value::Object(line).to_string()
+            escape::json(&Value::Object(line).to_string()).into_owned()
         });
         match self.format {
             LogFormat::Json => self.sink.write_line(json.as_deref().unwrap_or_default()),
@@ -402,18 +406,19 @@ impl LogLayer {
             line.push(':');
         }
         line.push(' ');
-        line.push_str(message);
+        line.push_str(&escape::terminal(message));
         for (key, value) in fields {
-            line.push_str(&format!(" {key}={}", plain(value)));
+            line.push_str(&format!(" {}={}", escape::terminal(key), plain(value)));
         }
         line
     }
 }
 
-/// A value as text: strings without quotes.
+/// A value as text for a terminal: strings without quotes, control and
+/// bidi characters escaped (a step's field value is the step's to choose).
 fn plain(value: &Value) -> String {
     match value {
-        Value::String(text) => text.clone(),
+        Value::String(text) => escape::terminal(text).into_owned(),
         other => other.to_string(),
     }
 }

@@ -11,11 +11,13 @@
 //!   when an endpoint is configured; none when not.
 //! - [`metrics`]: Prometheus series, served on `/metrics` or rebuilt from
 //!   the store.
+//! - [`escape`]: guest and user text made safe to print on a terminal.
 //!
 //! [`init`] installs all of it as the process's `tracing` subscriber; an
 //! embedding application that has its own can add [`logs::LogLayer`] and
 //! a `tracing-opentelemetry` layer to it instead.
 
+pub mod escape;
 pub mod logs;
 pub mod metrics;
 pub mod otlp;
@@ -39,8 +41,11 @@ pub use otlp::OtlpConfig;
 pub use trace::{RunTrace, TraceContext};
 
 /// The log filter when none is given: warnings, plus what steps log and
-/// what the executor does with runs.
-pub const DEFAULT_FILTER: &str = "warn,plait::step=info,plait::executor=info";
+/// what the executor does with runs. `wasmtime_wasi_http` warns with
+/// hyper's `Debug` text (`hyper::Error(IncompleteMessage)`) for every
+/// failed outbound request; the step's own error says it in words.
+pub const DEFAULT_FILTER: &str =
+    "warn,wasmtime_wasi_http=error,plait::step=info,plait::executor=info";
 
 /// What [`init`] sets up.
 pub struct TelemetryConfig {

@@ -123,6 +123,60 @@ pub(crate) async fn send_limited(
     request: Request<Bytes>,
     max_body: usize,
 ) -> Result<Response<Bytes>, HttpError> {
+    exchange_once(request, max_body)
+        .await
+        .map_err(|error| describe_error(error, max_body).into())
+}
+
+/// Why a request failed, in words: what people read in a webhook's attempt
+/// history or a registry error, never hyper's or std's `Debug` text
+/// (`hyper::Error(IncompleteMessage)`).
+fn describe_error(error: HttpError, max_body: usize) -> String {
+    use std::io::ErrorKind;
+    if let Some(error) = error.downcast_ref::<hyper::Error>() {
+        return if error.is_incomplete_message() {
+            "the server closed the connection before the response was complete".to_owned()
+        } else if error.is_parse() || error.is_parse_status() {
+            "the server's answer is not valid HTTP".to_owned()
+        } else if error.is_timeout() {
+            "the server did not answer in time".to_owned()
+        } else if error.is_canceled() || error.is_closed() {
+            "the connection closed before the exchange finished".to_owned()
+        } else {
+            format!("the HTTP exchange failed: {error}")
+        };
+    }
+    if error
+        .downcast_ref::<http_body_util::LengthLimitError>()
+        .is_some()
+    {
+        return format!(
+            "the answer is larger than {}",
+            crate::limits::format_size(max_body as u64)
+        );
+    }
+    if let Some(error) = error.downcast_ref::<std::io::Error>() {
+        return match error.kind() {
+            ErrorKind::ConnectionRefused => {
+                "the connection was refused (nothing listens at that address?)".to_owned()
+            }
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
+                "the server reset the connection".to_owned()
+            }
+            ErrorKind::TimedOut => "connecting timed out".to_owned(),
+            ErrorKind::UnexpectedEof => {
+                "the server closed the connection before the exchange finished".to_owned()
+            }
+            _ => format!("the connection failed: {error}"),
+        };
+    }
+    error.to_string()
+}
+
+async fn exchange_once(
+    request: Request<Bytes>,
+    max_body: usize,
+) -> Result<Response<Bytes>, HttpError> {
     let uri = request.uri().clone();
     let host = uri.host().ok_or("the URL has no host")?.to_owned();
     let https = uri.scheme_str() == Some("https");

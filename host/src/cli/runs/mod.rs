@@ -274,12 +274,16 @@ fn show(
                         .iter()
                         .map(|(k, v)| format!("{k}={v}"))
                         .collect();
+                    // A step's record is the step's text: one escaped line.
                     writeln!(
                         stdout,
-                        "        {:?} {} {}",
+                        "        {:?} {}",
                         record.level,
-                        record.message,
-                        fields.join(" ")
+                        plait::telemetry::escape::terminal(&format!(
+                            "{} {}",
+                            record.message,
+                            fields.join(" ")
+                        ))
                     )?;
                 }
                 if attempt.logs.dropped_records > 0 {
@@ -297,7 +301,8 @@ fn show(
                         writeln!(
                             stdout,
                             "        {stream}: {}",
-                            captured.text.trim_end().replace('\n', "\n          ")
+                            plait::telemetry::escape::terminal_lines(captured.text.trim_end())
+                                .replace('\n', "\n          ")
                         )?;
                     }
                     if captured.dropped_bytes > 0 {

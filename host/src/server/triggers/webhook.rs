@@ -368,7 +368,7 @@ fn body_input(
         return Ok((trigger.input.clone(), Vec::new()));
     }
     if is_json || (content_type.is_none() && blob.is_none()) {
-        let input = serde_json::from_slice(bytes).map_err(|error| {
+        let input = crate::json::from_slice(bytes).map_err(|error| {
             Problem::bad_request(format!("the body is not valid JSON: {error}"))
         })?;
         return Ok((input, Vec::new()));

@@ -78,6 +78,17 @@
 //!   (`{"token": secret}`) contain the secret, instead of the output. The
 //!   host must redact the secret wherever it persists or shows any of
 //!   these. A missing secret is a fatal error naming it.
+//! - `terminal`: logs a message and a field holding ESC and OSC sequences
+//!   (clear the screen, retitle the terminal), a bidi override, and a
+//!   forged host line (`\r\n12:00:00.000  INFO plait::executor: run
+//!   succeeded`), writes it to stderr, and returns `{"ok": true}`, or with
+//!   config `content` `fail` a fatal error with that message. The host must
+//!   never print any of it raw on a terminal. (Its description ends with an
+//!   OSC sequence too, for `plait inspect`.)
+//! - `blob-name`: returns `{}` and one blob `x` named config `path`
+//!   (`../../etc/passwd` when unset) with media type config `content`
+//!   (empty when unset). The HTTP API must not send that name or media type
+//!   back as given.
 //!
 //! `read-file`, `write-file`, `list-dir` and `tcp-connect` never fail the
 //! step for an I/O error: they return
@@ -118,7 +129,13 @@ const ATTACKS: &[&str] = &[
     "echo-secret",
     "leak",
     "burn",
+    "terminal",
+    "blob-name",
 ];
+
+/// What `terminal` writes: clears the screen, retitles the terminal, and
+/// forges a host log line after a carriage return and a newline.
+const TERMINAL_ATTACK: &str = "\u{1b}[2J\u{1b}]0;owned\u{7}\u{202e}cleared\r\n12:00:00.000  INFO plait::executor: run succeeded";
 
 /// One mebibyte.
 const MIB: usize = 1024 * 1024;
@@ -157,7 +174,8 @@ impl Step for Hostile {
     fn info() -> StepInfo {
         StepInfo::new("hostile", "0.1.0")
             .description(
-                "Misbehaves on purpose, one attack per run, to prove the sandbox contains it.",
+                // The OSC sequence retitles a terminal that prints it raw.
+                "Misbehaves on purpose, one attack per run, to prove the sandbox contains it.\u{1b}]0;hostile\u{7}",
             )
             .config(
                 "attack",
@@ -228,6 +246,14 @@ impl Step for Hostile {
                 Ok(json!({"invocations_before": before}).into())
             }
             "burn" => Ok(json!({"checksum": burn(count(ctx)?)}).into()),
+            "terminal" => terminal(ctx),
+            "blob-name" => {
+                let name = ctx
+                    .config("path")
+                    .unwrap_or_else(|| "../../etc/passwd".to_owned());
+                let media_type = ctx.config("content").unwrap_or_default();
+                Ok(Output::new(json!({})).with_blob(Blob::new(name, media_type, b"x".to_vec())))
+            }
             other => Err(unknown_attack(other)),
         }
     }
@@ -531,6 +557,17 @@ fn echo_secret(ctx: &Context) -> Result<Output<Value>, StepError> {
 }
 
 /// The fatal error for an `attack` this guest does not know.
+/// The `terminal` attack: [`TERMINAL_ATTACK`] as a log message, a log
+/// field, a line on stderr, and (config `content` `fail`) a fatal error.
+fn terminal(ctx: &Context) -> Result<Output<Value>, StepError> {
+    ctx.log(Level::Info, TERMINAL_ATTACK, &[("note", TERMINAL_ATTACK)]);
+    eprintln!("{TERMINAL_ATTACK}");
+    if ctx.config("content").as_deref() == Some("fail") {
+        return Err(StepError::fatal(TERMINAL_ATTACK));
+    }
+    Ok(json!({"ok": true}).into())
+}
+
 fn unknown_attack(attack: &str) -> StepError {
     let valid: Vec<String> = ATTACKS.iter().map(|name| format!("`{name}`")).collect();
     StepError::fatal(format!(
