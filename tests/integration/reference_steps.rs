@@ -384,10 +384,11 @@ async fn http_failures_follow_the_retry_rule() {
     assert!(
         error
             .message
-            .contains("was refused by the host (ErrorCode::HttpRequestDenied)"),
+            .contains("was refused by the host (the host did not allow the request)"),
         "{}",
         error.message
     );
+    assert_eq!(error.details.unwrap()["error"], "http-request-denied");
     assert!(received.lock().unwrap().is_empty());
 }
 

@@ -3,9 +3,10 @@
 //! a transport failure into a step result.
 //!
 //! The host decides what may be reached: a request to a host the workflow
-//! did not grant fails with `HttpRequestDenied` (fatal: retrying cannot
-//! help), and one to a private address with `DestinationIpProhibited`
-//! (fatal).
+//! did not grant fails with `http-request-denied` (fatal: retrying cannot
+//! help), and one to a private address with `destination-ip-prohibited`
+//! (fatal). Error messages say what happened in words ([`describe`]); the
+//! details carry the `wasi:http` error code's name.
 //!
 //! Retry rule ([`classify`]): 5xx, 408 and 429 responses and transport
 //! failures (connection refused or reset, timeouts, DNS failures) are
@@ -16,6 +17,9 @@ use std::time::Duration;
 
 use plait_sdk::{Context, StepError, StepInfo};
 use serde_json::{Value, json};
+
+mod error_code;
+pub use error_code::{Failure, describe};
 
 /// Bytes of response body kept; the rest is an error (fatal: the same
 /// request would return as much again).
@@ -139,25 +143,24 @@ pub fn classify(request: &Request, response: &Response) -> Result<(), StepError>
     Err(error.with_details(details))
 }
 
-/// Whether a `wasi:http` error code (in its `Debug` form) means the host
-/// refused the request: fatal, since the grant will not change by itself.
-pub fn is_refusal(code: &str) -> bool {
-    code.contains("HttpRequestDenied") || code.contains("DestinationIpProhibited")
-}
-
-/// The step error for a transport failure described by `code`.
-pub fn transport_error(request: &Request, code: &str) -> StepError {
-    let details = json!({"url": request.url, "error": code});
-    if is_refusal(code) {
+/// The step error for a transport failure: fatal when the host refused
+/// the request (a grant will not change by itself), retryable otherwise.
+/// The details carry the URL and the `wasi:http` error code's name.
+pub fn transport_error(request: &Request, failure: &Failure) -> StepError {
+    let details = json!({"url": request.url, "error": failure.code, "reason": failure.message});
+    if failure.is_refusal() {
         StepError::fatal(format!(
-            "{} {} was refused by the host ({code}): grant this host to the step under \
+            "{} {} was refused by the host ({}): grant this host to the step under \
              `grants: {{ http: [...] }}`, within the host policy",
-            request.method, request.url
+            request.method, request.url, failure.message
         ))
         .with_details(details)
     } else {
-        StepError::retryable(format!("{} {} failed: {code}", request.method, request.url))
-            .with_details(details)
+        StepError::retryable(format!(
+            "{} {} failed: {}",
+            request.method, request.url, failure.message
+        ))
+        .with_details(details)
     }
 }
 
@@ -202,6 +205,33 @@ pub fn base64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The header carrying the invocation's idempotency key on every request
+/// a reference step sends (the IETF `Idempotency-Key` header draft).
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// Adds `Idempotency-Key: KEY`, `KEY` the invocation's idempotency key,
+/// to `headers`, unless they set one already (a workflow's own key wins).
+/// The key is the same for every attempt of the step in the run, retries
+/// and resumes after a crash included, so a receiver that remembers the
+/// keys it has handled can drop a second delivery of the same request.
+pub fn add_idempotency_key(ctx: &Context, headers: &mut Vec<(String, String)>) {
+    add_header_once(
+        headers,
+        IDEMPOTENCY_HEADER,
+        &ctx.invocation().idempotency_key,
+    );
+}
+
+/// Adds `name: value` unless `headers` have `name` (case-insensitive).
+pub fn add_header_once(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
+    if !headers
+        .iter()
+        .any(|(key, _)| key.eq_ignore_ascii_case(name))
+    {
+        headers.push((name.to_owned(), value.to_owned()));
+    }
 }
 
 /// The secret `auth` uses.
@@ -268,7 +298,7 @@ pub use wasi_send::send;
 pub fn send(request: &Request) -> Result<Response, StepError> {
     Err(transport_error(
         request,
-        "not running inside a wasi:http host",
+        &Failure::other("not running inside a wasi:http host"),
     ))
 }
 
@@ -344,10 +374,21 @@ mod tests {
 
     #[test]
     fn refusals_are_fatal_and_say_how_to_grant() {
-        let error = transport_error(&request(), "HttpRequestDenied");
+        use wasi::http::types::ErrorCode;
+        let error = transport_error(&request(), &describe(&ErrorCode::HttpRequestDenied));
         assert!(!error.is_retryable());
         assert!(error.message().contains("grants"), "{}", error.message());
-        assert!(!transport_error(&request(), "ErrorCode::DestinationIpProhibited").is_retryable());
-        assert!(transport_error(&request(), "ConnectionRefused").is_retryable());
+        assert!(
+            !transport_error(&request(), &describe(&ErrorCode::DestinationIpProhibited))
+                .is_retryable()
+        );
+        let error = transport_error(&request(), &describe(&ErrorCode::ConnectionRefused));
+        assert!(error.is_retryable());
+        assert!(
+            !error.message().contains("ErrorCode") && error.message().contains("refused"),
+            "{}",
+            error.message()
+        );
+        assert_eq!(error.details().unwrap()["error"], "connection-refused");
     }
 }

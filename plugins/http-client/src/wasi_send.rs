@@ -5,7 +5,7 @@ use wasi::http::outgoing_handler;
 use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
 use wasi::io::streams::StreamError;
 
-use super::{MAX_RESPONSE_BYTES, Request, Response, parse_url, transport_error};
+use super::{Failure, MAX_RESPONSE_BYTES, Request, Response, describe, parse_url, transport_error};
 
 /// Bytes written to the request body per call (the host's per-write cap is
 /// larger; smaller writes keep memory flat for big bodies).
@@ -31,7 +31,12 @@ pub fn send(request: &Request) -> Result<Response, StepError> {
         fields
             .append(&name.to_ascii_lowercase(), value.as_bytes())
             .map_err(|error| {
-                StepError::fatal(format!("header `{name}` is not allowed: {error:?}"))
+                let why = match error {
+                    wasi::http::types::HeaderError::InvalidSyntax => "it is not a valid header",
+                    wasi::http::types::HeaderError::Forbidden => "the host forbids it",
+                    wasi::http::types::HeaderError::Immutable => "the headers cannot change",
+                };
+                StepError::fatal(format!("header `{name}` is not allowed: {why}"))
             })?;
     }
     let outgoing = OutgoingRequest::new(fields);
@@ -72,13 +77,13 @@ pub fn send(request: &Request) -> Result<Response, StepError> {
     let _ = options.set_first_byte_timeout(Some(nanos));
     let _ = options.set_between_bytes_timeout(Some(nanos));
     let future = outgoing_handler::handle(outgoing, Some(options))
-        .map_err(|code| transport_error(request, &format!("{code:?}")))?;
+        .map_err(|code| transport_error(request, &describe(&code)))?;
     // When the host refuses the request or the connection fails, writing
     // the body fails too; the response future then holds the real reason.
     let written = (|| {
         let stream = body
             .write()
-            .map_err(|()| "the body stream was taken".to_owned())?;
+            .map_err(|()| Failure::other("the body stream was taken"))?;
         if let Some(data) = &request.body {
             for chunk in data.chunks(WRITE_CHUNK) {
                 stream
@@ -87,22 +92,25 @@ pub fn send(request: &Request) -> Result<Response, StepError> {
             }
         }
         drop(stream);
-        OutgoingBody::finish(body, None).map_err(|code| format!("{code:?}"))
+        OutgoingBody::finish(body, None).map_err(|code| describe(&code))
     })();
 
     future.subscribe().block();
     let answer = future.get();
     if let Err(body_error) = written {
         return Err(match answer {
-            Some(Ok(Err(code))) => transport_error(request, &format!("{code:?}")),
+            Some(Ok(Err(code))) => transport_error(request, &describe(&code)),
             _ => transport_error(request, &body_error),
         });
     }
     let response = match answer {
         Some(Ok(Ok(response))) => response,
-        Some(Ok(Err(code))) => return Err(transport_error(request, &format!("{code:?}"))),
+        Some(Ok(Err(code))) => return Err(transport_error(request, &describe(&code))),
         Some(Err(())) | None => {
-            return Err(transport_error(request, "the response was not available"));
+            return Err(transport_error(
+                request,
+                &Failure::other("the response was not available"),
+            ));
         }
     };
     let status = response.status();
@@ -112,14 +120,20 @@ pub fn send(request: &Request) -> Result<Response, StepError> {
         .into_iter()
         .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
         .collect();
-    let incoming = response
-        .consume()
-        .map_err(|()| transport_error(request, "the response body was already taken"))?;
+    let incoming = response.consume().map_err(|()| {
+        transport_error(
+            request,
+            &Failure::other("the response body was already taken"),
+        )
+    })?;
     let mut bytes = Vec::new();
     {
-        let stream = incoming
-            .stream()
-            .map_err(|()| transport_error(request, "the response body stream was taken"))?;
+        let stream = incoming.stream().map_err(|()| {
+            transport_error(
+                request,
+                &Failure::other("the response body stream was taken"),
+            )
+        })?;
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => {
@@ -145,13 +159,20 @@ pub fn send(request: &Request) -> Result<Response, StepError> {
     })
 }
 
-fn stream_error(error: StreamError) -> String {
+fn stream_error(error: StreamError) -> Failure {
     match error {
-        StreamError::Closed => "the stream closed".to_owned(),
+        StreamError::Closed => Failure::other("the stream closed"),
         StreamError::LastOperationFailed(error) => {
             match wasi::http::types::http_error_code(&error) {
-                Some(code) => format!("{code:?}"),
-                None => error.to_debug_string(),
+                Some(code) => describe(&code),
+                // The host's text here is hyper's ("error reading a body
+                // from connection"): said in words instead.
+                None => Failure {
+                    code: "connection-terminated",
+                    message: "the server closed the connection before the response was \
+                              complete, or sent a body that is not valid HTTP"
+                        .to_owned(),
+                },
             }
         }
     }

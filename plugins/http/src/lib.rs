@@ -5,7 +5,10 @@
 //! object of header names to values), `auth` (`bearer`, `basic` or
 //! `header:<Name>`, with the granted secret `token` as the credential),
 //! `timeout_ms` (connect and first byte, default 10000). For `POST`, `PUT`
-//! and `PATCH` the step's input document is sent as the JSON body.
+//! and `PATCH` the step's input document is sent as the JSON body. Every
+//! request carries `Idempotency-Key`: the invocation's idempotency key, the
+//! same on every retry and resume of the step (a `headers` entry of that
+//! name replaces it).
 //!
 //! Output: `{"status", "headers": {name: value}, "body"}`, the body parsed
 //! as JSON when it is JSON, else text. Failures follow
@@ -90,6 +93,7 @@ pub fn build_request(ctx: &Context, input: &Value) -> Result<Request, StepError>
     };
     let (auth, timeout) = http_client::auth_and_timeout(ctx)?;
     headers.extend(auth);
+    http_client::add_idempotency_key(ctx, &mut headers);
     let body = if matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
         headers.push(("content-type".into(), "application/json".into()));
         Some(serde_json::to_vec(input).expect("a JSON value serializes"))
@@ -134,6 +138,28 @@ mod tests {
                 .contains(&("authorization".into(), "Bearer t0ken-value".into()))
         );
         assert!(request.headers.contains(&("X-Trace".into(), "abc".into())));
+        assert!(
+            request
+                .headers
+                .contains(&("idempotency-key".into(), "test-run/test-step".into())),
+            "{:?}",
+            request.headers
+        );
+    }
+
+    #[test]
+    fn a_workflow_given_idempotency_key_replaces_the_invocations() {
+        let ctx = TestContext::new()
+            .config("url", "https://api.example.com/v1/items")
+            .config("headers", r#"{"Idempotency-Key": "mine"}"#)
+            .build();
+        let request = build_request(&ctx, &Value::Null).unwrap();
+        let keys: Vec<&(String, String)> = request
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("idempotency-key"))
+            .collect();
+        assert_eq!(keys, [&("Idempotency-Key".to_owned(), "mine".to_owned())]);
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! [`http_client::classify`]: a 5xx, 408 or 429 answer or a transport
 //! failure is retryable; another 4xx, or a webhook host the workflow did
 //! not grant, is fatal.
+//!
+//! Every delivery carries the invocation's idempotency key twice: as
+//! `Idempotency-Key` and as the Standard Webhooks `webhook-id`. Both stay
+//! the same when the step is retried or resumed after a crash, so a
+//! receiver that remembers the ids it handled drops a repeat.
 
 use http_client::{Request, classify, send};
 use plait_sdk::{Context, Input, Output, Step, StepError, StepInfo};
@@ -15,6 +20,10 @@ use serde_json::Value;
 
 /// The `notify` step.
 pub struct Notify;
+
+/// The Standard Webhooks message id header: the invocation's idempotency
+/// key.
+pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
 
 /// The output document.
 #[derive(Debug, Serialize)]
@@ -45,6 +54,12 @@ impl Step for Notify {
         let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
         let (auth, timeout) = http_client::auth_and_timeout(ctx)?;
         headers.extend(auth);
+        http_client::add_idempotency_key(ctx, &mut headers);
+        http_client::add_header_once(
+            &mut headers,
+            WEBHOOK_ID_HEADER,
+            &ctx.invocation().idempotency_key,
+        );
         let request = Request {
             method: "POST".to_owned(),
             url: url.clone(),
