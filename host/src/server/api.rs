@@ -540,7 +540,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
         return Ok(default());
     }
     check_json_type(headers)?;
-    serde_json::from_slice(&bytes).map_err(|error| {
+    crate::json::from_slice(&bytes).map_err(|error| {
         Problem::bad_request(format!(
             "the body is not valid JSON for this request: {error}"
         ))
@@ -1007,7 +1007,7 @@ async fn read_start(
                 if data.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                input = serde_json::from_slice(&data).map_err(|error| {
+                input = crate::json::from_slice(&data).map_err(|error| {
                     Problem::bad_request(format!("the `input` part is not valid JSON: {error}"))
                 })?;
                 continue;
@@ -1248,21 +1248,74 @@ async fn get_blob(
     };
     let blob = found.ok_or_else(missing)?;
     let bytes = state.store.blob(&blob.digest)?.ok_or_else(missing)?;
-    let disposition = format!(
-        "attachment; filename=\"{}\"",
-        blob.name.replace(['"', '\\', '\r', '\n'], "_")
-    );
     let mut response = bytes.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&blob.media_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    if let Ok(value) = HeaderValue::from_str(&disposition) {
+    headers.insert(header::CONTENT_TYPE, blob_media_type(&blob.media_type));
+    if let Ok(value) = HeaderValue::from_str(&content_disposition(&blob.name)) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// The `Content-Type` of a blob: its media type when that is a valid
+/// `type/subtype[; parameters]`, else `application/octet-stream` (a step
+/// may give any text, an empty one included).
+fn blob_media_type(media_type: &str) -> HeaderValue {
+    let octet_stream = HeaderValue::from_static("application/octet-stream");
+    let token = |text: &str| {
+        !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let essence = media_type.split(';').next().unwrap_or("").trim();
+    let valid = match essence.split_once('/') {
+        Some((kind, subtype)) => token(kind) && token(subtype),
+        None => false,
+    };
+    if !valid || media_type.chars().any(|c| c.is_control()) {
+        return octet_stream;
+    }
+    HeaderValue::from_str(media_type.trim()).unwrap_or(octet_stream)
+}
+
+/// `attachment` with the blob's name as RFC 6266 gives it: `filename=` an
+/// ASCII fallback (path separators, quotes, control and bidi characters
+/// and non-ASCII removed), and `filename*=UTF-8''` the name
+/// percent-encoded, without control or bidi characters or path
+/// separators. A name is what the step gave it; a client must never get a
+/// path out of it.
+fn content_disposition(name: &str) -> String {
+    use crate::telemetry::escape::is_unsafe;
+    // The last path component only: `../../etc/passwd` is `passwd`.
+    let base = name
+        .rsplit(['/', '\\'])
+        .find(|part| !part.is_empty())
+        .unwrap_or("");
+    let clean: String = base.chars().filter(|c| !is_unsafe(*c)).collect();
+    let clean = clean.trim().trim_start_matches('.').trim();
+    let clean = if clean.is_empty() { "blob" } else { clean };
+    let fallback: String = clean
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .filter(|c| !matches!(c, '"' | '\\' | '%' | ';'))
+        .collect();
+    let fallback = fallback.trim().trim_start_matches('.');
+    let fallback = if fallback.is_empty() {
+        "blob"
+    } else {
+        fallback
+    };
+    let mut encoded = String::with_capacity(clean.len() * 3);
+    for byte in clean.bytes() {
+        // RFC 5987 attr-char.
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 /// The run's events as Server-Sent Events: `id` is the event's sequence

@@ -82,7 +82,9 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// The API tokens.
     pub tokens: Tokens,
-    /// Whether requests without a token are served (loopback, no tokens).
+    /// Whether requests without a token are served while no token exists
+    /// (a loopback address). The token file is read at each request, so a
+    /// token created while serving closes this mode at once.
     open: bool,
     limiter: RateLimiter,
     /// The `[server]` settings.
@@ -154,7 +156,7 @@ impl Server {
             store: config.store,
             dispatcher,
             catalog: config.catalog,
-            open: !has_tokens,
+            open: address.ip().is_loopback(),
             tokens: config.tokens,
             limiter: RateLimiter::new(config.settings.rate_limit),
             settings: config.settings,
@@ -175,6 +177,11 @@ impl Server {
     /// Whether requests need a token.
     pub fn authenticated(&self) -> bool {
         !self.state.open
+            || self
+                .state
+                .tokens
+                .list()
+                .map_or(true, |tokens| !tokens.is_empty())
     }
 
     /// Serves until `shutdown` completes, then stops gracefully: no new
@@ -303,7 +310,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .map(str::trim);
-        let caller = if state.open && presented.is_none() {
+        let open = state.open
+            && presented.is_none()
+            && match state.tokens.list() {
+                Ok(tokens) => tokens.is_empty(),
+                Err(error) => return Err(Problem::internal(&error).into_response()),
+            };
+        let caller = if open {
             Caller {
                 actor: "local".to_owned(),
                 token: None,
