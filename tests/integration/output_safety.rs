@@ -88,6 +88,15 @@ fn a_step_error_with_control_characters_is_printed_escaped() {
     assert!(text.contains("\\u{1b}]0;owned\\u{7}"), "{text}");
     assert_terminal_safe(&text);
     assert_terminal_safe(&stdout(&output));
+    // The timeline quotes the error too.
+    let shown = sandbox.run(&["runs", "show", "--last"]);
+    assert_exit(&shown, 0);
+    assert!(
+        stdout(&shown).contains("\\u{1b}]0;owned"),
+        "{}",
+        stdout(&shown)
+    );
+    assert_terminal_safe(&stdout(&shown));
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use plait::executor::RunReport;
 use plait::store::{RunStatus, StoreError};
+use plait::telemetry::escape;
 use serde_json::json;
 
 use super::home::Home;
@@ -252,9 +253,9 @@ fn show(
         writeln!(stdout, "trace     {}", trace.trace_id)?;
     }
     if let Some(error) = &run.error {
-        writeln!(stdout, "error     {error}")?;
+        writeln!(stdout, "error     {}", escape::terminal(&error.to_string()))?;
     }
-    writeln!(stdout, "input     {}", run.input)?;
+    writeln!(stdout, "input     {}", escape::json(&run.input.to_string()))?;
     for blob in &run.input_blobs {
         writeln!(stdout, "  blob    {}", output::blob_line(blob))?;
     }
@@ -263,7 +264,8 @@ fn show(
     writeln!(stdout, "{header}")?;
     for (index, block) in blocks.iter().enumerate() {
         for line in block {
-            writeln!(stdout, "{line}")?;
+            // A line quotes step errors: the steps' text, escaped.
+            writeln!(stdout, "{}", escape::terminal(line))?;
         }
         if let Some(logs) = logs.as_ref().and_then(|logs| logs.get(index)) {
             for attempt in logs {
@@ -279,11 +281,7 @@ fn show(
                         stdout,
                         "        {:?} {}",
                         record.level,
-                        plait::telemetry::escape::terminal(&format!(
-                            "{} {}",
-                            record.message,
-                            fields.join(" ")
-                        ))
+                        escape::terminal(&format!("{} {}", record.message, fields.join(" ")))
                     )?;
                 }
                 if attempt.logs.dropped_records > 0 {
@@ -301,7 +299,7 @@ fn show(
                         writeln!(
                             stdout,
                             "        {stream}: {}",
-                            plait::telemetry::escape::terminal_lines(captured.text.trim_end())
+                            escape::terminal_lines(captured.text.trim_end())
                                 .replace('\n', "\n          ")
                         )?;
                     }
@@ -318,7 +316,7 @@ fn show(
     }
     writeln!(stdout)?;
     match &run.output {
-        Some(output) => writeln!(stdout, "output    {output}")?,
+        Some(output) => writeln!(stdout, "output    {}", escape::json(&output.to_string()))?,
         None => writeln!(stdout, "output    (none yet)")?,
     }
     for blob in &run.output_blobs {
