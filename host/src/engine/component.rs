@@ -438,7 +438,7 @@ impl LoadedComponent {
                             text: Option<String>|
          -> Result<Option<serde_json::Value>, ComponentError> {
             text.map(|text| {
-                serde_json::from_str(&text).map_err(|error| ComponentError::BadDescription {
+                crate::json::from_str(&text).map_err(|error| ComponentError::BadDescription {
                     path: path.clone(),
                     problem: format!("its {which} schema is not JSON: {error}"),
                 })
@@ -637,9 +637,9 @@ fn failure_from_wit(error: wit::StepError, output_limit: u64) -> StepFailure {
         },
         message: cut(&error.message, MAX_ERROR_MESSAGE),
         details: error.details.map(|details| {
-            // Details that are not JSON are kept as a string rather
-            // than lost.
-            serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details))
+            // Details that are not JSON (or hold a key twice) are kept as
+            // a string rather than lost or read one way.
+            crate::json::from_str(&details).unwrap_or(serde_json::Value::String(details))
         }),
     }
 }
