@@ -27,6 +27,7 @@ mod definition_language;
 mod durability;
 mod embedding;
 mod failures;
+mod fuzz;
 mod held_store;
 mod hardening;
 mod hostile;

@@ -772,3 +772,6 @@ impl From<&Blob> for wit::Blob {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;
