@@ -132,45 +132,62 @@ pub(crate) async fn send_limited(
 /// history or a registry error, never hyper's or std's `Debug` text
 /// (`hyper::Error(IncompleteMessage)`).
 fn describe_error(error: HttpError, max_body: usize) -> String {
+    // The innermost cause says the most (a body error wraps the I/O error
+    // that ended it); the outermost is the fallback.
+    let mut causes: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(current) = cause {
+        causes.push(current);
+        cause = current.source();
+    }
+    causes
+        .iter()
+        .rev()
+        .find_map(|cause| describe_cause(*cause, max_body))
+        .unwrap_or_else(|| error.to_string())
+}
+
+/// One cause in words, when it is one of the kinds people meet.
+fn describe_cause(error: &(dyn std::error::Error + 'static), max_body: usize) -> Option<String> {
     use std::io::ErrorKind;
+    const CLOSED: &str = "the server closed the connection before the response was complete";
     if let Some(error) = error.downcast_ref::<hyper::Error>() {
-        return if error.is_incomplete_message() {
-            "the server closed the connection before the response was complete".to_owned()
+        return Some(if error.is_incomplete_message() {
+            CLOSED.to_owned()
         } else if error.is_parse() || error.is_parse_status() {
             "the server's answer is not valid HTTP".to_owned()
         } else if error.is_timeout() {
             "the server did not answer in time".to_owned()
         } else if error.is_canceled() || error.is_closed() {
             "the connection closed before the exchange finished".to_owned()
-        } else {
+        } else if std::error::Error::source(error).is_none() {
             format!("the HTTP exchange failed: {error}")
-        };
+        } else {
+            return None;
+        });
     }
     if error
         .downcast_ref::<http_body_util::LengthLimitError>()
         .is_some()
     {
-        return format!(
+        return Some(format!(
             "the answer is larger than {}",
             crate::limits::format_size(max_body as u64)
-        );
+        ));
     }
-    if let Some(error) = error.downcast_ref::<std::io::Error>() {
-        return match error.kind() {
-            ErrorKind::ConnectionRefused => {
-                "the connection was refused (nothing listens at that address?)".to_owned()
-            }
-            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
-                "the server reset the connection".to_owned()
-            }
-            ErrorKind::TimedOut => "connecting timed out".to_owned(),
-            ErrorKind::UnexpectedEof => {
-                "the server closed the connection before the exchange finished".to_owned()
-            }
-            _ => format!("the connection failed: {error}"),
-        };
-    }
-    error.to_string()
+    let error = error.downcast_ref::<std::io::Error>()?;
+    Some(match error.kind() {
+        ErrorKind::ConnectionRefused => {
+            "the connection was refused (nothing listens at that address?)".to_owned()
+        }
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
+            "the server reset the connection".to_owned()
+        }
+        ErrorKind::TimedOut => "connecting timed out".to_owned(),
+        ErrorKind::UnexpectedEof => CLOSED.to_owned(),
+        _ if error.get_ref().is_some() => return None,
+        _ => format!("the connection failed: {error}"),
+    })
 }
 
 async fn exchange_once(
@@ -233,4 +250,49 @@ where
         .map_err(|error| -> HttpError { error })?
         .to_bytes();
     Ok(Response::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A loopback server answering one request with `answer`, then closing.
+    async fn broken_server(answer: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            let _ = socket.write_all(answer).await;
+        });
+        format!("http://{address}/hook")
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_mid_response_is_described_in_words() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"part"[..],
+            &b"HTTP/1.1 200 OK\r\ncontent-le"[..],
+        ] {
+            let url = broken_server(answer).await;
+            let request = Request::post(url).body(Bytes::from_static(b"{}")).unwrap();
+            let error = send(request).await.unwrap_err().to_string();
+            assert_eq!(
+                error, "the server closed the connection before the response was complete",
+                "{answer:?}"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let request = Request::post(format!("http://127.0.0.1:{port}/"))
+            .body(Bytes::new())
+            .unwrap();
+        let error = send(request).await.unwrap_err().to_string();
+        assert!(error.starts_with("the connection was refused"), "{error}");
+    }
 }
