@@ -625,6 +625,7 @@ fn prefill(dir: &std::path::Path, count: usize) {
         deadline_ms: None,
         trace: None,
         started_by: None,
+        interruptions: 0,
     };
     for _ in 0..count {
         let run = plait::store::RunRecord {

@@ -28,6 +28,7 @@
 //! concurrency = 8           # steps running at once on this host, over all runs; default: 8
 //! max_input = "256MiB"      # a run's input document plus its input blobs; default: 256MiB
 //! recover = false           # `plait run` first continues runs a dead host left in flight; default: false
+//! max_interruptions = 3     # a run the host died in this often is failed, not resumed again; default: 3
 //!
 //! [retention]
 //! runs = "30d"              # finished runs (and blobs only they use) are kept this long; default: 30d
@@ -137,6 +138,10 @@ pub struct Policy {
     pub max_input: u64,
     /// Whether `plait run` continues the runs a dead host left in flight.
     pub recover: bool,
+    /// A run the host died in (with an attempt in flight) this many times
+    /// in a row is failed by the next recovery instead of resumed; see
+    /// [`crate::executor::Executor::with_max_interruptions`].
+    pub max_interruptions: u32,
     /// How long finished runs are kept.
     pub retention: std::time::Duration,
     /// Whether `plait run` collects garbage on its own (once a day).
@@ -272,6 +277,7 @@ impl Default for Policy {
             concurrency: crate::executor::DEFAULT_HOST_CONCURRENCY,
             max_input: DEFAULT_MAX_INPUT,
             recover: false,
+            max_interruptions: crate::executor::DEFAULT_MAX_INTERRUPTIONS,
             retention: DEFAULT_RETENTION,
             auto_gc: true,
             telemetry: TelemetrySettings::default(),
@@ -481,6 +487,7 @@ struct RuntimeTable {
     concurrency: Option<usize>,
     max_input: Option<String>,
     recover: Option<bool>,
+    max_interruptions: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -784,6 +791,11 @@ impl Policy {
                     .map_err(|message| invalid("bundles.max_size", message))?,
             },
             recover: file.runtime.recover.unwrap_or(false),
+            max_interruptions: file
+                .runtime
+                .max_interruptions
+                .unwrap_or(crate::executor::DEFAULT_MAX_INTERRUPTIONS)
+                .max(1),
             max_input: match &file.runtime.max_input {
                 None => DEFAULT_MAX_INPUT,
                 Some(text) => limits::parse_size(text)

@@ -34,6 +34,7 @@ mod hostile;
 mod new_user;
 mod observability;
 mod output_safety;
+mod recovery;
 mod reference_steps;
 mod sandbox;
 mod server;

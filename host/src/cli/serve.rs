@@ -225,7 +225,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let engine = home.engine(&policy)?;
     let catalog =
         Arc::new(Catalog::new(&workflows, engine, policy.clone()).with_bundles(home.bundles()));
-    let executor = Executor::with_concurrency(store.clone(), policy.concurrency).parking();
+    let executor = Executor::with_concurrency(store.clone(), policy.concurrency)
+        .with_max_interruptions(policy.max_interruptions)
+        .parking();
     let server = Server::bind(ServerConfig {
         store: store.clone(),
         executor,

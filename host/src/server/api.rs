@@ -230,6 +230,22 @@ pub struct StepView {
     pub error: Option<StepErrorView>,
     /// When a sleep or backoff ends (RFC 3339).
     pub wake_at: Option<String>,
+    /// Attempts the host died in (they ran again with the next attempt
+    /// number), oldest first.
+    pub interrupted: Vec<InterruptedAttemptView>,
+}
+
+/// An attempt of a step the host died in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InterruptedAttemptView {
+    /// The attempt number.
+    pub attempt: u32,
+    /// The item of a `for_each` step.
+    pub item: Option<u32>,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When the next host found it interrupted (RFC 3339).
+    pub found_at: String,
 }
 
 /// `GET /v1/runs/{id}/steps`.
@@ -488,6 +504,17 @@ fn step_view(run_id: &str, step: &StepRecord) -> StepView {
             }
         }),
         wake_at: step.wake_at_ms.map(time_text),
+        interrupted: step
+            .history
+            .iter()
+            .filter(|attempt| attempt.interrupted)
+            .map(|attempt| InterruptedAttemptView {
+                attempt: attempt.attempt,
+                item: attempt.item,
+                started_at: time_text(attempt.started_at_ms),
+                found_at: time_text(attempt.finished_at_ms),
+            })
+            .collect(),
     }
 }
 

@@ -174,19 +174,71 @@ impl Dispatcher {
 
     /// Dispatches every run a stopped host left unfinished: queued, running
     /// or waiting (a waiting one parks again at once if it only waits for a
-    /// signal). Returns how many.
+    /// signal), and says what it found: `recovered N runs in X ms (M steps
+    /// interrupted, K waiting)`. The store lapsed the dead host's leases
+    /// when it opened, so each run is taken over as soon as it has a place;
+    /// one the host died in too often is failed instead (see
+    /// [`Executor::with_max_interruptions`]). Returns how many.
     pub fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let started = std::time::Instant::now();
+        let store = self.executor.store().clone();
+        let (mut interrupted, mut waiting) = (0, 0);
         let mut count = 0;
+        for run in store.runs()? {
+            if !matches!(
+                run.status,
+                RunStatus::Queued | RunStatus::Running | RunStatus::Waiting
+            ) {
+                continue;
+            }
+            match run.status {
+                RunStatus::Waiting => waiting += 1,
+                RunStatus::Running => {
+                    interrupted += store
+                        .steps(&run.id)?
+                        .iter()
+                        .map(|step| {
+                            usize::from(step.status == StepStatus::Running && step.items.is_empty())
+                                + step
+                                    .items
+                                    .iter()
+                                    .filter(|item| item.status == StepStatus::Running)
+                                    .count()
+                        })
+                        .sum::<usize>();
+                }
+                _ => {}
+            }
+            self.dispatch(&run.id, None);
+            count += 1;
+        }
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let span = tracing::info_span!(target: "plait::server", "recover", runs = count, interrupted, waiting, duration_ms);
+        if count > 0 {
+            tracing::info!(
+                target: "plait::server",
+                parent: &span,
+                runs = count,
+                interrupted,
+                waiting,
+                duration_ms,
+                "recovered {count} runs in {duration_ms} ms ({interrupted} steps interrupted, {waiting} waiting)"
+            );
+        }
+        Ok(count)
+    }
+
+    /// Dispatches every unfinished run again (after missed events).
+    fn redispatch(self: &Arc<Self>) -> Result<(), StoreError> {
         for run in self.executor.store().runs()? {
             if matches!(
                 run.status,
                 RunStatus::Queued | RunStatus::Running | RunStatus::Waiting
             ) {
                 self.dispatch(&run.id, None);
-                count += 1;
             }
         }
-        Ok(count)
+        Ok(())
     }
 
     /// Follows the executor's events and the store's inbox: a signal or a
@@ -206,7 +258,7 @@ impl Dispatcher {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(target: "plait::server", missed, "missed run events; dispatching every unfinished run again");
-                        if let Err(error) = self.recover() {
+                        if let Err(error) = self.redispatch() {
                             tracing::error!(target: "plait::server", error = %error, "listing runs failed");
                         }
                     }

@@ -151,6 +151,7 @@ mod tests {
             deadline_ms: None,
             trace: None,
             started_by: None,
+            interruptions: 0,
         }
     }
 

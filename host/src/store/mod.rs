@@ -12,9 +12,9 @@ pub mod remote;
 mod sled_store;
 
 pub use records::{
-    AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, Delivery, DeliveryAttempt,
-    EventRecord, IdempotencyRecord, ItemRecord, Lease, RunRecord, RunStatus, Signal, StepRecord,
-    StepStatus, TriggerMark, WorkflowRef,
+    Abandoned, AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, Delivery,
+    DeliveryAttempt, EventRecord, IdempotencyRecord, ItemRecord, Lease, RunRecord, RunStatus,
+    Signal, StepRecord, StepStatus, TriggerMark, WorkflowRef,
 };
 pub use sled_store::{
     BATCH_INTERVAL_MS, Durability, SledStore, WriteWatch, inbox_dir, post_signal,
@@ -201,6 +201,13 @@ pub trait RunStore: Send + Sync {
     fn renew_lease(&self, run_id: &str, lease: &Lease, ttl_ms: u64) -> Result<Lease, StoreError>;
     /// Gives a held lease up (a lost one is left alone).
     fn release_lease(&self, run_id: &str, lease: &Lease) -> Result<(), StoreError>;
+    /// The run's lease as stored, to tell a run a live host executes from
+    /// one whose host is gone. `None` when the run never had one, or when
+    /// the backend cannot say.
+    fn lease(&self, run_id: &str) -> Result<Option<Lease>, StoreError> {
+        let _ = run_id;
+        Ok(None)
+    }
     /// The run an idempotency key started, if any.
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
     /// A step cache entry by key.

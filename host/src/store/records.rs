@@ -119,6 +119,17 @@ pub struct RunRecord {
     /// Who started the run (see [`AuditRecord::actor`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
+    /// How many times in a row a host took the run over after the host
+    /// running it died with one of its attempts in flight: what stops a
+    /// run that kills its host from doing so on every recovery (see
+    /// `Executor::with_max_interruptions`). An attempt that finishes in
+    /// between, or a retry of the failed run, starts the count again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub interruptions: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// The state of one step in a run.
@@ -222,9 +233,14 @@ pub struct AttemptRecord {
     pub started_at_ms: u64,
     /// When it ended.
     pub finished_at_ms: u64,
-    /// Why it failed; `None` when it succeeded.
+    /// Why it failed; `None` when it succeeded (or was interrupted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StepFailure>,
+    /// The host died during the attempt: it neither succeeded nor failed,
+    /// and `finished_at_ms` is when the next host found it. The step then
+    /// runs again with the next attempt number.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// One item of a `for_each` step.
@@ -441,4 +457,27 @@ pub struct Lease {
     pub token: u64,
     /// When it lapses unless renewed, ms since the Unix epoch.
     pub expires_at_ms: u64,
+    /// When the holder last took or renewed it: when it was last heard
+    /// of. 0 in stores written before it was kept.
+    #[serde(default)]
+    pub renewed_at_ms: u64,
+    /// Whether the holder gave it up; a lease that lapsed unreleased was
+    /// held by a host that died (or hung).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
+    /// On a lease just acquired: the holder before, when it left the lease
+    /// to lapse instead of releasing it (it died while executing the run).
+    /// Not stored.
+    #[serde(skip)]
+    pub abandoned: Option<Abandoned>,
+}
+
+/// A lease its holder never gave up: what [`Lease::abandoned`] says about
+/// the host that died holding the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abandoned {
+    /// The holder that died.
+    pub holder: String,
+    /// When it was last heard of (its last renewal), ms since the epoch.
+    pub heard_at_ms: u64,
 }

@@ -19,8 +19,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
-    AttemptLogs, AuditRecord, CacheEntry, Commit, Delivery, EventRecord, IdempotencyRecord, Lease,
-    RunRecord, RunStore, Signal, StepRecord, StoreError, TriggerMark,
+    Abandoned, AttemptLogs, AuditRecord, CacheEntry, Commit, Delivery, EventRecord,
+    IdempotencyRecord, Lease, RunRecord, RunStore, Signal, StepRecord, StoreError, TriggerMark,
 };
 
 /// The value of `meta/format`; bump it when records change incompatibly.
@@ -186,12 +186,16 @@ impl SledStore {
         }
         let commit_lock = Arc::new(Mutex::new(()));
         // sled lets one process open the store, so every lease in it was
-        // held by a process that is gone: they lapse now (tokens are kept,
-        // so they keep increasing).
+        // held by a process that is gone: they lapse now, and this host
+        // takes those runs over at once rather than after a TTL. Tokens are
+        // kept, so they keep increasing; so is whether each was released,
+        // which tells a run whose host died from one set aside.
         let leases = db.open_tree("leases").map_err(database)?;
         for entry in leases.iter() {
             let (key, value) = entry.map_err(database)?;
-            if let Ok(mut lease) = serde_json::from_slice::<Lease>(&value) {
+            if let Ok(mut lease) = serde_json::from_slice::<Lease>(&value)
+                && lease.expires_at_ms != 0
+            {
                 lease.expires_at_ms = 0;
                 leases.insert(key, encode(&lease)).map_err(database)?;
             }
@@ -763,17 +767,31 @@ impl RunStore for SledStore {
                 until_ms: current.expires_at_ms,
             });
         }
+        // A lease that lapsed without being released (leases written
+        // before `renewed_at_ms` was kept say nothing either way).
+        let abandoned = current
+            .as_ref()
+            .filter(|current| {
+                !current.released && current.renewed_at_ms > 0 && current.expires_at_ms <= now
+            })
+            .map(|current| Abandoned {
+                holder: current.holder.clone(),
+                heard_at_ms: current.renewed_at_ms,
+            });
         let lease = Lease {
             holder: holder.to_owned(),
             token: current.map_or(1, |current| current.token + 1),
             expires_at_ms: now + ttl_ms,
+            renewed_at_ms: now,
+            released: false,
+            abandoned: None,
         };
         // Not flushed on its own: the run's next commit flushes it, and a
         // lease lost in a crash lapses when the store is opened again.
         self.leases
             .insert(run_id, encode(&lease))
             .map_err(|e| self.database(e))?;
-        Ok(lease)
+        Ok(Lease { abandoned, ..lease })
     }
 
     fn renew_lease(&self, run_id: &str, lease: &Lease, ttl_ms: u64) -> Result<Lease, StoreError> {
@@ -788,8 +806,10 @@ impl RunStore for SledStore {
         {
             return Err(StoreError::Fenced(run_id.to_owned()));
         }
+        let now = crate::clock::now_ms();
         let renewed = Lease {
-            expires_at_ms: crate::clock::now_ms() + ttl_ms,
+            expires_at_ms: now + ttl_ms,
+            renewed_at_ms: now,
             ..lease.clone()
         };
         self.leases
@@ -805,6 +825,7 @@ impl RunStore for SledStore {
             if current.holder == lease.holder && current.token == lease.token {
                 let released = Lease {
                     expires_at_ms: 0,
+                    released: true,
                     ..current
                 };
                 self.leases
@@ -813,6 +834,13 @@ impl RunStore for SledStore {
             }
         }
         Ok(())
+    }
+
+    fn lease(&self, run_id: &str) -> Result<Option<Lease>, StoreError> {
+        match self.leases.get(run_id).map_err(|e| self.database(e))? {
+            Some(bytes) => decode(run_id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn has_blob(&self, digest: &str) -> Result<bool, StoreError> {
@@ -952,6 +980,7 @@ mod tests {
             deadline_ms: None,
             trace: None,
             started_by: Some("user:test".into()),
+            interruptions: 0,
         }
     }
 
@@ -1029,6 +1058,34 @@ mod tests {
         let store = reopen(dir.path());
         let third = store.acquire_lease("r1", "c", 60_000).unwrap();
         assert_eq!(third.token, 3);
+    }
+
+    /// Regression: a lease lapsed at open looked the same as one its
+    /// holder released, so a host could not tell a run whose host died
+    /// from one set aside, nor when that host was last heard of.
+    #[test]
+    fn a_lease_its_holder_died_with_is_taken_over_at_once_and_named_abandoned() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let held = store.acquire_lease("died", "a", 60_000).unwrap();
+            assert!(held.abandoned.is_none());
+            let released = store.acquire_lease("set-aside", "a", 60_000).unwrap();
+            store.release_lease("set-aside", &released).unwrap();
+            store.flush().unwrap();
+            // `a` never releases `died`: the process goes away with it.
+        }
+        let store = reopen(dir.path());
+        let stored = store.lease("died").unwrap().unwrap();
+        assert_eq!(stored.expires_at_ms, 0, "lapsed at open");
+        assert!(!stored.released);
+        // Taken over at once, though its 60 s had not passed.
+        let taken = store.acquire_lease("died", "b", 60_000).unwrap();
+        let abandoned = taken.abandoned.expect("the dead holder is named");
+        assert_eq!(abandoned.holder, "a");
+        assert!(abandoned.heard_at_ms > 0);
+        let again = store.acquire_lease("set-aside", "b", 60_000).unwrap();
+        assert!(again.abandoned.is_none(), "{again:?}");
     }
 
     #[test]

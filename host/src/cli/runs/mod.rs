@@ -220,9 +220,21 @@ fn show(
     } else {
         None
     };
+    let interrupted = interrupted_at(store.as_ref(), &run, &steps)?;
     let report = RunReport { run, steps };
     if json {
-        output::print_json(&output::run_json(&report, logs.as_deref()))?;
+        let mut shown = output::run_json(&report, logs.as_deref());
+        if let (Some(heard_ms), Some(object)) = (interrupted, shown.as_object_mut()) {
+            object.insert(
+                "interrupted".to_owned(),
+                serde_json::json!({
+                    "last_heard_at": output::timestamp(heard_ms),
+                    "last_heard_at_ms": heard_ms,
+                    "continue_with": format!("plait resume {}", report.run.id),
+                }),
+            );
+        }
+        output::print_json(&shown)?;
         return Ok(ExitCode::SUCCESS);
     }
     let run = &report.run;
@@ -243,7 +255,17 @@ fn show(
         ),
         _ => String::new(),
     };
-    writeln!(stdout, "status    {}{took}", run.status.as_str())?;
+    match interrupted {
+        Some(heard_ms) => writeln!(
+            stdout,
+            "status    interrupted: the host running it stopped (last heard of {}, {} ago); \
+             `plait resume {}` continues it",
+            output::timestamp(heard_ms),
+            timeline::duration(now.saturating_sub(heard_ms)),
+            run.id
+        )?,
+        None => writeln!(stdout, "status    {}{took}", run.status.as_str())?,
+    }
     if let Some(actor) = &run.started_by {
         writeln!(stdout, "by        {actor}")?;
     }
@@ -260,7 +282,7 @@ fn show(
         writeln!(stdout, "  blob    {}", output::blob_line(blob))?;
     }
     writeln!(stdout)?;
-    let (header, blocks) = timeline::render(run, &report.steps, now);
+    let (header, blocks) = timeline::render(run, &report.steps, now, interrupted);
     writeln!(stdout, "{header}")?;
     for (index, block) in blocks.iter().enumerate() {
         for line in block {
@@ -323,4 +345,32 @@ fn show(
         writeln!(stdout, "  blob    {}", output::blob_line(blob))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// When run `run` was last heard of, if it is `running` but no host
+/// executes it any more (its lease lapsed: the host died, or this store
+/// was opened since): the latest of its lease's last renewal and what its
+/// records say happened.
+fn interrupted_at(
+    store: &dyn plait::store::RunStore,
+    run: &plait::store::RunRecord,
+    steps: &[plait::store::StepRecord],
+) -> anyhow::Result<Option<u64>> {
+    if run.status != RunStatus::Running {
+        return Ok(None);
+    }
+    let Some(lease) = store.lease(&run.id)? else {
+        return Ok(None);
+    };
+    if lease.expires_at_ms > plait::clock::now_ms() {
+        return Ok(None);
+    }
+    let heard = steps
+        .iter()
+        .flat_map(|step| [step.started_at_ms, step.finished_at_ms])
+        .flatten()
+        .chain([lease.renewed_at_ms, run.updated_at_ms])
+        .max()
+        .unwrap_or(run.updated_at_ms);
+    Ok(Some(heard))
 }

@@ -10,6 +10,9 @@
 //!   attempt 2  succeeded  +212 ms  98 ms
 //! approve    succeeded   +310 ms  1.90 s          ░░░░░░░░░░░░░░
 //! ```
+//!
+//! An attempt the host died in shows as `interrupted` (`×`), in flight or
+//! in the history once a later host took the run over.
 
 use plait::store::{RunRecord, RunStatus, StepRecord, StepStatus};
 
@@ -49,8 +52,20 @@ impl Row {
 
 /// The timeline of `run`: a header line, then one block of lines per step
 /// (in `steps` order), so a caller can print more under each.
-pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Vec<Vec<String>>) {
+///
+/// `interrupted_at` is set when the host executing the run is gone: when
+/// it was last heard of. The timeline then ends there, and an attempt it
+/// had in flight shows as `interrupted` rather than running for ever. An
+/// attempt a later host found interrupted is kept in the history and shown
+/// so too (`×`).
+pub fn render(
+    run: &RunRecord,
+    steps: &[StepRecord],
+    now_ms: u64,
+    interrupted_at: Option<u64>,
+) -> (String, Vec<Vec<String>>) {
     let start = run.created_at_ms;
+    let now_ms = interrupted_at.map_or(now_ms, |at| at.min(now_ms));
     let end = match run.status {
         RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled => run.updated_at_ms,
         _ => now_ms,
@@ -66,6 +81,26 @@ pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Ve
         ((at.saturating_sub(start) as f64 / total as f64) * WIDTH as f64).floor() as usize
     };
     let offset = |at: u64| format!("+{}", duration(at.saturating_sub(start)));
+    // The row of an attempt in flight: running, or cut off with its host.
+    let in_flight = |attempt: u32, started: u64| match interrupted_at {
+        Some(at) => Row::new(
+            format!("  attempt {attempt}"),
+            "interrupted",
+            offset(started),
+            "-".to_owned(),
+            format!(
+                "the host stopped during it (last heard of at {})",
+                offset(at)
+            ),
+        ),
+        None => Row::new(
+            format!("  attempt {attempt}"),
+            "running",
+            offset(started),
+            format!("{}…", duration(now_ms.saturating_sub(started))),
+            String::new(),
+        ),
+    };
     let blocks = steps
         .iter()
         .map(|step| {
@@ -111,6 +146,20 @@ pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Ve
                         }
                     }
                     let failed = attempt.error.is_some();
+                    if attempt.interrupted {
+                        fill(attempt.started_at_ms, attempt.finished_at_ms, '×');
+                        details.push(Row::new(
+                            format!("  attempt {}", attempt.attempt),
+                            "interrupted",
+                            offset(attempt.started_at_ms),
+                            "-".to_owned(),
+                            format!(
+                                "the host stopped during it; found at {} and run again",
+                                offset(attempt.finished_at_ms)
+                            ),
+                        ));
+                        continue;
+                    }
                     fill(
                         attempt.started_at_ms,
                         attempt.finished_at_ms,
@@ -145,14 +194,13 @@ pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Ve
                     }
                     StepStatus::Running => {
                         if let Some(started) = step.started_at_ms.filter(|s| *s > last) {
-                            fill(started, now_ms.min(end), '█');
-                            details.push(Row::new(
-                                format!("  attempt {}", step.attempts),
-                                "running",
-                                offset(started),
-                                format!("{}…", duration(now_ms.saturating_sub(started))),
-                                String::new(),
-                            ));
+                            let mark = if interrupted_at.is_some() {
+                                '×'
+                            } else {
+                                '█'
+                            };
+                            fill(started, now_ms.min(end), mark);
+                            details.push(in_flight(step.attempts, started));
                         }
                     }
                     _ => {}
@@ -160,6 +208,12 @@ pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Ve
             } else if let Some(started) = step.started_at_ms {
                 // A wait, a sleep, a fan-out, or an attempt still running.
                 let finished = step.finished_at_ms.unwrap_or(now_ms.min(end));
+                if interrupted_at.is_some()
+                    && step.status == StepStatus::Running
+                    && step.items.is_empty()
+                {
+                    details.push(in_flight(step.attempts, started));
+                }
                 let mark = match step.status {
                     StepStatus::Waiting => '░',
                     _ if step.items.is_empty() && step.component.is_none() => '░',
@@ -224,6 +278,7 @@ pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Ve
             let started = first_start.map(offset).unwrap_or_else(|| "-".to_owned());
             let took = match (first_start, step.finished_at_ms) {
                 (Some(started), Some(finished)) => duration(finished.saturating_sub(started)),
+                (Some(_), None) if interrupted_at.is_some() => "-".to_owned(),
                 (Some(started), None) if !matches!(step.status, StepStatus::Pending) => {
                     format!("{}…", duration(now_ms.saturating_sub(started)))
                 }
@@ -237,13 +292,11 @@ pub fn render(run: &RunRecord, steps: &[StepRecord], now_ms: u64) -> (String, Ve
             {
                 tail.push_str(&format!("  {error}"));
             }
-            let mut block = vec![Row::new(
-                step.id.clone(),
-                step.status.as_str(),
-                started,
-                took,
-                tail,
-            )];
+            let status = match step.status {
+                StepStatus::Running if interrupted_at.is_some() => "interrupted",
+                status => status.as_str(),
+            };
+            let mut block = vec![Row::new(step.id.clone(), status, started, took, tail)];
             block.extend(details);
             block
         })
