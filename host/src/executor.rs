@@ -177,7 +177,14 @@ pub struct Executor {
     park: bool,
     /// See [`Executor::stop`].
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// See [`Executor::with_max_interruptions`].
+    max_interruptions: u32,
 }
+
+/// How many times the host may die while a run is running before a
+/// recovery fails the run instead of resuming it (see
+/// [`Executor::with_max_interruptions`]).
+pub const DEFAULT_MAX_INTERRUPTIONS: u32 = 3;
 
 /// Something that happened to a run, as it happened: what a progress bar
 /// or an event stream follows. Every event is kept in the run's event log
@@ -392,7 +399,23 @@ impl Executor {
             events: tokio::sync::broadcast::channel(1024).0,
             park: false,
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            max_interruptions: u32::MAX,
         }
+    }
+
+    /// A run during which the host died `limit` times in a row with one
+    /// of its attempts in flight (counted in [`RunRecord::interruptions`];
+    /// an attempt that finishes in between starts the count again) is not
+    /// resumed again: the takeover that finds it so fails it, so that a
+    /// run that kills its host cannot do so on every recovery. Recoveries
+    /// set it (`[runtime] max_interruptions`, default
+    /// [`DEFAULT_MAX_INTERRUPTIONS`]); unset, as for a command that names
+    /// the run (`plait resume RUN`, a repeated keyed `plait run`), a run
+    /// is resumed whatever the count. Resuming the failed run tries it
+    /// again, with the count started over.
+    pub fn with_max_interruptions(mut self, limit: u32) -> Executor {
+        self.max_interruptions = limit.max(1);
+        self
     }
 
     /// An executor that hands a run back as soon as it only waits (for a
@@ -685,6 +708,7 @@ impl Executor {
             idempotency_key: key.map(str::to_owned),
             trace,
             started_by: Some(origin.actor()),
+            interruptions: 0,
             deadline_ms: plan
                 .definition
                 .timeout
@@ -848,6 +872,10 @@ impl Executor {
         let lease = self.store.acquire_lease(run_id, &self.id, LEASE_TTL_MS)?;
         let mut run = run;
         let failed_before = run.status == RunStatus::Failed;
+        if failed_before {
+            // Tried again on request: the host gets its chances again.
+            run.interruptions = 0;
+        }
         // A queued run starts here for the first time: not a resume.
         let queued = run.status == RunStatus::Queued;
         // A failed run is tried again: its final failures go back to
@@ -884,6 +912,34 @@ impl Executor {
             }
             if items_reset && !changed.contains(&index) {
                 changed.push(index);
+            }
+        }
+        // The host that ran it died mid-run: its lease lapsed unreleased
+        // while the run was `running`.
+        if run.status == RunStatus::Running
+            && let Some(abandoned) = &lease.abandoned
+        {
+            // Counted in a row: an attempt that finished since the last
+            // takeover shows the run is not what stops its host.
+            if progressed_since_takeover(&steps) {
+                run.interruptions = 0;
+            }
+            let attempts = record_interrupted(&mut steps, &mut changed);
+            // Only a host that died executing the run counts against it.
+            if attempts > 0 {
+                run.interruptions = run.interruptions.saturating_add(1);
+            }
+            tracing::debug!(
+                target: "plait::executor",
+                run_id,
+                holder = %abandoned.holder,
+                last_heard_ms = abandoned.heard_at_ms,
+                attempts,
+                interruptions = run.interruptions,
+                "the host running this run stopped; taking it over"
+            );
+            if attempts > 0 && run.interruptions >= self.max_interruptions {
+                return self.refuse_poisoned(run, steps, changed, lease, origin);
             }
         }
         run.status = RunStatus::Running;
@@ -927,6 +983,53 @@ impl Executor {
             tracing::info!(target: "plait::executor", parent: &span, "run resumed");
         }
         self.execute(plan, run, steps, lease, span).await
+    }
+
+    /// Fails run `run`, whose host died [`RunRecord::interruptions`]
+    /// times while running it, instead of resuming it again (see
+    /// [`Executor::with_max_interruptions`]).
+    fn refuse_poisoned(
+        &self,
+        mut run: RunRecord,
+        mut steps: Vec<StepRecord>,
+        mut changed: Vec<usize>,
+        lease: Lease,
+        origin: &Origin,
+    ) -> Result<RunReport, ExecutorError> {
+        let message = format!(
+            "the host stopped {} times while running this run; it was not resumed again; \
+             inspect it with `plait runs show {}`, then `plait resume {}` to try again",
+            run.interruptions, run.id, run.id
+        );
+        for index in abandon(&mut steps, &message) {
+            if !changed.contains(&index) {
+                changed.push(index);
+            }
+        }
+        run.status = RunStatus::Failed;
+        run.error = Some(message.clone());
+        run.updated_at_ms = now_ms();
+        let audit = AuditRecord {
+            at_ms: now_ms(),
+            actor: origin.actor(),
+            action: "run.refuse".to_owned(),
+            run_id: Some(run.id.clone()),
+            workflow: Some(run.workflow.name.clone()),
+            detail: json!({"interruptions": run.interruptions}),
+        };
+        let committed = self.store.commit(Commit {
+            run: Some(&run),
+            steps: changed.iter().map(|&index| &steps[index]).collect(),
+            fence: Some((&run.id, &lease.holder, lease.token)),
+            audit: Some(&audit),
+            ..Commit::default()
+        });
+        let _ = self.store.release_lease(&run.id, &lease);
+        committed?;
+        self.metrics
+            .run_finished(&run.workflow.name, RunStatus::Failed);
+        tracing::error!(target: "plait::executor", run_id = %run.id, run_status = "failed", interruptions = run.interruptions, error = %message, "run failed");
+        Ok(RunReport { run, steps })
     }
 
     /// Delivers `data` to `wait` step `step_id` of run `run_id`. The run
@@ -1205,6 +1308,62 @@ fn abandon(steps: &mut [StepRecord], message: &str) -> Vec<usize> {
         }
     }
     changed
+}
+
+/// Records in each step's history the attempts a dead host had in flight
+/// (a running step, or running items of a fan-out) as interrupted, from
+/// when they started to now, when this host found them; they run again
+/// with the next attempt number. Adds the records changed to `changed`;
+/// returns how many attempts were interrupted.
+fn record_interrupted(steps: &mut [StepRecord], changed: &mut Vec<usize>) -> usize {
+    let found_at = now_ms();
+    let mut count = 0;
+    for (index, record) in steps.iter_mut().enumerate() {
+        let mut interrupted = Vec::new();
+        if record.status == StepStatus::Running && record.items.is_empty() && record.attempts > 0 {
+            interrupted.push((None, record.attempts));
+        }
+        for (item, state) in record.items.iter().enumerate() {
+            if state.status == StepStatus::Running && state.attempts > 0 {
+                interrupted.push((Some(item as u32), state.attempts));
+            }
+        }
+        if interrupted.is_empty() {
+            continue;
+        }
+        let started_at_ms = record.started_at_ms.unwrap_or(found_at);
+        for (item, attempt) in interrupted {
+            record.history.push(AttemptRecord {
+                attempt,
+                item,
+                started_at_ms,
+                finished_at_ms: found_at,
+                error: None,
+                interrupted: true,
+            });
+            count += 1;
+        }
+        let excess = record.history.len().saturating_sub(MAX_HISTORY);
+        record.history.drain(..excess);
+        if !changed.contains(&index) {
+            changed.push(index);
+        }
+    }
+    count
+}
+
+/// Whether an attempt finished (succeeded or failed) after the latest
+/// attempt a host was found to have died in.
+fn progressed_since_takeover(steps: &[StepRecord]) -> bool {
+    let history = || steps.iter().flat_map(|step| step.history.iter());
+    let Some(takeover) = history()
+        .filter(|attempt| attempt.interrupted)
+        .map(|attempt| attempt.finished_at_ms)
+        .max()
+    else {
+        return false;
+    };
+    history().any(|attempt| !attempt.interrupted && attempt.finished_at_ms > takeover)
 }
 
 /// One unit of work: a step, or one item of a fan-out.
@@ -2374,6 +2533,7 @@ impl<'a> Scheduler<'a> {
                     details: None,
                     ..failure.clone()
                 }),
+                interrupted: false,
             });
             if history.len() > MAX_HISTORY {
                 history.remove(0);
@@ -2697,12 +2857,9 @@ impl<'a> Scheduler<'a> {
                 }
             }
             None => {
-                // The last step in the file that is not a fallback.
-                let last = (0..self.steps.len())
-                    .rev()
-                    .find(|&index| self.fallback_of[index].is_none())
-                    .unwrap_or(self.steps.len() - 1);
-                let record = &self.steps[last];
+                // The graph's final step (validation refuses several
+                // without an `output:`), with its blobs.
+                let record = &self.steps[self.plan.definition.output_step()];
                 (
                     record.output.clone().unwrap_or(Value::Null),
                     record.output_blobs.clone(),
