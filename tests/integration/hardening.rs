@@ -95,7 +95,7 @@ fn a_value_nested_by_the_runs_input_fails_that_run_and_not_the_others_in_the_bat
         .unwrap_or_else(|| panic!("{reports:#?}"));
     let error = failed["error"].as_str().unwrap();
     assert!(
-        error.contains("nested more than 128 levels deep") || error.contains("recursed too deeply"),
+        error.contains("nested more than 127 levels deep") || error.contains("recursed too deeply"),
         "{error}"
     );
 }

@@ -404,7 +404,7 @@ const BATCH_RUNS: usize = 64;
 
 /// `plait run --batch FILE.jsonl`.
 async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read(batch).map_err(|error| {
+    let text = plait::files::read(batch, plait::files::Kind::Input).map_err(|error| {
         UsageError(format!(
             "could not read `--batch {}`: {error}",
             batch.display()
@@ -929,12 +929,14 @@ impl<'a> InputArg<'a> {
 /// Reads `--input`: inline JSON, a JSON file, `-` for stdin, or `{}` when
 /// absent (see [`InputArg`]).
 fn read_input(input: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let input = input.map(InputArg::of);
     let (text, source) = match input {
         None => return Ok(serde_json::json!({})),
         Some(InputArg::Inline(text)) => (text.to_owned(), "the command line".to_owned()),
         Some(InputArg::Stdin) => {
             let mut text = String::new();
             std::io::stdin()
+                .take(plait::files::Kind::Input.cap())
                 .read_to_string(&mut text)
                 .context("reading the input from stdin")?;
             (text, "stdin".to_owned())
@@ -964,7 +966,7 @@ fn read_blob(argument: &str) -> anyhow::Result<Blob> {
                 "`--file {argument}` must be `NAME=PATH`, for example `--file document=scan.png`"
             ))
         })?;
-    let data = std::fs::read(path)
+    let data = plait::files::read(Path::new(path), plait::files::Kind::Input)
         .map_err(|error| UsageError(format!("could not read `--file {name}={path}`: {error}")))?;
     Ok(Blob {
         name: name.to_owned(),
@@ -972,4 +974,3 @@ fn read_blob(argument: &str) -> anyhow::Result<Blob> {
         data,
     })
 }
-    let input = input.map(InputArg::of);

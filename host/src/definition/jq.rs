@@ -33,8 +33,9 @@ pub const EVAL_DEADLINE: Duration = Duration::from_secs(2);
 pub const MAX_ITEMS: usize = 10_000;
 
 /// The deepest nesting of arrays and objects an expression may return,
-/// the same as the JSON parser's limit for every document Plait reads.
-pub const MAX_DEPTH: usize = 128;
+/// the same as the JSON parser's limit for every document Plait reads
+/// (serde_json reads 127 levels).
+pub const MAX_DEPTH: usize = 127;
 
 /// The largest result, as JSON, one expression may return.
 pub const MAX_RESULT_BYTES: usize = 16 << 20;

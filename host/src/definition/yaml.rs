@@ -384,8 +384,11 @@ impl Builder<'_, '_, '_> {
                 }
                 other => {
                     let span = self.span_at(&mark, 1);
-                    self.diag
-                        .error(span, format!("invalid YAML: unexpected {other:?}"), None);
+                    self.diag.error(
+                        span,
+                        format!("invalid YAML: unexpected {}", event_name(&other)),
+                        None,
+                    );
                     return Err(Stop);
                 }
             }
@@ -462,8 +465,11 @@ impl Builder<'_, '_, '_> {
             }
             other => {
                 let span = self.span_at(&mark, 1);
-                self.diag
-                    .error(span, format!("invalid YAML: unexpected {other:?}"), None);
+                self.diag.error(
+                    span,
+                    format!("invalid YAML: unexpected {}", event_name(&other)),
+                    None,
+                );
                 return Err(Stop);
             }
         };
@@ -670,6 +676,23 @@ fn flow_len(text: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// A YAML event as a person would name it, for "unexpected ..." errors.
+fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::Nothing => "nothing",
+        Event::StreamStart => "start of the stream",
+        Event::StreamEnd => "end of the file",
+        Event::DocumentStart => "start of a document (`---`)",
+        Event::DocumentEnd => "end of a document",
+        Event::Alias(_) => "alias (`*name`)",
+        Event::Scalar(..) => "value",
+        Event::SequenceStart(..) => "start of a list",
+        Event::SequenceEnd => "end of a list",
+        Event::MappingStart(..) => "start of a mapping",
+        Event::MappingEnd => "end of a mapping",
+    }
 }
 
 #[cfg(test)]

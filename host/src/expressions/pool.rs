@@ -293,15 +293,30 @@ impl Request {
             bytes.extend_from_slice(&(filter.len() as u32).to_le_bytes());
             bytes.extend_from_slice(filter.as_bytes());
         }
-        serde_json::to_writer(&mut bytes, context).map_err(|error| JqEvalError::Evaluator {
-            filter: filters.first().copied().unwrap_or_default().to_owned(),
-            message: format!("the run context cannot be written as JSON: {error}"),
-        })?;
+        // The context goes as its leaves below `CONTEXT_LEVELS` levels,
+        // each parsed on its own: a step output may nest as deep as the
+        // JSON parser allows, and `.steps.ID.output` adds three levels
+        // that a parse of the whole would count against the same limit.
+        let mut leaves = Vec::new();
+        context_leaves(context, &mut Vec::new(), &mut leaves);
+        bytes.extend_from_slice(&(leaves.len() as u32).to_le_bytes());
+        for (path, value) in leaves {
+            for part in [
+                serde_json::to_vec(&path).expect("strings serialize"),
+                serde_json::to_vec(value).map_err(|error| JqEvalError::Evaluator {
+                    filter: filters.first().copied().unwrap_or_default().to_owned(),
+                    message: format!("the run context cannot be written as JSON: {error}"),
+                })?,
+            ] {
+                bytes.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(&part);
+            }
+        }
         Ok(bytes)
     }
 
-    /// The filters and the context's JSON.
-    pub(super) fn decode(bytes: &[u8]) -> io::Result<(Vec<&str>, &[u8])> {
+    /// The filters and the context's leaves (path and value, as JSON).
+    pub(super) fn decode(bytes: &[u8]) -> io::Result<(Vec<&str>, Vec<Leaf<'_>>)> {
         let mut rest = bytes;
         let count = take_u32(&mut rest)?;
         let mut filters = Vec::new();
@@ -311,8 +326,68 @@ impl Request {
             filters.push(std::str::from_utf8(text).map_err(|_| bad("filter is not UTF-8"))?);
             rest = &rest[length..];
         }
-        Ok((filters, rest))
+        let count = take_u32(&mut rest)?;
+        let mut leaves = Vec::new();
+        for _ in 0..count {
+            let path = take_bytes(&mut rest)?;
+            let value = take_bytes(&mut rest)?;
+            leaves.push((path, value));
+        }
+        Ok((filters, leaves))
     }
+}
+
+/// One leaf of a context as sent: its path and its value, both as JSON.
+pub(super) type Leaf<'a> = (&'a [u8], &'a [u8]);
+
+/// How many levels of objects at the top of a context are sent as
+/// structure rather than as JSON text (`steps`, `ID`, `output`).
+const CONTEXT_LEVELS: usize = 3;
+
+fn context_leaves<'a>(
+    value: &'a Value,
+    path: &mut Vec<&'a str>,
+    leaves: &mut Vec<(Vec<&'a str>, &'a Value)>,
+) {
+    match value {
+        Value::Object(map) if path.len() < CONTEXT_LEVELS && !map.is_empty() => {
+            for (key, value) in map {
+                path.push(key);
+                context_leaves(value, path, leaves);
+                path.pop();
+            }
+        }
+        _ => leaves.push((path.clone(), value)),
+    }
+}
+
+/// Builds the context back from its leaves.
+pub(super) fn context_from_leaves(leaves: &[Leaf<'_>]) -> Result<Value, String> {
+    let mut context = Value::Null;
+    for (path, value) in leaves {
+        let path: Vec<String> = serde_json::from_slice(path).map_err(|error| error.to_string())?;
+        let value: Value = serde_json::from_slice(value).map_err(|error| error.to_string())?;
+        let mut at = &mut context;
+        for key in path {
+            if !at.is_object() {
+                *at = Value::Object(serde_json::Map::new());
+            }
+            at = at
+                .as_object_mut()
+                .expect("an object")
+                .entry(key)
+                .or_insert(Value::Null);
+        }
+        *at = value;
+    }
+    Ok(context)
+}
+
+fn take_bytes<'a>(rest: &mut &'a [u8]) -> io::Result<&'a [u8]> {
+    let length = take_u32(rest)? as usize;
+    let bytes = rest.get(..length).ok_or_else(short)?;
+    *rest = &rest[length..];
+    Ok(bytes)
 }
 
 /// A response: one value (as JSON) or error per filter.
@@ -375,4 +450,27 @@ fn short() -> io::Error {
 
 fn bad(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!(1), |inner, _| json!([inner]))
+    }
+
+    #[test]
+    fn a_context_holding_an_output_as_deep_as_the_parser_allows_travels_whole() {
+        // serde_json reads at most 127 nested arrays or objects.
+        assert!(serde_json::from_str::<Value>(&nested(128).to_string()).is_err());
+        let deepest = serde_json::from_str::<Value>(&nested(127).to_string()).unwrap();
+        let context = json!({"input": {"x": 1}, "steps": {"a": {"output": deepest, "error": null}}, "run": {}});
+        let bytes = Request::encode(&[".input.x + 1"], &context).unwrap();
+        let (filters, leaves) = Request::decode(&bytes).unwrap();
+        assert_eq!(filters, [".input.x + 1"]);
+        assert_eq!(context_from_leaves(&leaves).unwrap(), context);
+    }
 }

@@ -13,7 +13,8 @@ use std::io::{self, BufReader, BufWriter, Write};
 use jaq_json::Val;
 
 use super::pool::{
-    HELLO, MAX_FRAME, Request, Response, WORKER_ENV, mark_hooked, read_frame, write_frame,
+    HELLO, MAX_FRAME, Request, Response, WORKER_ENV, context_from_leaves, mark_hooked, read_frame,
+    write_frame,
 };
 use crate::definition::{Jq, JqEvalError};
 
@@ -108,8 +109,9 @@ fn serve() -> io::Result<()> {
     output.flush()?;
     let mut compiled: HashMap<String, Jq> = HashMap::new();
     while let Some(frame) = read_frame(&mut input, MAX_FRAME)? {
-        let (filters, context) = Request::decode(&frame)?;
-        let context: Result<Val, _> = serde_json::from_slice(context);
+        let (filters, leaves) = Request::decode(&frame)?;
+        let context: Result<Val, String> = context_from_leaves(&leaves)
+            .and_then(|context| serde_json::from_value(context).map_err(|error| error.to_string()));
         let mut response = Response::default();
         for text in filters {
             response.push(match &context {

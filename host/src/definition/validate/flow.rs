@@ -631,23 +631,9 @@ impl Validator<'_, '_> {
         let sinks = super::super::flow::sinks(steps);
         match sinks.as_slice() {
             [] => Some(None),
-            [sink] => {
-                let last = (0..steps.len())
-                    .rev()
-                    .find(|&index| steps[index].fallback_of.is_none());
-                if last == Some(*sink) {
-                    return Some(None);
-                }
-                // Until the executor reads `Definition::output_step`, an
-                // expression gives the sink's output (without its blobs).
-                let id = steps[*sink].id.as_str();
-                let jq = Jq::compile(&format!(
-                    ".steps[{}].output",
-                    serde_json::to_string(id).ok()?
-                ))
-                .ok()?;
-                Some(Some(super::super::template::Template::Expr(jq)))
-            }
+            // The executor outputs the one final step's output and blobs
+            // (`Definition::output_step`).
+            [_] => Some(None),
             several => {
                 let names: Vec<&str> = several.iter().map(|&i| steps[i].id.as_str()).collect();
                 let example: Vec<String> = names
