@@ -26,9 +26,7 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use crate::clock::now_ms;
-use crate::definition::{
-    BlobMapping, BlobSource, JqEvalError, OnError, StepKind,
-};
+use crate::definition::{BlobMapping, BlobSource, JqEvalError, OnError, StepKind};
 use crate::engine::{Invoked, digest};
 use crate::plan::Plan;
 use crate::schema::{Schema, Violations};
@@ -675,7 +673,8 @@ impl Executor {
             {
                 continue;
             }
-            let bytes = crate::files::read(&component.path, crate::files::Kind::Component).unwrap_or_default();
+            let bytes = crate::files::read(&component.path, crate::files::Kind::Component)
+                .unwrap_or_default();
             if digest(&bytes) != component.digest {
                 return Err(ExecutorError::Changed(format!(
                     "component `{}` of step `{}` changed on disk after the workflow was loaded; start the run again",

@@ -349,10 +349,13 @@ impl SecretSource {
 }
 
 fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>, PolicyError> {
-    let text = crate::files::read_to_string(path, crate::files::Kind::Config).map_err(|source| PolicyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text =
+        crate::files::read_to_string(path, crate::files::Kind::Config).map_err(|source| {
+            PolicyError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
     let table: BTreeMap<String, toml::Value> =
         toml::from_str(&text).map_err(|error| PolicyError::Parse {
             path: path.to_owned(),
@@ -539,10 +542,13 @@ impl Policy {
     /// Loads a policy file. Relative paths inside it are relative to the
     /// file's folder.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = crate::files::read_to_string(path, crate::files::Kind::Config).map_err(|source| PolicyError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            crate::files::read_to_string(path, crate::files::Kind::Config).map_err(|source| {
+                PolicyError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
         Policy::parse(&text, path)
     }
 

@@ -107,7 +107,12 @@ impl Served {
     }
 
     /// Polls run `id` until `done` says so, for up to a minute.
-    pub(crate) fn run_until(&self, id: &str, token: Option<&str>, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn run_until(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
             let reply = self.get(&format!("/v1/runs/{id}"), token);

@@ -77,7 +77,8 @@ impl Installed {
     ) -> Result<super::compiled::Imported, BundleError> {
         super::compiled::import(engine, &self.manifest, trusted, |path| {
             let file = self.dir.join(path);
-            let bytes = crate::files::read(&file, crate::files::Kind::Bundle).map_err(BundleError::io("reading", &file))?;
+            let bytes = crate::files::read(&file, crate::files::Kind::Bundle)
+                .map_err(BundleError::io("reading", &file))?;
             let pinned = self
                 .manifest
                 .compiled
@@ -170,7 +171,9 @@ impl Registry {
                 std::fs::read_dir(&name_dir).map_err(BundleError::io("listing", &name_dir))?;
             for version in versions.filter_map(Result::ok) {
                 let dir = version.path();
-                let Ok(bytes) = crate::files::read(&dir.join(MANIFEST_FILE), crate::files::Kind::Config) else {
+                let Ok(bytes) =
+                    crate::files::read(&dir.join(MANIFEST_FILE), crate::files::Kind::Config)
+                else {
                     continue;
                 };
                 let manifest = Manifest::parse(&bytes)?;
@@ -230,8 +233,9 @@ impl Registry {
         let manifest = &bundle.manifest;
         let target = self.root.join(&manifest.name).join(&manifest.version);
         if target.join(MANIFEST_FILE).exists() {
-            let existing = crate::files::read(&target.join(MANIFEST_FILE), crate::files::Kind::Config)
-                .map_err(BundleError::io("reading", target.join(MANIFEST_FILE)))?;
+            let existing =
+                crate::files::read(&target.join(MANIFEST_FILE), crate::files::Kind::Config)
+                    .map_err(BundleError::io("reading", target.join(MANIFEST_FILE)))?;
             return Err(BundleError::Install(if existing == bundle.manifest_bytes {
                 format!(
                     "`{}` is already installed, with the same contents",

@@ -65,16 +65,17 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
         message,
     };
     let dir = std::path::absolute(dir).map_err(BundleError::io("resolving", dir))?;
-    let source: Source = match crate::files::read_to_string(&dir.join(MANIFEST_FILE), crate::files::Kind::Config) {
-        Ok(text) => toml::from_str(&text).map_err(|error| {
-            fail(format!(
-                "its `{MANIFEST_FILE}` does not parse: {}",
-                error.to_string().trim_end()
-            ))
-        })?,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Source::default(),
-        Err(error) => return Err(BundleError::io("reading", dir.join(MANIFEST_FILE))(error)),
-    };
+    let source: Source =
+        match crate::files::read_to_string(&dir.join(MANIFEST_FILE), crate::files::Kind::Config) {
+            Ok(text) => toml::from_str(&text).map_err(|error| {
+                fail(format!(
+                    "its `{MANIFEST_FILE}` does not parse: {}",
+                    error.to_string().trim_end()
+                ))
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Source::default(),
+            Err(error) => return Err(BundleError::io("reading", dir.join(MANIFEST_FILE))(error)),
+        };
     let workflow_files: Vec<PathBuf> = match &source.workflows {
         Some(files) => files.iter().map(|file| dir.join(file)).collect(),
         None => vec![Definition::locate(&dir).map_err(|error| fail(error.to_string()))?],
@@ -99,13 +100,14 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
             if !matches!(step.kind, StepKind::Component) {
                 continue;
             }
-            let bytes = crate::files::read(&step.uses, crate::files::Kind::Component).map_err(|error| {
-                fail(format!(
-                    "step `{}` uses `{}`, which cannot be read ({error}); build it first",
-                    step.id,
-                    step.uses.display()
-                ))
-            })?;
+            let bytes =
+                crate::files::read(&step.uses, crate::files::Kind::Component).map_err(|error| {
+                    fail(format!(
+                        "step `{}` uses `{}`, which cannot be read ({error}); build it first",
+                        step.id,
+                        step.uses.display()
+                    ))
+                })?;
             if !bytes.starts_with(b"\0asm") {
                 return Err(fail(format!(
                     "step `{}` uses `{}`, which is not a WebAssembly component",
@@ -186,7 +188,8 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            let bytes = crate::files::read(&path, crate::files::Kind::Bundle).map_err(BundleError::io("reading", &path))?;
+            let bytes = crate::files::read(&path, crate::files::Kind::Bundle)
+                .map_err(BundleError::io("reading", &path))?;
             files.insert(format!("models/{name}/{file}"), bytes);
         }
     }
@@ -288,8 +291,8 @@ fn add_asset(dir: &Path, path: &Path, files: &mut BTreeMap<String, Vec<u8>>) -> 
     if files.contains_key(&relative) {
         return Err(format!("asset `{relative}` is already in the bundle"));
     }
-    let bytes =
-        crate::files::read(path, crate::files::Kind::Bundle).map_err(|error| format!("asset `{}`: {error}", path.display()))?;
+    let bytes = crate::files::read(path, crate::files::Kind::Bundle)
+        .map_err(|error| format!("asset `{}`: {error}", path.display()))?;
     files.insert(relative, bytes);
     Ok(())
 }

@@ -942,9 +942,9 @@ fn read_input(input: Option<&str>) -> anyhow::Result<serde_json::Value> {
             (text, "stdin".to_owned())
         }
         Some(InputArg::File(path)) => (
-            plait::files::read_to_string(Path::new(path), plait::files::Kind::Input).map_err(|error| {
-                UsageError(format!("could not read input file `{path}`: {error}"))
-            })?,
+            plait::files::read_to_string(Path::new(path), plait::files::Kind::Input).map_err(
+                |error| UsageError(format!("could not read input file `{path}`: {error}")),
+            )?,
             format!("`{path}`"),
         ),
     };

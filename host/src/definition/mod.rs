@@ -43,7 +43,8 @@ pub use error::{DefinitionError, DefinitionErrors, SourceFile, Span};
 pub use expr::{BlobRef, BlobSource, ExprError, Expression};
 pub use flow::{Backoff, OnError, RetryPolicy, RetrySettings, StepCache, StepKind};
 pub use jq::{
-    EVAL_DEADLINE, Jq, JqError, JqEvalError, MAX_DEPTH, MAX_ITEMS, MAX_RESULT_BYTES, PathPart, follow,
+    EVAL_DEADLINE, Jq, JqError, JqEvalError, MAX_DEPTH, MAX_ITEMS, MAX_RESULT_BYTES, PathPart,
+    follow,
 };
 pub use template::{BlobMapping, Template};
 pub use validate::{LOCAL_MODEL, PLUGINS_ENV, reference_plugin, topological as topological_order};
@@ -274,10 +275,13 @@ impl Definition {
     /// definition, [`LoadError::Invalid`] with every problem in the file.
     pub fn load(path: &Path) -> Result<Definition, LoadError> {
         let file = Self::locate(path)?;
-        let bytes = crate::files::read(&file, crate::files::Kind::Definition).map_err(|source| LoadError::Read {
-            path: file.clone(),
-            source,
-        })?;
+        let bytes =
+            crate::files::read(&file, crate::files::Kind::Definition).map_err(|source| {
+                LoadError::Read {
+                    path: file.clone(),
+                    source,
+                }
+            })?;
         let base_dir = std::path::absolute(&file)
             .ok()
             .and_then(|absolute| absolute.parent().map(Path::to_path_buf))

@@ -276,9 +276,11 @@ impl Engine {
         &self,
         path: &Path,
     ) -> Result<Arc<LoadedComponent>, ComponentError> {
-        let bytes = crate::files::read(path, crate::files::Kind::Component).map_err(|source| ComponentError::Read {
-            path: path.to_owned(),
-            source,
+        let bytes = crate::files::read(path, crate::files::Kind::Component).map_err(|source| {
+            ComponentError::Read {
+                path: path.to_owned(),
+                source,
+            }
         })?;
         self.load_component_bytes(path, &bytes).await
     }
@@ -654,7 +656,11 @@ fn cut(text: &str, max: usize) -> String {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} more bytes not kept)", &text[..end], text.len() - end)
+    format!(
+        "{}… ({} more bytes not kept)",
+        &text[..end],
+        text.len() - end
+    )
 }
 
 /// The failure for an exceeded limit: retryable for a timeout, fatal for

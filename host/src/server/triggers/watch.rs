@@ -210,7 +210,8 @@ async fn take(
     }
     let read = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || crate::files::read(&path, crate::files::Kind::Input)).await
+        tokio::task::spawn_blocking(move || crate::files::read(&path, crate::files::Kind::Input))
+            .await
     };
     let data = match read {
         Ok(Ok(data)) => data,
