@@ -730,14 +730,7 @@ async fn recover(
         } else if run.status == RunStatus::Running {
             recovered.interrupted += steps
                 .iter()
-                .map(|step| {
-                    usize::from(step.status == StepStatus::Running && step.items.is_empty())
-                        + step
-                            .items
-                            .iter()
-                            .filter(|item| item.status == StepStatus::Running)
-                            .count()
-                })
+                .map(plait::store::StepRecord::attempts_in_flight)
                 .sum::<usize>();
         }
         taking.insert(run.id.clone());

@@ -197,14 +197,7 @@ impl Dispatcher {
                     interrupted += store
                         .steps(&run.id)?
                         .iter()
-                        .map(|step| {
-                            usize::from(step.status == StepStatus::Running && step.items.is_empty())
-                                + step
-                                    .items
-                                    .iter()
-                                    .filter(|item| item.status == StepStatus::Running)
-                                    .count()
-                        })
+                        .map(crate::store::StepRecord::attempts_in_flight)
                         .sum::<usize>();
                 }
                 _ => {}

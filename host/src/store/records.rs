@@ -221,6 +221,21 @@ pub struct StepRecord {
     pub cache_hit: Option<CacheHit>,
 }
 
+impl StepRecord {
+    /// How many of its attempts were in flight (the step itself, or each
+    /// running item of a fan-out): what a host that stopped here left
+    /// interrupted.
+    #[must_use]
+    pub fn attempts_in_flight(&self) -> usize {
+        usize::from(self.status == StepStatus::Running && self.items.is_empty())
+            + self
+                .items
+                .iter()
+                .filter(|item| item.status == StepStatus::Running)
+                .count()
+    }
+}
+
 /// One finished attempt of a step (or of an item of a fan-out).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
