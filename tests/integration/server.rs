@@ -73,6 +73,11 @@ impl Served {
         }
     }
 
+    /// The `host:port` it listens on.
+    pub(crate) fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

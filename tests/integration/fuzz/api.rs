@@ -8,10 +8,8 @@
 //! server must still be healthy with nothing it stored lost.
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use plait_test_artifacts::ECHO_COMPONENT;
@@ -20,6 +18,7 @@ use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
 
 use super::config;
+use crate::server::Served;
 use crate::support::*;
 
 /// The request body cap the server runs with, small so that bodies past
@@ -210,58 +209,22 @@ fn exchange(address: &str, request: &Request) -> Result<Exchange, String> {
     }
 }
 
-/// A `plait serve` on a free loopback port, killed when dropped.
+/// A `plait serve` on a free loopback port (the server tests' own
+/// [`Served`]), killed when dropped, spoken to in raw HTTP.
 struct Server {
-    child: KillOnDrop,
+    served: Served,
     address: String,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     fn start(sandbox: &Sandbox, policy: &std::path::Path) -> Server {
-        let mut child = sandbox
-            .plait()
-            .args(["serve", "--listen", "127.0.0.1:0", "--workflows"])
-            .arg(sandbox.dir.path().join("workflows"))
-            .arg("--policy")
-            .arg(policy)
-            .env("PLAIT_LOG", "plait=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (address_tx, address_rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split(" on http://").nth(1) {
-                    let address = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = address_tx.send(address);
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let child = KillOnDrop(child);
-        let address = address_rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "plait serve did not start:\n{}",
-                    log.lock().unwrap().join("\n")
-                )
-            });
-        Server {
-            child,
-            address,
-            log,
-        }
+        let served = Served::start(sandbox, &["--policy", policy.to_str().unwrap()]);
+        let address = served.address().to_owned();
+        Server { served, address }
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.served.log.lock().unwrap().join("\n")
     }
 
     /// A well-formed JSON request, answered.
@@ -660,7 +623,7 @@ fn random_requests_to_the_api_get_well_formed_answers_and_lose_nothing() {
     // The server lives, answers, and kept what it stored.
     let mut server = server;
     assert!(
-        server.child.try_wait().unwrap().is_none(),
+        server.served.child.try_wait().unwrap().is_none(),
         "the server exited:\n{}",
         server.log()
     );
