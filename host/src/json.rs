@@ -26,7 +26,7 @@ pub fn from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ser
 }
 
 /// Refuses `bytes` when it is not JSON or an object in it holds a key
-/// twice: the error says `duplicate key `a` in the object at `.x[0]``,
+/// twice: the error says ``duplicate key `a` in the object at `.x[0]` ``,
 /// with the line and column.
 pub fn check(bytes: &[u8]) -> Result<(), serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
