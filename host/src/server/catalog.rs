@@ -112,6 +112,16 @@ impl Catalog {
         state.loading.keys().cloned().collect()
     }
 
+    /// Whether a plan that may be the workflow `name` (its definition
+    /// names it, or is not read yet) is still being built.
+    pub fn is_loading(&self, name: &str) -> bool {
+        let state = self.state.lock().expect("not poisoned");
+        state
+            .loading
+            .values()
+            .any(|loading| loading.as_deref().is_none_or(|loading| loading == name))
+    }
+
     /// Waits until no plan is being built, or `timeout` has passed.
     pub async fn settle(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -145,14 +155,7 @@ impl Catalog {
             }
             // Not built yet: wait if its plan (or one whose name is not
             // known yet) is still being built.
-            let waiting = {
-                let state = self.state.lock().expect("not poisoned");
-                state
-                    .loading
-                    .values()
-                    .any(|loading| loading.as_deref().is_none_or(|loading| loading == name))
-            };
-            if !waiting {
+            if !self.is_loading(name) {
                 return self.lookup_broken(name).await;
             }
             built.await;

@@ -383,6 +383,12 @@ async fn check_triggers(
 ) -> Result<std::collections::HashMap<String, triggers::webhook::Hook>, ServeError> {
     use triggers::TriggerKind;
     let mut hooks = std::collections::HashMap::new();
+    // Plans build concurrently: give them a moment, and do not call a
+    // workflow missing while its file is still loading.
+    config
+        .catalog
+        .settle(std::time::Duration::from_secs(1))
+        .await;
     let served: Vec<String> = config
         .catalog
         .entries()
@@ -391,7 +397,7 @@ async fn check_triggers(
         .filter_map(|entry| entry.plan.ok().map(|plan| plan.definition.name.clone()))
         .collect();
     for trigger in &config.settings.triggers {
-        if !served.contains(&trigger.workflow) {
+        if !served.contains(&trigger.workflow) && !config.catalog.is_loading(&trigger.workflow) {
             // A file that does not check out may be this workflow: said,
             // not refused, since it can be fixed while the server runs.
             tracing::warn!(target: "plait::trigger", trigger = %trigger.name, workflow = %trigger.workflow, served = %served.join(", "), "the trigger's workflow is not served (yet): its runs start once the workflows folder holds it");
