@@ -29,7 +29,7 @@ use crate::clock::now_ms;
 use crate::definition::{BlobMapping, BlobSource, JqEvalError, OnError, StepKind};
 use crate::engine::{Invoked, digest};
 use crate::plan::Plan;
-use crate::schema::{Schema, Violations};
+use crate::schema::Violations;
 use crate::step::{Blob, FailureKind, InvocationInfo, Payload, StepFailure};
 use crate::store::{
     AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, Commit, IdempotencyRecord,
@@ -630,11 +630,8 @@ impl Executor {
                 return Err(ExecutorError::MissingInputBlob { name });
             }
         }
-        if let Some(schema) = &plan.definition.input_schema {
-            // Compiled when the definition was validated; this cannot fail.
-            if let Ok(schema) = Schema::compile(schema) {
-                schema.check(&input).map_err(ExecutorError::InvalidInput)?;
-            }
+        if let Some(schema) = &plan.input_schema {
+            schema.check(&input).map_err(ExecutorError::InvalidInput)?;
         }
         let (input_blobs, contents) = blob_refs(&blobs);
         let request = key.map(|key| -> Result<(String, String), ExecutorError> {

@@ -38,6 +38,9 @@ pub struct Plan {
     pub digest: String,
     /// One entry per step, in order.
     pub steps: Vec<PlannedStep>,
+    /// The workflow's `input.schema`, compiled once for every run of the
+    /// plan.
+    pub input_schema: Option<Schema>,
 }
 
 /// A step with its loaded component.
@@ -229,6 +232,21 @@ impl Plan {
                 output_schema,
             });
         }
+        // Validation compiled it already; a definition built some other way
+        // is still refused here rather than run unchecked.
+        let input_schema = match definition.input_schema.as_ref().map(Schema::compile) {
+            None => None,
+            Some(Ok(schema)) => Some(schema),
+            Some(Err(error)) => {
+                errors.push(DefinitionError::at(
+                    &definition.source,
+                    Span::new(1, 1, 1),
+                    format!("`input.schema` is not a valid JSON Schema: {error}"),
+                    None,
+                ));
+                None
+            }
+        };
         if !errors.is_empty() {
             return Err(DefinitionErrors::new(errors));
         }
@@ -236,6 +254,7 @@ impl Plan {
             digest: digest(definition.source.text.as_bytes()),
             definition,
             steps,
+            input_schema,
         })
     }
 }

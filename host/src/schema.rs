@@ -54,17 +54,32 @@ impl fmt::Display for Violation {
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct Violations(pub Vec<Violation>);
 
+/// Why a schema does not compile: the first rule of the JSON Schema
+/// meta-schema it breaks, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if path.is_empty() { String::new() } else { format!("at `{path}`: ") })]
+pub struct SchemaError {
+    /// Where in the schema, as a JSON pointer (`/required`); empty for the
+    /// root.
+    pub path: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
 impl Schema {
     /// Compiles `schema`.
     ///
     /// # Errors
     /// The schema itself is invalid, or refers to a remote document.
-    pub fn compile(schema: &Value) -> Result<Schema, String> {
+    pub fn compile(schema: &Value) -> Result<Schema, SchemaError> {
         jsonschema::validator_for(schema)
             .map(|validator| Schema {
                 validator: Arc::new(validator),
             })
-            .map_err(|error| error.to_string())
+            .map_err(|error| SchemaError {
+                path: error.instance_path().to_string(),
+                message: error.to_string(),
+            })
     }
 
     /// Checks `value`.

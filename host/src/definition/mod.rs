@@ -64,7 +64,9 @@ pub struct Definition {
     pub version: String,
     /// What the workflow does, for people.
     pub description: Option<String>,
-    /// A JSON Schema for the workflow input (a JSON object), not evaluated here.
+    /// A JSON Schema for the workflow input (a JSON object), as written;
+    /// validation checked that it compiles, and [`crate::plan::Plan`] holds
+    /// it compiled.
     pub input_schema: Option<Value>,
     /// Limits for every step that does not set its own (`limits:`).
     pub limits: crate::limits::LimitSettings,

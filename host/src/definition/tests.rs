@@ -540,3 +540,27 @@ fn every_shipped_workflow_matches_the_json_schema() {
     let bad = as_json(&root.join(CASES).join("unknown_step_key.yaml"));
     assert!(schema.check(&bad).is_err());
 }
+
+#[test]
+fn an_invalid_input_schema_is_a_definition_error_at_its_line() {
+    for (schema, expected) in [
+        ("{ type: objekt }", "at `/type`"),
+        ("{ required: 5 }", "at `/required`"),
+        ("{ properties: { a: { minimum: high } } }", "at `/properties/a/minimum`"),
+    ] {
+        let text = format!(
+            "name: w\ninput:\n  schema: {schema}\nsteps:\n  - id: a\n    uses: a.wasm\n"
+        );
+        let errors = Definition::parse(&text, Path::new("w.yaml"))
+            .expect_err("an invalid input schema must not validate");
+        let rendered = errors.to_string();
+        assert!(
+            rendered.contains("`input.schema` is not a valid JSON Schema")
+                && rendered.contains(expected)
+                && rendered.contains("w.yaml:3:11"),
+            "{schema}: {rendered}"
+        );
+    }
+    let valid = "name: w\ninput:\n  schema: { type: object, required: [text], x-note: kept }\nsteps:\n  - id: a\n    uses: a.wasm\n";
+    Definition::parse(valid, Path::new("w.yaml")).expect("a valid schema validates");
+}

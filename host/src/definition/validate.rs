@@ -358,7 +358,21 @@ impl Validator<'_, '_> {
             );
             return None;
         }
-        yaml::to_json(schema, self.diag).map(Some)
+        let json = yaml::to_json(schema, self.diag)?;
+        // Compiled here, once, so a misspelt keyword is an error at its
+        // line rather than a schema the run would fail to apply.
+        if let Err(error) = crate::schema::Schema::compile(&json) {
+            self.diag.error(
+                schema.span,
+                format!("`input.schema` is not a valid JSON Schema: {error}"),
+                Some(
+                    "fix the schema (https://json-schema.org/understanding-json-schema), for example `schema: { type: object, required: [text] }`"
+                        .to_owned(),
+                ),
+            );
+            return None;
+        }
+        Some(Some(json))
     }
 
     fn steps(&mut self, node: &Node) -> Option<Vec<StepDefinition>> {
