@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         eprintln!("continued run {}: {:?}", report.run.id, report.run.status);
     }
     let plan = runtime.load(&workflow).await?;
-    let key = plait::engine::digest(serde_json::to_string(&input)?.as_bytes());
+    let key = plait::digest::digest(serde_json::to_string(&input)?.as_bytes());
     let report = runtime.run_keyed(&plan, input, Vec::new(), &key).await?;
     println!("{}", serde_json::to_string_pretty(&report.run.output)?);
     eprintln!("run {}: {:?}", report.run.id, report.run.status);

@@ -27,7 +27,8 @@ use tracing::field::Empty;
 
 use crate::clock::now_ms;
 use crate::definition::{BlobMapping, BlobSource, JqEvalError, OnError, StepKind};
-use crate::engine::{Invoked, digest};
+use crate::digest::digest;
+use crate::engine::Invoked;
 use crate::plan::Plan;
 use crate::schema::Violations;
 use crate::step::{Blob, FailureKind, InvocationInfo, Payload, StepFailure};
@@ -582,7 +583,7 @@ impl Executor {
     ) -> Result<(RunRecord, bool, tracing::Span), ExecutorError> {
         let span = run_span(plan, false);
         let root = TraceContext::enter_trace(&span, origin.trace_parent.as_ref());
-        let trace = RunTrace::new(&root, origin.trace_parent.as_ref());
+        let trace = crate::telemetry::run_trace(&root, origin.trace_parent.as_ref());
         let (run, new) = self.create_with(plan, input, blobs, key, origin, Some(trace), status)?;
         span.record("run_id", run.id.as_str());
         Ok((run, new, span))
@@ -951,10 +952,10 @@ impl Executor {
         // The resume's spans join the run's trace, under its root span.
         let span = run_span(plan, !queued);
         span.record("run_id", run.id.as_str());
-        let parent = run.trace.as_ref().and_then(RunTrace::context);
+        let parent = run.trace.as_ref().and_then(crate::telemetry::RunTraceExt::context);
         let context = TraceContext::enter_trace(&span, parent.as_ref());
         if run.trace.is_none() {
-            run.trace = Some(RunTrace::new(&context, None));
+            run.trace = Some(crate::telemetry::run_trace(&context, None));
         }
         let audit = AuditRecord {
             at_ms: now_ms(),

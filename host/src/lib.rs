@@ -19,24 +19,22 @@
 //! `server` (`plait serve`). Workflows travel as signed [`bundle`]s.
 
 pub mod bundle;
+// The shared vocabulary, under the names the modules here have always used.
+pub use plait_types::{
+    clock, digest, errors, files, grants, json, limits, logs, machine, paths, source, step, trace,
+};
 pub mod capabilities;
-pub mod clock;
 pub mod definition;
 pub mod engine;
 pub mod executor;
 pub mod expressions;
-pub mod files;
-pub mod grants;
 pub mod inference;
-pub mod json;
-pub mod limits;
 pub mod plan;
 pub mod policy;
 pub mod runtime;
 pub mod schema;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod step;
 pub mod store;
 pub mod telemetry;
 

@@ -65,7 +65,7 @@ fn quiet_on_closed_stdout() {
 /// against it, and the document-intake template ran out of 256 MiB.
 fn fit_malloc_to_machine() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if plait::engine::machine_memory().is_some_and(|memory| memory < 2 << 30) {
+    if plait::machine::memory().is_some_and(|memory| memory < 2 << 30) {
         // SAFETY: mallopt only sets a glibc tunable; it is called before
         // any other thread exists.
         unsafe {

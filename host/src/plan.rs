@@ -23,7 +23,9 @@ use crate::capabilities::{PreopenDir, Sandbox};
 use crate::definition::{
     Definition, DefinitionError, DefinitionErrors, Span, StepDefinition, StepKind,
 };
-use crate::engine::{Engine, Grant, LoadedComponent, digest};
+use crate::digest::digest;
+use crate::engine::{Engine, Grant, LoadedComponent};
+use crate::errors::error_chain;
 use crate::grants::{OutboundRule, is_private};
 use crate::limits::{Limit, LimitSettings, Limits};
 use crate::policy::Policy;
@@ -816,14 +818,3 @@ fn asks_for(what: &str, declared: &[&str]) -> String {
     }
 }
 
-/// `error` and its sources on one line, `outer: inner: innermost`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

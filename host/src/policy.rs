@@ -101,6 +101,7 @@ use serde::Deserialize;
 
 use crate::grants::OutboundRule;
 use crate::limits::{self, LimitSettings, Limits};
+use crate::paths::normalize;
 
 /// The environment prefix of secrets when the policy names none.
 pub const DEFAULT_SECRET_ENV_PREFIX: &str = "PLAIT_SECRET_";
@@ -837,26 +838,6 @@ impl Policy {
     }
 }
 
-/// `path` made absolute and with `.` and `..` resolved lexically, so a
-/// policy prefix compares with a grant without touching the file system.
-pub fn normalize(path: &Path) -> PathBuf {
-    let absolute = if path.is_absolute() {
-        path.to_owned()
-    } else {
-        std::env::current_dir().unwrap_or_default().join(path)
-    };
-    let mut out = PathBuf::new();
-    for part in absolute.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -951,10 +932,6 @@ mod tests {
         assert!(
             error.contains("PLAIT_TEST_POLICY_SECRET_OTHER_KEY"),
             "{error}"
-        );
-        assert_eq!(
-            normalize(Path::new("/a/b/../c/./d")),
-            PathBuf::from("/a/c/d")
         );
     }
 }

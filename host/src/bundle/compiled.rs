@@ -58,7 +58,7 @@ pub fn compile(
             BundleError::Compile(format!(
                 "`{}` does not compile for `{target}`: {}",
                 component.path,
-                crate::plan::error_chain(&error)
+                crate::errors::error_chain(&error)
             ))
         })?;
         let stem = component
@@ -71,7 +71,7 @@ pub fn compile(
             target: target.to_owned(),
             engine: key.clone(),
             path: path.clone(),
-            digest: crate::engine::digest(&code),
+            digest: crate::digest::digest(&code),
             size: code.len() as u64,
         });
         files.push((path, code));

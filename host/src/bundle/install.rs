@@ -85,7 +85,7 @@ impl Installed {
                 .iter()
                 .find(|entry| entry.path == path)
                 .map(|entry| entry.digest.as_str());
-            let digest = crate::engine::digest(&bytes);
+            let digest = crate::digest::digest(&bytes);
             if pinned != Some(digest.as_str()) {
                 return Err(BundleError::Tampered {
                     path: file.display().to_string(),
@@ -259,7 +259,7 @@ impl Registry {
         let staging = staged.dir.clone();
         let result = (|| {
             for (path, bytes) in &bundle.files {
-                let digest = crate::engine::digest(bytes);
+                let digest = crate::digest::digest(bytes);
                 let blob = blobs.join(&digest[7..]);
                 if !blob.exists() {
                     let temporary = blobs.join(format!(".{}.tmp", &digest[7..]));

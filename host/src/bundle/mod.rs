@@ -188,7 +188,7 @@ pub fn open(bytes: &[u8], max_size: u64, trust: &Trust) -> Result<Bundle, Bundle
                 ))
             })?;
         let (path, data) = entries.remove(position);
-        let digest = crate::engine::digest(&data);
+        let digest = crate::digest::digest(&data);
         if digest != pinned.digest || data.len() as u64 != pinned.size {
             return Err(BundleError::Tampered {
                 path,

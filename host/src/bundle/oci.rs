@@ -423,8 +423,8 @@ pub async fn push(
         ));
     }
     let mut client = Client::new(reference, bytes.len() as u64);
-    let layer_digest = crate::engine::digest(bytes);
-    let config_digest = crate::engine::digest(manifest_bytes);
+    let layer_digest = crate::digest::digest(bytes);
+    let config_digest = crate::digest::digest(manifest_bytes);
     client
         .push_blob(&config_digest, Bytes::copy_from_slice(manifest_bytes))
         .await?;
@@ -481,7 +481,7 @@ pub async fn push(
         annotations,
     };
     let body = serde_json::to_vec(&oci).expect("plain data");
-    let digest = crate::engine::digest(&body);
+    let digest = crate::digest::digest(&body);
     let base = reference.base();
     let response = client
         .send(
@@ -519,7 +519,7 @@ pub async fn pull(reference: &Reference, max_size: u64) -> Result<(Vec<u8>, Stri
         return Err(client.refused("the manifest", response.status(), response.body()));
     }
     let body = response.body();
-    let digest = crate::engine::digest(body);
+    let digest = crate::digest::digest(body);
     if let Some(pinned) = &reference.digest
         && *pinned != digest
     {
@@ -560,7 +560,7 @@ pub async fn pull(reference: &Reference, max_size: u64) -> Result<(Vec<u8>, Stri
         return Err(client.refused("the bundle blob", blob.status(), blob.body()));
     }
     let bytes = blob.into_body().to_vec();
-    let found = crate::engine::digest(&bytes);
+    let found = crate::digest::digest(&bytes);
     if found != layer.digest || bytes.len() as u64 != layer.size {
         return Err(BundleError::Registry(format!(
             "the bundle blob of `{reference}` is {found} ({} bytes), not {} ({} bytes) as its manifest says: it was altered in the registry or on the way",

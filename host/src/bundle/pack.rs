@@ -115,7 +115,7 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
                     step.uses.display()
                 )));
             }
-            let digest = crate::engine::digest(&bytes);
+            let digest = crate::digest::digest(&bytes);
             let path = match components.get(&digest) {
                 Some(path) => path.clone(),
                 None => {
@@ -169,7 +169,7 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
         workflows.push(WorkflowEntry {
             name: definition.name.clone(),
             path: file_name.clone(),
-            digest: crate::engine::digest(rewritten.as_bytes()),
+            digest: crate::digest::digest(rewritten.as_bytes()),
             size: rewritten.len() as u64,
         });
         files.insert(file_name, rewritten.into_bytes());
@@ -211,7 +211,7 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
     let workflow_paths: Vec<String> = workflows.iter().map(|w| w.path.clone()).collect();
     let entry = |path: &String, bytes: &Vec<u8>| FileEntry {
         path: path.clone(),
-        digest: crate::engine::digest(bytes),
+        digest: crate::digest::digest(bytes),
         size: bytes.len() as u64,
     };
     let manifest = Manifest {

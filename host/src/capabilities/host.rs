@@ -1,54 +1,10 @@
 //! The `plait:step/host` interface: structured logging and granted config.
 
-use serde::{Deserialize, Serialize};
-
 use super::redact::Redactor;
-use super::stdio::{CapturedText, LogVolume};
+use super::stdio::LogVolume;
+use crate::logs::{LogLevel, LogRecord, StepLogs};
 use super::{InvocationLabels, LOG_MESSAGE_LIMIT, LOG_RECORD_LIMIT, StepState};
 use crate::engine::bindings::plait::step::host::{self as wit, LogField};
-
-/// Severity of a step's log record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Very fine detail.
-    Trace,
-    /// Detail for debugging.
-    Debug,
-    /// Normal progress.
-    Info,
-    /// Something unexpected that the step handled.
-    Warn,
-    /// A failure.
-    Error,
-}
-
-/// One structured log record written by a step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogRecord {
-    /// Milliseconds since the Unix epoch when the host received it.
-    pub at_ms: u64,
-    /// Severity.
-    pub level: LogLevel,
-    /// The message, cut to [`LOG_MESSAGE_LIMIT`] bytes.
-    pub message: String,
-    /// Structured fields, in the order the step gave them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<(String, String)>,
-}
-
-/// Everything one invocation logged or printed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepLogs {
-    /// Kept log records.
-    pub records: Vec<LogRecord>,
-    /// Records past [`LOG_RECORD_LIMIT`], counted and dropped.
-    pub dropped_records: u64,
-    /// What the guest wrote to stdout.
-    pub stdout: CapturedText,
-    /// What the guest wrote to stderr.
-    pub stderr: CapturedText,
-}
 
 /// Collects log records and mirrors them to the host's live log.
 pub(super) struct LogBuffer {

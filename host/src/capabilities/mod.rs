@@ -16,6 +16,7 @@
 //! granted) and `plait:step/inference`, which loads granted models only.
 
 mod host;
+mod limiter;
 pub mod http;
 pub mod inference;
 pub mod redact;
@@ -32,19 +33,16 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::engine::bindings::plait::step::host as host_bindings;
 use crate::engine::bindings::plait::step::inference as inference_bindings;
 use crate::grants::OutboundRule;
-use crate::limits::{LimitExceeded, Limits, StepLimiter};
+use crate::limits::{LimitExceeded, Limits};
+pub use limiter::StepLimiter;
 
-pub use host::{LogLevel, LogRecord, StepLogs};
-pub use stdio::{CapturedOutput, CapturedText, LogVolume};
+pub use crate::logs::{
+    CapturedText, LOG_MESSAGE_LIMIT, LOG_RECORD_LIMIT, LogLevel, LogRecord, StepLogs,
+};
+pub use stdio::{CapturedOutput, LogVolume};
 
 /// Bytes of stdout, and separately of stderr, kept per invocation.
 pub const STDIO_CAPTURE_LIMIT: usize = 64 * 1024;
-/// Log records kept per invocation; later ones are counted and dropped.
-pub const LOG_RECORD_LIMIT: usize = 1_000;
-/// Longest log message kept, in bytes; longer ones are cut at a character
-/// boundary and marked.
-pub const LOG_MESSAGE_LIMIT: usize = 8 * 1024;
-
 /// Identifies the invocation a [`StepState`] serves, for the live log.
 #[derive(Debug, Clone, Default)]
 pub struct InvocationLabels {

@@ -16,6 +16,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 use crate::limits::{Limit, LimitExceeded};
+use crate::logs::CapturedText;
 
 /// Bytes a step has logged and printed, against its `logs` limit. Shared
 /// by its log buffer, stdout and stderr.
@@ -75,15 +76,6 @@ pub struct CapturedOutput {
 struct Captured {
     bytes: Vec<u8>,
     dropped: u64,
-}
-
-/// What a guest wrote to one stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CapturedText {
-    /// The kept bytes, decoded as UTF-8 with invalid sequences replaced.
-    pub text: String,
-    /// Bytes written past the limit and dropped.
-    pub dropped_bytes: u64,
 }
 
 impl CapturedOutput {

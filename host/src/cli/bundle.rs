@@ -409,7 +409,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 output.display(),
                 packed.manifest.files().count(),
                 plait::limits::format_size(packed.bytes.len() as u64),
-                plait::engine::digest(&packed.bytes)
+                plait::digest::digest(&packed.bytes)
             );
         }
         BundleCommand::Sign { file, key, .. } => {
@@ -530,7 +530,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                         "plait": bundle.manifest.requires.plait,
                         "wit": bundle.manifest.requires.wit,
                     },
-                    "digest": plait::engine::digest(&bytes),
+                    "digest": plait::digest::digest(&bytes),
                 });
                 super::output::print_json(&value)?;
                 return Ok(ExitCode::SUCCESS);
@@ -552,7 +552,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 let value = serde_json::json!({
                     "manifest": serde_json::to_value(&bundle.manifest)?,
                     "signer": bundle.signer.as_ref().map(|s| serde_json::json!({"public_key": s.public_key, "key_id": s.key_id})),
-                    "digest": plait::engine::digest(&bytes),
+                    "digest": plait::digest::digest(&bytes),
                 });
                 writeln!(
                     std::io::stdout(),

@@ -412,7 +412,7 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
     })?;
     let prefix = match &args.idempotency_key {
         Some(key) => key.clone(),
-        None => format!("batch:{}", &plait::engine::digest(&text)[7..23]),
+        None => format!("batch:{}", &plait::digest::digest(&text)[7..23]),
     };
     let text = String::from_utf8(text)
         .map_err(|_| UsageError(format!("`--batch {}` is not UTF-8 text", batch.display())))?;

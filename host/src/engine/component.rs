@@ -1,11 +1,11 @@
 //! Loading a component: recognising what the bytes are, compiling (or
 //! fetching from the cache), checking the world, and calling it.
 
+use crate::digest::digest;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::{Component, types::ComponentExtern};
 
@@ -223,17 +223,6 @@ impl std::fmt::Debug for LoadedComponent {
             .field("digest", &self.digest)
             .finish_non_exhaustive()
     }
-}
-
-/// The `sha256:<hex>` digest of `bytes`.
-pub fn digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut text = String::with_capacity(7 + 64);
-    text.push_str("sha256:");
-    for byte in hash {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text
 }
 
 impl Engine {
@@ -502,7 +491,7 @@ impl LoadedComponent {
                 return Invoked {
                     result: Err(StepFailure {
                         kind: FailureKind::Retryable,
-                        message: crate::plan::error_chain(&error),
+                        message: crate::errors::error_chain(&error),
                         details: None,
                     }),
                     logs: StepLogs::default(),

@@ -30,7 +30,6 @@ use crate::capabilities::{self, StepState};
 
 pub use component::{
     ComponentError, DESCRIBE_TIMEOUT, Grant, Invoked, LoadedComponent, STEP_WORLD, StepDescription,
-    digest,
 };
 
 /// How often the epoch ticks. A running guest yields to the async executor
@@ -52,12 +51,6 @@ pub const HOST_TARGET: &str = env!("PLAIT_TARGET");
 /// Whether this build compiles components itself (the `compiler` feature);
 /// without it, only code compiled ahead of time runs.
 pub const HAS_COMPILER: bool = cfg!(feature = "compiler");
-
-/// This machine's memory, or its cgroup's limit if smaller; `None` where
-/// it cannot be read.
-pub fn machine_memory() -> Option<u64> {
-    sizing::Machine::read().memory
-}
 
 /// The key of compiled code for `target` on an engine metering fuel or not:
 /// `wasmtime-<release>-<target>-<settings hash>`. Code is used only where
@@ -210,7 +203,7 @@ impl Engine {
     /// reserved.
     pub fn new(options: &EngineOptions) -> Result<Engine, EngineError> {
         let slots = if options.fit_to_machine {
-            sizing::slots(options, &sizing::Machine::read())
+            sizing::slots(options, &plait_types::machine::Machine::read())
         } else {
             sizing::Slots {
                 instances: options.max_instances,
@@ -454,7 +447,7 @@ mod tests {
     async fn code_compiled_ahead_of_time_is_taken_and_refused_for_another_target() {
         let component = std::fs::read(plait_test_artifacts::ECHO_COMPONENT).unwrap();
         let engine = Engine::new(&EngineOptions::default()).unwrap();
-        let digest = digest(&component);
+        let digest = crate::digest::digest(&component);
         assert!(!engine.has_compiled(&digest));
         let theirs = if HOST_TARGET.starts_with("aarch64") {
             "x86_64-unknown-linux-gnu"

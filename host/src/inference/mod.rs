@@ -93,25 +93,8 @@ pub fn default_model_dir() -> PathBuf {
         .join("models")
 }
 
-/// Checks that `name` can name a model: a plain folder name of lowercase
-/// letters, digits, `-`, `_` and `.`, so that it can never reach outside
-/// the model store.
-pub fn check_model_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a model name: use lowercase letters, digits, `-`, `_` and `.`, \
-             for example `ppocrv6-tiny-det`"
-        ))
-    }
-}
+pub use plait_types::grants::check_model_name;
+
 
 /// Where model `name` lives in `store`, if it is there.
 pub fn find_model(store: &Path, name: &str) -> Result<PathBuf, String> {

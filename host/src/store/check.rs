@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::{BlobRef, RunStore, StoreError};
-use crate::engine::digest;
-use crate::plan::error_chain;
+use crate::digest::digest;
+use crate::errors::error_chain;
 
 /// What the check found.
 #[derive(Debug, Clone, Default, Serialize)]

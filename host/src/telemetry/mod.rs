@@ -38,7 +38,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 pub use logs::{LogFormat, LogSink};
 pub use metrics::Metrics;
 pub use otlp::OtlpConfig;
-pub use trace::{RunTrace, TraceContext};
+pub use trace::{RunTrace, RunTraceExt, TraceContext, run_trace};
 
 /// The log filter when none is given: warnings, plus what steps log and
 /// what the executor does with runs. `wasmtime_wasi_http` warns with

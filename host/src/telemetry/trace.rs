@@ -10,7 +10,7 @@
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
 };
-use serde::{Deserialize, Serialize};
+pub use plait_types::trace::RunTrace;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// One span's place in a trace: the parts of a W3C `traceparent` header.
@@ -179,40 +179,29 @@ impl std::str::FromStr for TraceContext {
     }
 }
 
-/// A run's place in its trace, kept in the run record: every process that
-/// works on the run puts its spans in this trace, under this span.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunTrace {
-    /// The trace id, 32 hex digits.
-    pub trace_id: String,
-    /// The run's root span, 16 hex digits.
-    pub span_id: String,
-    /// The caller's span the run was started under, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent_span_id: Option<String>,
-    /// Whether the trace is sampled.
-    pub sampled: bool,
+/// A [`RunTrace`] as trace contexts.
+pub trait RunTraceExt {
+    /// The run's root span as a parent context.
+    fn context(&self) -> Option<TraceContext>;
 }
 
-impl RunTrace {
-    /// The run's root span as a parent context.
-    pub fn context(&self) -> Option<TraceContext> {
+impl RunTraceExt for RunTrace {
+    fn context(&self) -> Option<TraceContext> {
         Some(TraceContext {
             trace_id: hex_bytes::<16>(&self.trace_id)?,
             span_id: hex_bytes::<8>(&self.span_id)?,
             sampled: self.sampled,
         })
     }
+}
 
-    /// The record of a run whose root span is `root`, started under
-    /// `parent`.
-    pub fn new(root: &TraceContext, parent: Option<&TraceContext>) -> RunTrace {
-        RunTrace {
-            trace_id: root.trace_id_hex(),
-            span_id: root.span_id_hex(),
-            parent_span_id: parent.map(TraceContext::span_id_hex),
-            sampled: root.sampled,
-        }
+/// The record of a run whose root span is `root`, started under `parent`.
+pub fn run_trace(root: &TraceContext, parent: Option<&TraceContext>) -> RunTrace {
+    RunTrace {
+        trace_id: root.trace_id_hex(),
+        span_id: root.span_id_hex(),
+        parent_span_id: parent.map(TraceContext::span_id_hex),
+        sampled: root.sampled,
     }
 }
 
@@ -305,7 +294,7 @@ mod tests {
     #[test]
     fn a_run_trace_gives_back_its_root() {
         let root = TraceContext::new_root();
-        let trace = RunTrace::new(&root, None);
+        let trace = run_trace(&root, None);
         assert_eq!(trace.context(), Some(root));
     }
 }

@@ -194,7 +194,7 @@ impl Validator<'_, '_> {
             }
             dirs.push(DirGrant {
                 guest: guest.to_owned(),
-                host: crate::policy::normalize(&self.base_dir.join(PathBuf::from(path))),
+                host: crate::paths::normalize(&self.base_dir.join(PathBuf::from(path))),
                 writable,
                 span: key.span,
             });

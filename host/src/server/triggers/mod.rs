@@ -350,11 +350,11 @@ impl Trigger {
                             .to_owned(),
                     );
                 }
-                let dir = crate::policy::normalize(&base.join(dir));
+                let dir = crate::paths::normalize(&base.join(dir));
                 let move_to = table
                     .move_to
                     .as_ref()
-                    .map(|to| crate::policy::normalize(&base.join(to)));
+                    .map(|to| crate::paths::normalize(&base.join(to)));
                 if move_to.as_ref() == Some(&dir) {
                     return fail(
                         &at("move_to"),

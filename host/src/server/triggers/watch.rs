@@ -68,7 +68,7 @@ pub fn file_key(trigger: &str, name: &str, digest: &str) -> String {
     if key.len() <= crate::executor::MAX_KEY_LEN && !name.chars().any(char::is_control) {
         key
     } else {
-        let name_digest = crate::engine::digest(name.as_bytes());
+        let name_digest = crate::digest::digest(name.as_bytes());
         format!(
             "watch:{trigger}:{hex}:{}",
             &name_digest.trim_start_matches("sha256:")[..32]
@@ -218,7 +218,7 @@ async fn take(
         // Gone or replaced since the listing: the next one says.
         _ => return Taken::Later,
     };
-    let digest = crate::engine::digest(&data);
+    let digest = crate::digest::digest(&data);
     let mark_key = format!("watch/{}/{name}/{digest}", trigger.name);
     let key = file_key(&trigger.name, name, &digest);
     match starter.store.trigger_mark(&mark_key) {
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn keys_fit_and_name_the_file_when_they_can() {
-        let digest = crate::engine::digest(b"bytes");
+        let digest = crate::digest::digest(b"bytes");
         let key = file_key("inbox", "invoice.pdf", &digest);
         assert_eq!(key, format!("watch:inbox:{}:invoice.pdf", &digest[7..]));
         let long = "x".repeat(250);

@@ -2,8 +2,8 @@
 //! and failures, as the host sees them.
 //!
 //! These are the host-side counterparts of the WIT types in
-//! `wit/step.wit`; [`crate::engine`] converts between the two at the
-//! component boundary, and the journal in [`crate::store`] persists them.
+//! `wit/step.wit`; the engine converts between the two at the
+//! component boundary, and the journal (the store) persists them.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! What a workflow may grant a step beyond its input: directories,
 //! outbound HTTP, secrets and models, as written in a definition and as capped by
-//! the operator's policy. No wasmtime here; [`crate::capabilities`] turns
+//! the operator's policy. No wasmtime here; the engine's capabilities turn
 //! these into what a running step can reach.
 //!
 //! Outbound HTTP rules follow Spin's `allowed_outbound_hosts`:
@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use crate::definition::Span;
+use crate::source::Span;
 
 /// Everything a workflow grants one step.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -290,6 +290,26 @@ fn is_private_v4(ip: Ipv4Addr) -> bool {
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
         || (a == 198 && (18..20).contains(&b)) // benchmarking
         || a >= 240 // reserved
+}
+
+/// Checks that `name` can name a model: a plain folder name of lowercase
+/// letters, digits, `-`, `_` and `.`, so that it can never reach outside
+/// the model store.
+pub fn check_model_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a model name: use lowercase letters, digits, `-`, `_` and `.`, \
+             for example `ppocrv6-tiny-det`"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,20 @@
 //! Resource limits on one step invocation: what they are, how they combine,
-//! how they are enforced inside wasmtime, and how an exceeded one is named.
+//! and how an exceeded one is named; the engine enforces them inside
+//! wasmtime.
 //!
 //! A limit comes from, in order of precedence: the step's `limits:`, the
 //! workflow's `limits:`, the operator policy's `[limits]` defaults, and
 //! finally [`Limits::DEFAULT`]. The policy's `[limits.max]` caps what a
 //! workflow may ask for; a workflow asking for more is refused before it
-//! runs (see [`crate::policy`]).
+//! runs (see the `plait-policy` crate).
 //!
 //! Enforcement:
-//! - **memory**: a [`wasmtime::ResourceLimiter`] ([`StepLimiter`]) counts
+//! - **memory**: a `wasmtime::ResourceLimiter` (the engine's `StepLimiter`) counts
 //!   the linear memory of every memory in the instance together and traps
 //!   the growth that would pass the limit;
 //! - **timeout**: the invocation future is dropped at the deadline; epoch
 //!   interruption makes a guest in a tight loop yield every
-//!   [`crate::engine::EPOCH_TICK`], so the deadline is honoured within a
+//!   `EPOCH_TICK` (the engine's), so the deadline is honoured within a
 //!   tick even if the guest never calls the host;
 //! - **fuel**: wasmtime's fuel metering, a deterministic instruction budget;
 //! - **output**: the size of the output JSON plus its blobs, checked when
@@ -97,7 +98,7 @@ pub struct LimitSettings {
     /// See [`Limits::logs`].
     pub logs: Option<u64>,
     /// Where they are written, in a definition.
-    pub span: Option<crate::definition::Span>,
+    pub span: Option<crate::source::Span>,
 }
 
 impl LimitSettings {
@@ -205,86 +206,6 @@ impl LimitExceeded {
             value: limit.format(value),
             detail,
         }
-    }
-}
-
-/// Counts an instance's resources against its limits. Installed on every
-/// step's `Store`; a refused growth traps with a [`LimitExceeded`].
-#[derive(Debug)]
-pub struct StepLimiter {
-    memory_limit: u64,
-    /// Bytes of linear memory currently held by all the instance's memories.
-    memory_used: u64,
-    /// The first limit hit, kept so the step's failure names it even if the
-    /// guest handled the refused growth.
-    pub exceeded: Option<LimitExceeded>,
-}
-
-impl StepLimiter {
-    /// A limiter allowing `memory_limit` bytes of linear memory in total.
-    pub fn new(memory_limit: u64) -> StepLimiter {
-        StepLimiter {
-            memory_limit,
-            memory_used: 0,
-            exceeded: None,
-        }
-    }
-
-    fn refuse(&mut self, exceeded: LimitExceeded) -> wasmtime::Error {
-        self.exceeded.get_or_insert(exceeded.clone());
-        wasmtime::Error::new(exceeded)
-    }
-}
-
-impl wasmtime::ResourceLimiter for StepLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let grown = self.memory_used - current as u64 + desired as u64;
-        if grown > self.memory_limit {
-            let detail = format!(
-                "the step asked for {} in total",
-                format_size(grown.max(self.memory_limit + 1))
-            );
-            return Err(self.refuse(LimitExceeded::new(
-                Limit::Memory,
-                self.memory_limit,
-                Some(detail),
-            )));
-        }
-        self.memory_used = grown;
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
-            return Err(self.refuse(LimitExceeded::new(
-                Limit::Instance,
-                MAX_TABLE_ELEMENTS as u64,
-                Some("table elements".into()),
-            )));
-        }
-        Ok(true)
-    }
-
-    fn instances(&self) -> usize {
-        MAX_INSTANCES
-    }
-
-    fn tables(&self) -> usize {
-        MAX_TABLES
-    }
-
-    fn memories(&self) -> usize {
-        MAX_MEMORIES
     }
 }
 
@@ -445,36 +366,6 @@ mod tests {
         assert_eq!(fuel.to_string(), "fuel limit 1e9 exceeded (x)");
         assert_eq!(format_count(2_500_000), "2500000");
         assert_eq!(format_size(1536), "1.5 KiB");
-    }
-
-    #[test]
-    fn memory_is_counted_across_memories() {
-        use wasmtime::ResourceLimiter as _;
-        let mut limiter = StepLimiter::new(10 << 20);
-        assert!(limiter.memory_growing(0, 6 << 20, None).unwrap());
-        // A second memory of 5 MiB would make 11 MiB in total.
-        let error = limiter.memory_growing(0, 5 << 20, None).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .starts_with("memory limit 10 MiB exceeded")
-        );
-        assert_eq!(limiter.exceeded.as_ref().unwrap().limit, Limit::Memory);
-        // Growing the first memory within the total is still fine.
-        assert!(limiter.memory_growing(6 << 20, 9 << 20, None).unwrap());
-    }
-
-    #[test]
-    fn tables_and_instance_counts_are_capped() {
-        use wasmtime::ResourceLimiter as _;
-        let mut limiter = StepLimiter::new(1 << 20);
-        assert!(limiter.table_growing(0, 1000, None).unwrap());
-        let error = limiter
-            .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
-            .unwrap_err();
-        assert!(error.to_string().starts_with("instance limit"), "{error}");
-        assert_eq!(limiter.instances(), MAX_INSTANCES);
-        assert_eq!(limiter.memories(), MAX_MEMORIES);
     }
 
     #[test]
