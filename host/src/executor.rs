@@ -26,7 +26,7 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use crate::clock::now_ms;
-use crate::definition::{BlobMapping, BlobSource, JqEvalError, OnError, StepKind};
+use crate::definition::{BlobMapping, BlobSource, OnError, StepKind};
 use crate::digest::digest;
 use crate::engine::Invoked;
 use crate::plan::Plan;
@@ -2968,12 +2968,6 @@ fn short(value: &Value) -> String {
         format!("{}...", text.chars().take(80).collect::<String>())
     } else {
         text
-    }
-}
-
-impl From<JqEvalError> for StepFailure {
-    fn from(error: JqEvalError) -> Self {
-        fatal(error.to_string())
     }
 }
 

@@ -19,12 +19,12 @@
 //! `server` (`plait serve`). Workflows travel as signed [`bundle`]s.
 
 pub mod bundle;
+pub use plait_definition::{self as definition, schema};
 // The shared vocabulary, under the names the modules here have always used.
 pub use plait_types::{
     clock, digest, errors, files, grants, json, limits, logs, machine, paths, source, step, trace,
 };
 pub mod capabilities;
-pub mod definition;
 pub mod engine;
 pub mod executor;
 pub mod expressions;
@@ -32,7 +32,6 @@ pub mod inference;
 pub mod plan;
 pub mod policy;
 pub mod runtime;
-pub mod schema;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod store;

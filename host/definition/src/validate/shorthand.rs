@@ -49,7 +49,7 @@ pub fn reference_plugin(name: &str) -> PathBuf {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../plugins/target/wasm32-wasip2/release"
+            "/../../plugins/target/wasm32-wasip2/release"
         )),
     };
     dir.join(format!("{name}.wasm"))

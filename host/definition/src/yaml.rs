@@ -698,7 +698,7 @@ fn event_name(event: &Event) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::definition::error::SourceFile;
+    use crate::error::SourceFile;
 
     fn typed(text: &str) -> Result<Typed, String> {
         Scalar {

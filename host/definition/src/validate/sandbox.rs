@@ -376,7 +376,7 @@ impl Validator<'_, '_> {
                     continue;
                 }
             };
-            if let Err(message) = crate::inference::check_model_name(&name) {
+            if let Err(message) = crate::grants::check_model_name(&name) {
                 self.diag.error(item.span, message, help());
                 ok = false;
                 continue;

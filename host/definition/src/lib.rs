@@ -21,6 +21,8 @@
 //! The executor only ever sees the validated [`Definition`]; components are
 //! not loaded here, so whether `uses:` exists is the engine's concern.
 
+pub mod schema;
+
 mod error;
 mod expr;
 mod flow;
@@ -32,6 +34,9 @@ mod yaml;
 
 #[cfg(test)]
 mod tests;
+
+// The shared vocabulary, under the names this crate's modules use.
+pub(crate) use plait_types::{files, grants, limits, paths};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -65,11 +70,11 @@ pub struct Definition {
     /// What the workflow does, for people.
     pub description: Option<String>,
     /// A JSON Schema for the workflow input (a JSON object), as written;
-    /// validation checked that it compiles, and [`crate::plan::Plan`] holds
+    /// validation checked that it compiles, and the runtime's plan holds
     /// it compiled.
     pub input_schema: Option<Value>,
     /// Limits for every step that does not set its own (`limits:`).
-    pub limits: crate::limits::LimitSettings,
+    pub limits: limits::LimitSettings,
     /// The steps, in file order; never empty. They run as their `needs`
     /// allow (see [`StepDefinition::needs`]).
     pub steps: Vec<StepDefinition>,
@@ -106,9 +111,9 @@ pub struct StepDefinition {
     /// `type: ai_inference` adds have none).
     pub config_spans: BTreeMap<String, Span>,
     /// The step's own limits, over the workflow's.
-    pub limits: crate::limits::LimitSettings,
+    pub limits: limits::LimitSettings,
     /// Directories, outbound HTTP and secrets granted to the step.
-    pub grants: crate::grants::StepGrants,
+    pub grants: grants::StepGrants,
     /// Where the step is written (its first key).
     pub span: Span,
     /// What the step does: run its component, wait for a signal, or sleep.
@@ -278,7 +283,7 @@ impl Definition {
     pub fn load(path: &Path) -> Result<Definition, LoadError> {
         let file = Self::locate(path)?;
         let bytes =
-            crate::files::read(&file, crate::files::Kind::Definition).map_err(|source| {
+            files::read(&file, files::Kind::Definition).map_err(|source| {
                 LoadError::Read {
                     path: file.clone(),
                     source,

@@ -761,6 +761,18 @@ fn step_references(text: &str) -> Vec<StepId> {
     ids
 }
 
+/// An expression that fails to evaluate fails its step for good: running
+/// it again gives the same error.
+impl From<JqEvalError> for plait_types::step::StepFailure {
+    fn from(error: JqEvalError) -> Self {
+        plait_types::step::StepFailure {
+            kind: plait_types::step::FailureKind::Fatal,
+            message: error.to_string(),
+            details: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
