@@ -39,9 +39,7 @@ use crate::store::{
 };
 use crate::telemetry::{Metrics, RunTrace, TraceContext};
 
-/// How many steps run at once across every run of one executor, unless
-/// the operator sets another number.
-pub const DEFAULT_HOST_CONCURRENCY: usize = 8;
+pub use plait_policy::DEFAULT_HOST_CONCURRENCY;
 
 /// How often a run waiting for a signal looks for one left by another
 /// process (`plait signal` while this one holds the store).
@@ -180,10 +178,7 @@ pub struct Executor {
     max_interruptions: u32,
 }
 
-/// How many times the host may die while a run is running before a
-/// recovery fails the run instead of resuming it (see
-/// [`Executor::with_max_interruptions`]).
-pub const DEFAULT_MAX_INTERRUPTIONS: u32 = 3;
+pub use plait_policy::DEFAULT_MAX_INTERRUPTIONS;
 
 /// Something that happened to a run, as it happened: what a progress bar
 /// or an event stream follows. Every event is kept in the run's event log

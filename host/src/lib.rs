@@ -20,6 +20,7 @@
 
 pub mod bundle;
 pub use plait_definition::{self as definition, schema};
+pub use plait_policy as policy;
 // The shared vocabulary, under the names the modules here have always used.
 pub use plait_types::{
     clock, digest, errors, files, grants, json, limits, logs, machine, paths, source, step, trace,
@@ -30,7 +31,6 @@ pub mod executor;
 pub mod expressions;
 pub mod inference;
 pub mod plan;
-pub mod policy;
 pub mod runtime;
 #[cfg(feature = "server")]
 pub mod server;

@@ -41,9 +41,7 @@ pub const SIGNATURE_FILE: &str = "bundle.sig";
 /// The WIT world this host runs components of, as a manifest names it.
 pub const WIT_WORLD: &str = "plait:step@0.2.0";
 
-/// The largest bundle unpacked, when the policy sets no other
-/// (`[bundles] max_size`): the sum of its files, and so any one of them.
-pub const DEFAULT_MAX_SIZE: u64 = 2 * 1024 * 1024 * 1024;
+pub use plait_policy::DEFAULT_BUNDLE_MAX_SIZE as DEFAULT_MAX_SIZE;
 
 /// Why a bundle cannot be packed, read, trusted, installed or moved.
 #[derive(Debug, thiserror::Error)]

@@ -34,8 +34,7 @@ pub use tensor::{ElementType, Tensor, TensorData};
 /// Whether this build runs models (the `inference` feature).
 pub const AVAILABLE: bool = cfg!(feature = "inference");
 
-/// The environment variable naming the model store.
-pub const MODELS_ENV: &str = "PLAIT_MODELS";
+pub use plait_policy::MODELS_ENV;
 /// The file holding a model's graph, inside its folder.
 pub const MODEL_FILE: &str = "model.onnx";
 /// The most values one call may pass in all its input tensors together
@@ -81,18 +80,7 @@ impl InferenceError {
     }
 }
 
-/// The model store when the policy names none: `$PLAIT_MODELS`, else
-/// `~/.cache/plait/models` (where `scripts/models` puts them).
-pub fn default_model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(MODELS_ENV).filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    dirs::cache_dir()
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("plait")
-        .join("models")
-}
-
+pub use plait_policy::default_model_dir;
 pub use plait_types::grants::check_model_name;
 
 

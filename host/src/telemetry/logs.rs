@@ -24,30 +24,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::escape;
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// `HH:MM:SS.mmm LEVEL context: message key=value`, for people; one
-    /// line per event whatever its text holds (control and bidi
-    /// characters are escaped, see [`super::escape`]).
-    #[default]
-    Text,
-    /// One JSON object per line, for log pipelines.
-    Json,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!(
-                "unknown log format `{other}`; use `text` or `json`"
-            )),
-        }
-    }
-}
+pub use plait_policy::LogFormat;
 
 /// Where finished log lines go.
 pub trait LogSink: Send + Sync + 'static {

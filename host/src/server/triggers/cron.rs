@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use croner::parser::{CronParser, Seconds};
 use jiff::Timestamp;
 
 use super::{Schedule, StartError, Starter, Trigger};
@@ -26,20 +25,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// How long a slot waits for room in a full queue before trying again.
 const BUSY_RETRY: Duration = Duration::from_secs(5);
 
-/// Parses a schedule: five fields, six with seconds first (seven with a
-/// year), or a nickname (`@daily`). Day of month and day of week match
-/// either, as in Vixie cron.
-pub fn parse(text: &str) -> Result<croner::Cron, String> {
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .build()
-        .parse(text)
-        .map_err(|error| {
-            format!(
-                "`{text}` is not a cron schedule ({error}); write five fields (minute hour day-of-month month day-of-week, for example `0 2 * * *`), six with seconds first, or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`"
-            )
-        })
-}
+pub use plait_policy::triggers::parse_cron as parse;
 
 /// The newest slot of `schedule` in `(after, now]`, if any.
 pub fn newest_slot(schedule: &Schedule, after: Timestamp, now: Timestamp) -> Option<Timestamp> {

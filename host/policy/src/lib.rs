@@ -100,11 +100,70 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::grants::OutboundRule;
-use crate::limits::{self, LimitSettings, Limits};
+use crate::limits::{LimitSettings, Limits};
 use crate::paths::normalize;
 
 /// The environment prefix of secrets when the policy names none.
 pub const DEFAULT_SECRET_ENV_PREFIX: &str = "PLAIT_SECRET_";
+
+#[cfg(feature = "triggers")]
+pub mod triggers;
+
+// The shared vocabulary, under the names this crate's modules use.
+pub(crate) use plait_types::{files, grants, limits, paths};
+
+/// How many steps run at once across every run of one executor, unless
+/// the operator sets another number (`[runtime] concurrency`).
+pub const DEFAULT_HOST_CONCURRENCY: usize = 8;
+
+/// How many times the host may die while a run is running before a
+/// recovery fails the run instead of resuming it (`[runtime]
+/// max_interruptions`).
+pub const DEFAULT_MAX_INTERRUPTIONS: u32 = 3;
+
+/// The largest bundle unpacked, when the policy sets no other
+/// (`[bundles] max_size`): the sum of its files, and so any one of them.
+pub const DEFAULT_BUNDLE_MAX_SIZE: u64 = 2 * 1024 * 1024 * 1024;
+
+/// The environment variable naming the model store.
+pub const MODELS_ENV: &str = "PLAIT_MODELS";
+
+/// The model store when the policy names none: `$PLAIT_MODELS`, else
+/// `~/.cache/plait/models` (where `scripts/models` puts them).
+pub fn default_model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(MODELS_ENV).filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    dirs::cache_dir()
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("plait")
+        .join("models")
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `HH:MM:SS.mmm LEVEL context: message key=value`, for people; one
+    /// line per event whatever its text holds (control and bidi
+    /// characters are escaped).
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format `{other}`; use `text` or `json`"
+            )),
+        }
+    }
+}
 
 /// A loaded policy.
 #[derive(Debug, Clone)]
@@ -131,7 +190,7 @@ pub struct Policy {
     /// Model names a workflow may grant; `None`: any.
     pub models: Option<Vec<String>>,
     /// The model store folder, when the policy names one; otherwise
-    /// [`crate::inference::default_model_dir`].
+    /// [`default_model_dir`].
     pub model_dir: Option<PathBuf>,
     /// How many steps run at once on this host, over every run.
     pub concurrency: usize,
@@ -141,7 +200,7 @@ pub struct Policy {
     pub recover: bool,
     /// A run the host died in (with an attempt in flight) this many times
     /// in a row is failed by the next recovery instead of resumed; see
-    /// [`crate::executor::Executor::with_max_interruptions`].
+    /// the executor's `with_max_interruptions`.
     pub max_interruptions: u32,
     /// How long finished runs are kept.
     pub retention: std::time::Duration,
@@ -184,8 +243,8 @@ pub struct ServerSettings {
     /// 8 attempts (`server::webhooks::MAX_ATTEMPTS`).
     pub webhook_retry_for: Option<std::time::Duration>,
     /// What else starts runs: webhook URLs, schedules, watched folders.
-    #[cfg(feature = "server")]
-    pub triggers: Vec<crate::server::triggers::Trigger>,
+    #[cfg(feature = "triggers")]
+    pub triggers: Vec<triggers::Trigger>,
 }
 
 /// The webhook events a server sends.
@@ -234,7 +293,7 @@ impl Default for ServerSettings {
             webhooks: Vec::new(),
             webhook_urls: None,
             webhook_retry_for: None,
-            #[cfg(feature = "server")]
+            #[cfg(feature = "triggers")]
             triggers: Vec::new(),
         }
     }
@@ -244,7 +303,7 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TelemetrySettings {
     /// `text` or `json`; `None`: text (or the command line's choice).
-    pub log_format: Option<crate::telemetry::LogFormat>,
+    pub log_format: Option<LogFormat>,
     /// The OTLP/HTTP collector spans go to; `None`: none (unless the
     /// standard `OTEL_EXPORTER_OTLP_ENDPOINT` names one).
     pub otlp_endpoint: Option<String>,
@@ -275,15 +334,15 @@ impl Default for Policy {
             secret_source: SecretSource::default(),
             models: None,
             model_dir: None,
-            concurrency: crate::executor::DEFAULT_HOST_CONCURRENCY,
+            concurrency: DEFAULT_HOST_CONCURRENCY,
             max_input: DEFAULT_MAX_INPUT,
             recover: false,
-            max_interruptions: crate::executor::DEFAULT_MAX_INTERRUPTIONS,
+            max_interruptions: DEFAULT_MAX_INTERRUPTIONS,
             retention: DEFAULT_RETENTION,
             auto_gc: true,
             telemetry: TelemetrySettings::default(),
             server: ServerSettings::default(),
-            bundle_max_size: crate::bundle::DEFAULT_MAX_SIZE,
+            bundle_max_size: DEFAULT_BUNDLE_MAX_SIZE,
         }
     }
 }
@@ -351,7 +410,7 @@ impl SecretSource {
 
 fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>, PolicyError> {
     let text =
-        crate::files::read_to_string(path, crate::files::Kind::Config).map_err(|source| {
+        files::read_to_string(path, files::Kind::Config).map_err(|source| {
             PolicyError::Read {
                 path: path.to_owned(),
                 source,
@@ -459,12 +518,12 @@ struct ServerTable {
     webhook_urls: Option<Vec<String>>,
     webhook_retry_for: Option<String>,
     #[serde(default)]
-    #[cfg(feature = "server")]
-    triggers: Vec<crate::server::triggers::TriggerTable>,
+    #[cfg(feature = "triggers")]
+    triggers: Vec<triggers::TriggerTable>,
     /// A build without the server reads a shared policy file but has no
     /// triggers to run.
     #[serde(default)]
-    #[cfg(not(feature = "server"))]
+    #[cfg(not(feature = "triggers"))]
     #[allow(dead_code)]
     triggers: Vec<toml::Value>,
 }
@@ -544,7 +603,7 @@ impl Policy {
     /// file's folder.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let text =
-            crate::files::read_to_string(path, crate::files::Kind::Config).map_err(|source| {
+            files::read_to_string(path, files::Kind::Config).map_err(|source| {
                 PolicyError::Read {
                     path: path.to_owned(),
                     source,
@@ -787,13 +846,13 @@ impl Policy {
                         table.webhooks.clone()
                     },
                     webhook_urls: rules("server.webhook_urls", &table.webhook_urls)?,
-                    #[cfg(feature = "server")]
-                    triggers: crate::server::triggers::parse_all(&table.triggers, base)
+                    #[cfg(feature = "triggers")]
+                    triggers: triggers::parse_all(&table.triggers, base)
                         .map_err(|(key, message)| invalid(&format!("server.triggers.{key}"), message))?,
                 }
             },
             bundle_max_size: match &file.bundles.max_size {
-                None => crate::bundle::DEFAULT_MAX_SIZE,
+                None => DEFAULT_BUNDLE_MAX_SIZE,
                 Some(text) => limits::parse_size(text)
                     .map_err(|message| invalid("bundles.max_size", message))?,
             },
@@ -801,7 +860,7 @@ impl Policy {
             max_interruptions: file
                 .runtime
                 .max_interruptions
-                .unwrap_or(crate::executor::DEFAULT_MAX_INTERRUPTIONS)
+                .unwrap_or(DEFAULT_MAX_INTERRUPTIONS)
                 .max(1),
             max_input: match &file.runtime.max_input {
                 None => DEFAULT_MAX_INPUT,
@@ -809,7 +868,7 @@ impl Policy {
                     .map_err(|message| invalid("runtime.max_input", message))?,
             },
             concurrency: match file.runtime.concurrency {
-                None => crate::executor::DEFAULT_HOST_CONCURRENCY,
+                None => DEFAULT_HOST_CONCURRENCY,
                 Some(n @ 1..=1024) => n,
                 Some(n) => {
                     return Err(invalid(
@@ -822,11 +881,11 @@ impl Policy {
     }
 
     /// The model store: the policy's `[models] dir`, else
-    /// [`crate::inference::default_model_dir`].
+    /// [`default_model_dir`].
     pub fn model_store(&self) -> PathBuf {
         self.model_dir
             .clone()
-            .unwrap_or_else(crate::inference::default_model_dir)
+            .unwrap_or_else(default_model_dir)
     }
 
     /// Where this policy came from, for messages.
