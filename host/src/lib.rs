@@ -21,6 +21,7 @@
 pub mod bundle;
 pub use plait_definition::{self as definition, schema};
 pub use plait_policy as policy;
+pub use plait_store as store;
 // The shared vocabulary, under the names the modules here have always used.
 pub use plait_types::{
     clock, digest, errors, files, grants, json, limits, logs, machine, paths, source, step, trace,
@@ -34,7 +35,6 @@ pub mod plan;
 pub mod runtime;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod store;
 pub mod telemetry;
 
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeError};

@@ -20,7 +20,10 @@ pub use sled_store::{
     BATCH_INTERVAL_MS, Durability, SledStore, WriteWatch, inbox_dir, post_signal,
 };
 
-use crate::capabilities::StepLogs;
+// The shared vocabulary, under the names this crate's modules use.
+pub(crate) use plait_types::{clock, digest, errors, files, logs, step, trace};
+
+use crate::logs::StepLogs;
 
 /// Errors of the run journal.
 #[derive(Debug, thiserror::Error)]

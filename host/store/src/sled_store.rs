@@ -937,8 +937,8 @@ impl RunStore for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capabilities::StepLogs;
-    use crate::store::{BlobRef, RunStatus, StepStatus, WorkflowRef};
+    use crate::logs::StepLogs;
+    use crate::{BlobRef, RunStatus, StepStatus, WorkflowRef};
 
     /// Opens the store again after the last handle was dropped: sled
     /// releases its file lock from a background thread, so wait for it.
@@ -1102,7 +1102,7 @@ mod tests {
                     run: Some(&record),
                     steps: steps.iter().collect(),
                     blobs: vec![("sha256:ab", b"abc")],
-                    logs: Some(crate::store::LogsEntry {
+                    logs: Some(crate::LogsEntry {
                         run_id: "r1",
                         index: 0,
                         item: None,

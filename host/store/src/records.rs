@@ -115,7 +115,7 @@ pub struct RunRecord {
     /// The run's trace: every process that works on the run puts its spans
     /// under this root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<crate::telemetry::RunTrace>,
+    pub trace: Option<crate::trace::RunTrace>,
     /// Who started the run (see [`AuditRecord::actor`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,

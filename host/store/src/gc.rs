@@ -123,7 +123,7 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BlobRef, Commit, RunRecord, RunStatus, WorkflowRef};
+    use crate::{BlobRef, Commit, RunRecord, RunStatus, WorkflowRef};
 
     fn run(id: &str, status: RunStatus, updated_at_ms: u64, blob: &str) -> RunRecord {
         RunRecord {
