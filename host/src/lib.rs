@@ -21,6 +21,7 @@
 pub mod bundle;
 pub use plait_definition::{self as definition, schema};
 pub use plait_policy as policy;
+pub use plait_inference as inference;
 pub use plait_store as store;
 // The shared vocabulary, under the names the modules here have always used.
 pub use plait_types::{
@@ -30,7 +31,6 @@ pub mod capabilities;
 pub mod engine;
 pub mod executor;
 pub mod expressions;
-pub mod inference;
 pub mod plan;
 pub mod runtime;
 #[cfg(feature = "server")]

@@ -125,20 +125,7 @@ pub const DEFAULT_MAX_INTERRUPTIONS: u32 = 3;
 /// (`[bundles] max_size`): the sum of its files, and so any one of them.
 pub const DEFAULT_BUNDLE_MAX_SIZE: u64 = 2 * 1024 * 1024 * 1024;
 
-/// The environment variable naming the model store.
-pub const MODELS_ENV: &str = "PLAIT_MODELS";
-
-/// The model store when the policy names none: `$PLAIT_MODELS`, else
-/// `~/.cache/plait/models` (where `scripts/models` puts them).
-pub fn default_model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(MODELS_ENV).filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    dirs::cache_dir()
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("plait")
-        .join("models")
-}
+pub use plait_types::paths::{MODELS_ENV, default_model_dir};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

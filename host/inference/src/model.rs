@@ -32,7 +32,7 @@ static ALL_PLANS: Mutex<Vec<(std::sync::Weak<PlanList>, PlanKey)>> = Mutex::new(
 /// out of memory. Elsewhere only [`MAX_PLANS_PER_MODEL`] bounds them.
 fn plan_budget() -> usize {
     static BUDGET: std::sync::LazyLock<usize> =
-        std::sync::LazyLock::new(|| match crate::machine::memory() {
+        std::sync::LazyLock::new(|| match plait_types::machine::memory() {
             Some(memory) if memory < 2 << 30 => {
                 let budget = (memory.saturating_sub(192 << 20) / (128 << 20)).max(1) as usize;
                 tracing::info!(
@@ -416,7 +416,7 @@ impl LoadedModel {
                 ),
             ));
         }
-        crate::files::read(&path, crate::files::Kind::Model).map_err(|error| {
+        plait_types::files::read(&path, plait_types::files::Kind::Model).map_err(|error| {
             InferenceError::new(
                 ErrorCode::Failed,
                 format!("could not read `{}`: {error}", path.display()),

@@ -18,7 +18,7 @@ pub enum TensorData {
     I64(Vec<i64>),
 }
 
-#[cfg_attr(not(feature = "inference"), allow(dead_code))]
+#[cfg_attr(not(feature = "onnx"), allow(dead_code))]
 impl TensorData {
     pub(super) fn len(&self) -> usize {
         match self {
