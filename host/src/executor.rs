@@ -947,7 +947,10 @@ impl Executor {
         // The resume's spans join the run's trace, under its root span.
         let span = run_span(plan, !queued);
         span.record("run_id", run.id.as_str());
-        let parent = run.trace.as_ref().and_then(crate::telemetry::RunTraceExt::context);
+        let parent = run
+            .trace
+            .as_ref()
+            .and_then(crate::telemetry::RunTraceExt::context);
         let context = TraceContext::enter_trace(&span, parent.as_ref());
         if run.trace.is_none() {
             run.trace = Some(crate::telemetry::run_trace(&context, None));

@@ -20,15 +20,14 @@
 
 pub mod bundle;
 pub use plait_definition::{self as definition, schema};
-pub use plait_policy as policy;
+pub use plait_engine::{self as engine, capabilities};
 pub use plait_inference as inference;
+pub use plait_policy as policy;
 pub use plait_store as store;
 // The shared vocabulary, under the names the modules here have always used.
 pub use plait_types::{
     clock, digest, errors, files, grants, json, limits, logs, machine, paths, source, step, trace,
 };
-pub mod capabilities;
-pub mod engine;
 pub mod executor;
 pub mod expressions;
 pub mod plan;

@@ -817,4 +817,3 @@ fn asks_for(what: &str, declared: &[&str]) -> String {
         format!("it asks for: {}", declared.join(", "))
     }
 }
-

@@ -131,7 +131,7 @@ impl RuntimeBuilder {
         let served = crate::store::remote::serve(Arc::downgrade(&store), &journal)
             .ok()
             .map(Arc::new);
-        let engine = Engine::new(&EngineOptions::for_policy(
+        let engine = Engine::new(&engine_options(
             &policy,
             Some(home.join("cache").join("components")),
         ))?;
@@ -266,5 +266,27 @@ impl Runtime {
             }
         }
         Ok(reports)
+    }
+}
+
+/// The engine options for running workflows under `policy`, caching
+/// compiled components in `cache_dir`: memories reserved up to the largest
+/// memory limit the policy allows, and instance slots for the steps it lets
+/// run at once.
+pub fn engine_options(policy: &Policy, cache_dir: Option<PathBuf>) -> EngineOptions {
+    let defaults = EngineOptions::default();
+    let largest = policy
+        .max
+        .memory
+        .unwrap_or(0)
+        .max(policy.defaults.memory)
+        .max(defaults.max_memory_bytes as u64);
+    EngineOptions {
+        cache_dir,
+        max_memory_bytes: usize::try_from(largest).unwrap_or(usize::MAX),
+        needed_instances: u32::try_from(policy.concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_add(4),
+        ..defaults
     }
 }

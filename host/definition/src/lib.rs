@@ -283,11 +283,9 @@ impl Definition {
     pub fn load(path: &Path) -> Result<Definition, LoadError> {
         let file = Self::locate(path)?;
         let bytes =
-            files::read(&file, files::Kind::Definition).map_err(|source| {
-                LoadError::Read {
-                    path: file.clone(),
-                    source,
-                }
+            files::read(&file, files::Kind::Definition).map_err(|source| LoadError::Read {
+                path: file.clone(),
+                source,
             })?;
         let base_dir = std::path::absolute(&file)
             .ok()

@@ -547,11 +547,13 @@ fn an_invalid_input_schema_is_a_definition_error_at_its_line() {
     for (schema, expected) in [
         ("{ type: objekt }", "at `/type`"),
         ("{ required: 5 }", "at `/required`"),
-        ("{ properties: { a: { minimum: high } } }", "at `/properties/a/minimum`"),
+        (
+            "{ properties: { a: { minimum: high } } }",
+            "at `/properties/a/minimum`",
+        ),
     ] {
-        let text = format!(
-            "name: w\ninput:\n  schema: {schema}\nsteps:\n  - id: a\n    uses: a.wasm\n"
-        );
+        let text =
+            format!("name: w\ninput:\n  schema: {schema}\nsteps:\n  - id: a\n    uses: a.wasm\n");
         let errors = Definition::parse(&text, Path::new("w.yaml"))
             .expect_err("an invalid input schema must not validate");
         let rendered = errors.to_string();

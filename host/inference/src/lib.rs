@@ -81,9 +81,8 @@ impl InferenceError {
     }
 }
 
-pub use plait_types::paths::default_model_dir;
 pub use plait_types::grants::check_model_name;
-
+pub use plait_types::paths::default_model_dir;
 
 /// Where model `name` lives in `store`, if it is there.
 pub fn find_model(store: &Path, name: &str) -> Result<PathBuf, String> {

@@ -397,11 +397,9 @@ impl SecretSource {
 
 fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>, PolicyError> {
     let text =
-        files::read_to_string(path, files::Kind::Config).map_err(|source| {
-            PolicyError::Read {
-                path: path.to_owned(),
-                source,
-            }
+        files::read_to_string(path, files::Kind::Config).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
         })?;
     let table: BTreeMap<String, toml::Value> =
         toml::from_str(&text).map_err(|error| PolicyError::Parse {
@@ -589,13 +587,12 @@ impl Policy {
     /// Loads a policy file. Relative paths inside it are relative to the
     /// file's folder.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text =
-            files::read_to_string(path, files::Kind::Config).map_err(|source| {
-                PolicyError::Read {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?;
+        let text = files::read_to_string(path, files::Kind::Config).map_err(|source| {
+            PolicyError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
         Policy::parse(&text, path)
     }
 
@@ -870,9 +867,7 @@ impl Policy {
     /// The model store: the policy's `[models] dir`, else
     /// [`default_model_dir`].
     pub fn model_store(&self) -> PathBuf {
-        self.model_dir
-            .clone()
-            .unwrap_or_else(default_model_dir)
+        self.model_dir.clone().unwrap_or_else(default_model_dir)
     }
 
     /// Where this policy came from, for messages.
@@ -883,7 +878,6 @@ impl Policy {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

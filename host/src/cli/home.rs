@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use plait::engine::{Engine, EngineOptions};
+use plait::engine::Engine;
 use plait::policy::Policy;
 use plait::store::remote::{RemoteStore, Served};
 use plait::store::{RunStore, SledStore, StoreError};
@@ -204,7 +204,7 @@ impl Home {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
             _ => self.dir.join("cache").join("components"),
         };
-        let engine = Engine::new(&EngineOptions::for_policy(policy, Some(cache)))?;
+        let engine = Engine::new(&plait::runtime::engine_options(policy, Some(cache)))?;
         self.bundles().import_compiled(&engine, &self.trust_store());
         Ok(engine)
     }

@@ -130,4 +130,3 @@ pub fn spawn(triggers: &[Trigger], starter: &Arc<Starter>) -> Vec<tokio::task::J
         })
         .collect()
 }
-

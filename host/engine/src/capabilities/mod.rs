@@ -16,9 +16,9 @@
 //! granted) and `plait:step/inference`, which loads granted models only.
 
 mod host;
-mod limiter;
 pub mod http;
 pub mod inference;
+mod limiter;
 pub mod redact;
 mod stdio;
 
@@ -30,8 +30,8 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::engine::bindings::plait::step::host as host_bindings;
-use crate::engine::bindings::plait::step::inference as inference_bindings;
+use crate::bindings::plait::step::host as host_bindings;
+use crate::bindings::plait::step::inference as inference_bindings;
 use crate::grants::OutboundRule;
 use crate::limits::{LimitExceeded, Limits};
 pub use limiter::StepLimiter;

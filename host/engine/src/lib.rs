@@ -16,8 +16,13 @@
 
 pub mod bindings;
 mod cache;
+pub mod capabilities;
 mod component;
 mod sizing;
+
+// The shared vocabulary, under the names this crate's modules use.
+pub(crate) use plait_inference as inference;
+pub(crate) use plait_types::{clock, digest, errors, files, grants, json, limits, logs, step};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +31,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::capabilities::{self, StepState};
+use crate::capabilities::StepState;
 
 pub use component::{
     ComponentError, DESCRIBE_TIMEOUT, Grant, Invoked, LoadedComponent, STEP_WORLD, StepDescription,
@@ -118,29 +123,6 @@ impl Default for EngineOptions {
             fuel: true,
             pooling: true,
             fit_to_machine: true,
-        }
-    }
-}
-
-impl EngineOptions {
-    /// The options for running workflows under `policy`, caching compiled
-    /// components in `cache_dir`: memories reserved up to the largest
-    /// memory limit the policy allows.
-    pub fn for_policy(policy: &crate::policy::Policy, cache_dir: Option<PathBuf>) -> EngineOptions {
-        let defaults = EngineOptions::default();
-        let largest = policy
-            .max
-            .memory
-            .unwrap_or(0)
-            .max(policy.defaults.memory)
-            .max(defaults.max_memory_bytes as u64);
-        EngineOptions {
-            cache_dir,
-            max_memory_bytes: usize::try_from(largest).unwrap_or(usize::MAX),
-            needed_instances: u32::try_from(policy.concurrency)
-                .unwrap_or(u32::MAX)
-                .saturating_add(4),
-            ..defaults
         }
     }
 }
@@ -447,7 +429,7 @@ mod tests {
     async fn code_compiled_ahead_of_time_is_taken_and_refused_for_another_target() {
         let component = std::fs::read(plait_test_artifacts::ECHO_COMPONENT).unwrap();
         let engine = Engine::new(&EngineOptions::default()).unwrap();
-        let digest = crate::digest::digest(&component);
+        let digest = digest::digest(&component);
         assert!(!engine.has_compiled(&digest));
         let theirs = if HOST_TARGET.starts_with("aarch64") {
             "x86_64-unknown-linux-gnu"

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use wasmtime::component::Resource;
 
 use super::StepState;
-use crate::engine::bindings::plait::step::inference as wit;
+use crate::bindings::plait::step::inference as wit;
 use crate::inference::{self, ErrorCode, InferenceError, LoadedModel, Models};
 
 /// A model a step loaded: a handle in its resource table onto the shared

@@ -2,9 +2,9 @@
 
 use super::redact::Redactor;
 use super::stdio::LogVolume;
-use crate::logs::{LogLevel, LogRecord, StepLogs};
 use super::{InvocationLabels, LOG_MESSAGE_LIMIT, LOG_RECORD_LIMIT, StepState};
-use crate::engine::bindings::plait::step::host::{self as wit, LogField};
+use crate::bindings::plait::step::host::{self as wit, LogField};
+use crate::logs::{LogLevel, LogRecord, StepLogs};
 
 /// Collects log records and mirrors them to the host's live log.
 pub(super) struct LogBuffer {

@@ -8,7 +8,7 @@
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "plait:step/step",
     exports: { default: async },
     imports: {
