@@ -1,0 +1,282 @@
+//! Moving a run forward: which steps can start (needs, `if`, `for_each`),
+//! which pauses end, and starting ready units within the run's, the host's
+//! and the fan-out's limits.
+
+use serde_json::Value;
+
+use super::*;
+use crate::clock::now_ms;
+use crate::definition::StepKind;
+use crate::step::{FailureKind, StepFailure};
+use crate::store::{ItemRecord, StepStatus};
+
+impl Scheduler<'_> {
+    /// Moves every step that can go on: starts steps whose needs are done
+    /// (or skips them), ends sleeps and waits, and queues retries whose
+    /// backoff is over.
+    pub(super) async fn advance(&mut self, now: u64) -> Result<(), ExecutorError> {
+        for position in 0..self.order.len() {
+            let index = self.order[position];
+            if self.failing.is_some() {
+                return Ok(());
+            }
+            let kind = self.plan.steps[index].definition.kind.clone();
+            match self.steps[index].status {
+                StepStatus::Succeeded
+                | StepStatus::Skipped
+                | StepStatus::Recovered
+                | StepStatus::Failed => {}
+                StepStatus::Pending => {
+                    if self.ready.contains(&(index, None)) || !self.can_start(index) {
+                        continue;
+                    }
+                    self.start(index, now).await?;
+                }
+                StepStatus::Waiting => match kind {
+                    StepKind::Sleep { .. } => {
+                        self.pause((index, None), "sleep");
+                        if self.steps[index].wake_at_ms.is_none_or(|wake| now >= wake) {
+                            self.succeed(index, Value::Null, Vec::new())?;
+                        }
+                    }
+                    StepKind::Wait { timeout, default } => {
+                        self.pause((index, None), "wait");
+                        let id = self.steps[index].id.clone();
+                        if let Some(signal) = self.store.signal(&self.run.id, &id)? {
+                            tracing::info!(step = %id, "signal received");
+                            self.succeed(index, signal.data, Vec::new())?;
+                        } else if self.steps[index].wake_at_ms.is_some_and(|wake| now >= wake) {
+                            let waited = timeout.map(humantime::format_duration);
+                            match default {
+                                Some(default) => self.succeed(index, default, Vec::new())?,
+                                None => {
+                                    let failure = StepFailure {
+                                        kind: FailureKind::Timeout,
+                                        message: format!(
+                                            "no signal arrived within {}; send one with `plait signal {} {id}`, or give the step a `default`",
+                                            waited.map(|w| w.to_string()).unwrap_or_default(),
+                                            self.run.id
+                                        ),
+                                        details: None,
+                                    };
+                                    self.fail_for_good(index, None, failure)?;
+                                }
+                            }
+                        }
+                    }
+                    StepKind::Component => {
+                        if self.steps[index].wake_at_ms.is_none_or(|wake| now >= wake) {
+                            self.ready.insert((index, None));
+                        }
+                    }
+                },
+                StepStatus::Running => {
+                    if self.steps[index].items.is_empty()
+                        && self.plan.steps[index].definition.for_each.is_none()
+                    {
+                        // Interrupted by a crash: run the attempt again.
+                        if !self.in_flight.contains(&(index, None)) {
+                            self.ready.insert((index, None));
+                        }
+                        continue;
+                    }
+                    for item in 0..self.steps[index].items.len() {
+                        let unit = (index, Some(item as u32));
+                        if self.in_flight.contains(&unit) || self.ready.contains(&unit) {
+                            continue;
+                        }
+                        let record = &self.steps[index].items[item];
+                        let go = match record.status {
+                            StepStatus::Pending | StepStatus::Running => true,
+                            StepStatus::Waiting => record.wake_at_ms.is_none_or(|wake| now >= wake),
+                            _ => false,
+                        };
+                        if go {
+                            self.ready.insert(unit);
+                        }
+                    }
+                    self.complete_fan_out(index)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether step `index`'s needs are done (or, for a fallback, whether
+    /// its step failed).
+    pub(super) fn can_start(&self, index: usize) -> bool {
+        if let Some(primary) = self.fallback_of[index] {
+            let record = &self.steps[primary];
+            return record.status == StepStatus::Failed && record.output.is_none();
+        }
+        self.plan.steps[index].definition.needs.iter().all(|need| {
+            let position = self.position(need.as_str());
+            finished(&self.steps[position])
+        })
+    }
+
+    pub(super) fn position(&self, id: &str) -> usize {
+        self.steps
+            .iter()
+            .position(|record| record.id == id)
+            .expect("validated")
+    }
+
+    /// Step `index` may start: evaluates its `if` and its `for_each`, and
+    /// sets it skipped, waiting, fanned out or ready.
+    pub(super) async fn start(&mut self, index: usize, now: u64) -> Result<(), ExecutorError> {
+        let definition = &self.plan.steps[index].definition;
+        if let Some(condition) = definition.condition.clone() {
+            let shown = condition.text().to_owned();
+            let ctx = self.context(index, None);
+            match crate::expressions::run(&condition, ctx).await {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => {
+                    let record = &mut self.steps[index];
+                    record.status = StepStatus::Skipped;
+                    record.finished_at_ms = Some(now);
+                    tracing::info!(step = %record.id, status = "skipped", latency_ms = 0u64, "step skipped: its `if` is false");
+                    self.commit_step(index)?;
+                    return Ok(());
+                }
+                Ok(other) => {
+                    let failure = fatal(format!(
+                        "`if: {shown}` must yield true or false, but yielded {}",
+                        short(&other)
+                    ));
+                    return Ok(self.fail_for_good(index, None, failure)?);
+                }
+                Err(error) => {
+                    return Ok(self.fail_for_good(
+                        index,
+                        None,
+                        fatal(format!("the step's `if` failed: {error}")),
+                    )?);
+                }
+            }
+        }
+        let definition = &self.plan.steps[index].definition;
+        match &definition.kind {
+            StepKind::Sleep { duration } => {
+                let record = &mut self.steps[index];
+                record.status = StepStatus::Waiting;
+                record.started_at_ms = Some(now);
+                record.wake_at_ms = Some(now + duration.as_millis() as u64);
+                self.commit_step(index)?;
+            }
+            StepKind::Wait { timeout, .. } => {
+                let record = &mut self.steps[index];
+                record.status = StepStatus::Waiting;
+                record.started_at_ms = Some(now);
+                record.wake_at_ms = timeout.map(|timeout| now + timeout.as_millis() as u64);
+                self.commit_step(index)?;
+            }
+            StepKind::Component => match definition.for_each.clone() {
+                None => {
+                    self.ready.insert((index, None));
+                }
+                Some(for_each) => {
+                    let shown = for_each.text().to_owned();
+                    let context = self.context(index, None);
+                    let items = match crate::expressions::run(&for_each, context).await {
+                        Ok(Value::Array(items)) => items,
+                        Ok(other) => {
+                            let failure = fatal(format!(
+                                "`for_each: {shown}` must yield an array, but yielded {}",
+                                short(&other)
+                            ));
+                            return Ok(self.fail_for_good(index, None, failure)?);
+                        }
+                        Err(error) => {
+                            let failure = fatal(format!("the step's `for_each` failed: {error}"));
+                            return Ok(self.fail_for_good(index, None, failure)?);
+                        }
+                    };
+                    let record = &mut self.steps[index];
+                    record.started_at_ms = Some(now);
+                    record.items = items
+                        .into_iter()
+                        .map(|value| ItemRecord {
+                            value,
+                            status: StepStatus::Pending,
+                            attempts: 0,
+                            output: None,
+                            output_blobs: Vec::new(),
+                            error: None,
+                            wake_at_ms: None,
+                            duration_ms: None,
+                            cache_hit: None,
+                        })
+                        .collect();
+                    record.status = StepStatus::Running;
+                    let count = record.items.len() as u32;
+                    self.commit_step(index)?;
+                    self.ready
+                        .extend((0..count).map(|item| (index, Some(item))));
+                    // An empty fan-out succeeds with `[]` right away.
+                    self.complete_fan_out(index)?;
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Starts ready units while the run's, the host's and the fan-out's
+    /// limits allow. Returns whether a unit waits for a host slot held by
+    /// another run.
+    pub(super) async fn spawn_ready(&mut self) -> Result<bool, ExecutorError> {
+        let mut blocked = false;
+        let units: Vec<Unit> = self.ready.iter().copied().collect();
+        for unit in units {
+            let (index, item) = unit;
+            if item.is_some() {
+                let limit = self.plan.steps[index].definition.max_concurrency as usize;
+                let running = self
+                    .in_flight
+                    .iter()
+                    .filter(|(i, it)| *i == index && it.is_some())
+                    .count();
+                if running >= limit {
+                    continue;
+                }
+            }
+            let Ok(run_permit) = self.run_slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let Ok(host_permit) = self.slots.clone().try_acquire_owned() else {
+                blocked = true;
+                break;
+            };
+            self.ready.remove(&unit);
+            match self.input(unit).await {
+                Ok(payload) => {
+                    let cache_key = self.plan.steps[index]
+                        .definition
+                        .cache
+                        .map(|cache| (cache, self.cache_key(index, &payload)));
+                    if let Some((cache, key)) = &cache_key
+                        && let Some(entry) = self.store.cached(key)?
+                        && cache.ttl.is_none_or(|ttl| {
+                            now_ms().saturating_sub(entry.created_at_ms) < ttl.as_millis() as u64
+                        })
+                        && self.blobs_present(&entry.output_blobs)?
+                    {
+                        self.reuse(unit, key.clone(), entry)?;
+                        continue;
+                    }
+                    let cache_key = cache_key.map(|(_, key)| key);
+                    self.invoke(unit, payload, cache_key, [run_permit, host_permit])?
+                }
+                Err(failure) => {
+                    // The input could not be built: a fatal failure of the
+                    // unit, recorded without invoking anything.
+                    self.failed(unit, 0, failure, None)?;
+                }
+            }
+            if self.failing.is_some() {
+                break;
+            }
+        }
+        Ok(blocked)
+    }
+}

@@ -1,0 +1,377 @@
+//! Creating a run: the input checks, the idempotency key, and pinning what
+//! the run executes (its definition and components) in the blob store.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::clock::now_ms;
+use crate::digest::digest;
+use crate::plan::Plan;
+use crate::step::Blob;
+use crate::store::{
+    AuditRecord, Commit, IdempotencyRecord, RunRecord, RunStatus, StepRecord, StepStatus,
+    StoreError, WorkflowRef,
+};
+use crate::telemetry::{RunTrace, TraceContext};
+
+/// The longest idempotency key accepted.
+pub const MAX_KEY_LEN: usize = 255;
+
+pub(super) fn check_key(key: &str) -> Result<(), ExecutorError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(ExecutorError::InvalidKey(format!(
+            "it must be 1 to {MAX_KEY_LEN} bytes long, not {}",
+            key.len()
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(ExecutorError::InvalidKey(
+            "it must not hold control characters".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// `value` with every object's keys sorted, so that equal documents hash
+/// alike however their keys were ordered.
+pub fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key.clone(), canonical(value)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+impl Executor {
+    /// Creates a run of `plan` with `input` and `blobs`, and runs it.
+    pub async fn start(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+    ) -> Result<RunReport, ExecutorError> {
+        self.start_keyed(plan, input, blobs, None).await
+    }
+
+    /// Like [`Executor::start`], with an idempotency key: the first start
+    /// with `key` creates the run; a later start with the same key and the
+    /// same request (workflow, input, blobs) returns that run, continuing
+    /// it if it has not finished, without starting another; the same key
+    /// with a different request is refused ([`ExecutorError::KeyReused`]).
+    pub async fn start_keyed(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+    ) -> Result<RunReport, ExecutorError> {
+        self.start_with(plan, input, blobs, key, &Origin::default())
+            .await
+    }
+
+    /// [`Executor::start_keyed`] on behalf of `origin`: the audit log names
+    /// its actor, and the run's trace continues its trace context.
+    pub async fn start_with(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+        origin: &Origin,
+    ) -> Result<RunReport, ExecutorError> {
+        let (run, new, span) =
+            self.create_traced(plan, input, blobs, key, origin, RunStatus::Running)?;
+        if !new {
+            tracing::info!(target: "plait::executor", parent: &span, key = key.unwrap_or(""), "idempotency key already used; the same run");
+            drop(span);
+            if run.status.is_finished() {
+                let steps = self.store.steps(&run.id)?;
+                return Ok(RunReport { run, steps });
+            }
+            return self.resume_with(plan, &run.id, origin).await;
+        }
+        let lease = self.store.acquire_lease(&run.id, &self.id, LEASE_TTL_MS)?;
+        let steps = self.store.steps(&run.id)?;
+        tracing::info!(target: "plait::executor", parent: &span, "run started");
+        self.execute(plan, run, steps, lease, span).await
+    }
+
+    /// Checks the input and records a new run of `plan`, without running it.
+    /// With an idempotency key already used for the same request, returns
+    /// that run instead and `false`.
+    pub fn create(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+    ) -> Result<(RunRecord, bool), ExecutorError> {
+        self.create_with(
+            plan,
+            input,
+            blobs,
+            key,
+            &Origin::default(),
+            None,
+            RunStatus::Running,
+        )
+    }
+
+    /// Checks the input and records a new run of `plan` as `queued`, on
+    /// behalf of `origin`, without running it: what a server does to answer
+    /// a request at once and start the run when it has room. The run's
+    /// trace is rooted here. [`Executor::resume_with`] executes it (after a
+    /// restart too). With an idempotency key already used for the same
+    /// request, returns that run and `false`.
+    pub fn enqueue(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+        origin: &Origin,
+    ) -> Result<(RunRecord, bool), ExecutorError> {
+        let (run, new, span) =
+            self.create_traced(plan, input, blobs, key, origin, RunStatus::Queued)?;
+        if new {
+            tracing::info!(target: "plait::executor", parent: &span, "run queued");
+            self.note(&run, plan.steps.len(), RunEventKind::RunQueued);
+        }
+        Ok((run, new))
+    }
+
+    /// Records a new run (`status`) under its run span, whose trace
+    /// continues `origin`'s; returns the run, whether it is new, and the
+    /// span.
+    pub(super) fn create_traced(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+        origin: &Origin,
+        status: RunStatus,
+    ) -> Result<(RunRecord, bool, tracing::Span), ExecutorError> {
+        let span = run_span(plan, false);
+        let root = TraceContext::enter_trace(&span, origin.trace_parent.as_ref());
+        let trace = crate::telemetry::run_trace(&root, origin.trace_parent.as_ref());
+        let (run, new) = self.create_with(plan, input, blobs, key, origin, Some(trace), status)?;
+        span.record("run_id", run.id.as_str());
+        Ok((run, new, span))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn create_with(
+        &self,
+        plan: &Plan,
+        input: Value,
+        blobs: Vec<Blob>,
+        key: Option<&str>,
+        origin: &Origin,
+        trace: Option<RunTrace>,
+        status: RunStatus,
+    ) -> Result<(RunRecord, bool), ExecutorError> {
+        for (index, blob) in blobs.iter().enumerate() {
+            if blobs[..index].iter().any(|other| other.name == blob.name) {
+                return Err(ExecutorError::DuplicateInputBlob(blob.name.clone()));
+            }
+        }
+        for name in plan.definition.input_blob_names() {
+            if !blobs.iter().any(|blob| blob.name == name) {
+                return Err(ExecutorError::MissingInputBlob { name });
+            }
+        }
+        if let Some(schema) = &plan.input_schema {
+            schema.check(&input).map_err(ExecutorError::InvalidInput)?;
+        }
+        let (input_blobs, contents) = blob_refs(&blobs);
+        let request = key.map(|key| -> Result<(String, String), ExecutorError> {
+            check_key(key)?;
+            let mut named: Vec<(&str, &str)> = input_blobs
+                .iter()
+                .map(|blob| (blob.name.as_str(), blob.digest.as_str()))
+                .collect();
+            named.sort();
+            let request =
+                json!({"workflow": plan.digest, "input": canonical(&input), "blobs": named});
+            Ok((key.to_owned(), digest(request.to_string().as_bytes())))
+        });
+        let request = request.transpose()?;
+        if let Some((key, digest)) = &request
+            && let Some(existing) = self.existing(key, digest)?
+        {
+            return Ok((existing, false));
+        }
+        // Pin what the run executes: the definition's text and every
+        // component's bytes go into the content-addressed blob store, so a
+        // resume runs them whatever happens to the files.
+        let mut pinned: Vec<(String, Vec<u8>)> = Vec::new();
+        if !self.store.has_blob(&plan.digest)? {
+            pinned.push((
+                plan.digest.clone(),
+                plan.definition.source.text.as_bytes().to_vec(),
+            ));
+        }
+        for step in &plan.steps {
+            let Some(component) = &step.component else {
+                continue;
+            };
+            if pinned.iter().any(|(digest, _)| *digest == component.digest)
+                || self.store.has_blob(&component.digest)?
+            {
+                continue;
+            }
+            let bytes = crate::files::read(&component.path, crate::files::Kind::Component)
+                .unwrap_or_default();
+            if digest(&bytes) != component.digest {
+                return Err(ExecutorError::Changed(format!(
+                    "component `{}` of step `{}` changed on disk after the workflow was loaded; start the run again",
+                    component.path.display(),
+                    step.definition.id
+                )));
+            }
+            pinned.push((component.digest.clone(), bytes));
+        }
+        let now = now_ms();
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let run = RunRecord {
+            id: run_id.clone(),
+            workflow: WorkflowRef {
+                name: plan.definition.name.clone(),
+                version: plan.definition.version.clone(),
+                // Absolute, so that `resume` finds it from any directory.
+                path: std::path::absolute(&plan.definition.source.path)
+                    .unwrap_or_else(|_| plan.definition.source.path.clone()),
+                digest: plan.digest.clone(),
+            },
+            status,
+            created_at_ms: now,
+            updated_at_ms: now,
+            input,
+            input_blobs,
+            output: None,
+            output_blobs: Vec::new(),
+            error: None,
+            idempotency_key: key.map(str::to_owned),
+            trace,
+            started_by: Some(origin.actor()),
+            interruptions: 0,
+            deadline_ms: plan
+                .definition
+                .timeout
+                .map(|timeout| now + timeout.as_millis() as u64),
+        };
+        let steps: Vec<StepRecord> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(index, step)| StepRecord {
+                run_id: run_id.clone(),
+                index: index as u32,
+                id: step.definition.id.to_string(),
+                status: StepStatus::Pending,
+                attempts: 0,
+                component_digest: step.component_digest().to_owned(),
+                component: step
+                    .component
+                    .as_ref()
+                    .map(|component| component.description.name.clone()),
+                started_at_ms: None,
+                finished_at_ms: None,
+                duration_ms: None,
+                output: None,
+                output_blobs: Vec::new(),
+                error: None,
+                fuel_consumed: None,
+                wake_at_ms: None,
+                items: Vec::new(),
+                history: Vec::new(),
+                cache_hit: None,
+            })
+            .collect();
+        let claim = request.as_ref().map(|(key, request_digest)| {
+            (
+                key.as_str(),
+                IdempotencyRecord {
+                    run_id: run_id.clone(),
+                    request_digest: request_digest.clone(),
+                    created_at_ms: now,
+                },
+            )
+        });
+        let audit = AuditRecord {
+            at_ms: now,
+            actor: origin.actor(),
+            action: "run.start".to_owned(),
+            run_id: Some(run_id.clone()),
+            workflow: Some(plan.definition.name.clone()),
+            detail: match key {
+                Some(key) => json!({"idempotency_key": key}),
+                None => Value::Null,
+            },
+        };
+        let committed = self.store.commit(Commit {
+            audit: Some(&audit),
+            run: Some(&run),
+            steps: steps.iter().collect(),
+            blobs: contents
+                .iter()
+                .map(|(digest, data)| (digest.as_str(), *data))
+                .chain(
+                    pinned
+                        .iter()
+                        .map(|(digest, bytes)| (digest.as_str(), bytes.as_slice())),
+                )
+                .collect(),
+            idempotency: claim.as_ref().map(|(key, record)| (*key, record)),
+            ..Commit::default()
+        });
+        match committed {
+            Ok(()) => {
+                self.metrics.run_started(&run.workflow.name);
+                Ok((run, true))
+            }
+            // Another start with the key won the race: its run is the one.
+            Err(StoreError::KeyTaken(key)) => {
+                let digest = &request.as_ref().expect("a key was claimed").1;
+                match self.existing(&key, digest)? {
+                    Some(existing) => Ok((existing, false)),
+                    None => Err(StoreError::KeyTaken(key).into()),
+                }
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The run an idempotency key started, if the key was used for the same
+    /// request; an error if for another.
+    pub(super) fn existing(
+        &self,
+        key: &str,
+        request_digest: &str,
+    ) -> Result<Option<RunRecord>, ExecutorError> {
+        let Some(record) = self.store.idempotency(key)? else {
+            return Ok(None);
+        };
+        if record.request_digest != request_digest {
+            return Err(ExecutorError::KeyReused {
+                key: key.to_owned(),
+                run_id: record.run_id,
+            });
+        }
+        let run = self
+            .store
+            .run(&record.run_id)?
+            .ok_or_else(|| StoreError::UnknownRun(record.run_id.clone()))?;
+        Ok(Some(run))
+    }
+}
