@@ -87,7 +87,10 @@ fn expressions(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async {
                 let report = executor
-                    .start(&plan, json!({"title": "Plait", "n": 3}), Vec::new())
+                    .start(
+                        &plan,
+                        plait::executor::StartRequest::new(json!({"title": "Plait", "n": 3})),
+                    )
                     .await
                     .unwrap();
                 assert_eq!(report.run.status, RunStatus::Succeeded);

@@ -132,7 +132,10 @@ async fn time_runs(executor: &Executor, plan: &Plan, iterations: usize, blobs: &
     for _ in 0..iterations {
         let started = Instant::now();
         let report = executor
-            .start(plan, json!({"n": 1}), blobs.to_vec())
+            .start(
+                plan,
+                plait::executor::StartRequest::new(json!({"n": 1})).blobs(blobs.to_vec()),
+            )
             .await
             .unwrap();
         samples.push(started.elapsed());
@@ -538,7 +541,10 @@ async fn throughput(
                 .is_ok()
             {
                 let began = Instant::now();
-                let report = executor.start(&plan, json!({}), Vec::new()).await.unwrap();
+                let report = executor
+                    .start(&plan, plait::executor::StartRequest::new(json!({})))
+                    .await
+                    .unwrap();
                 assert_eq!(report.run.status, RunStatus::Succeeded);
                 latencies.push(began.elapsed());
             }
@@ -686,14 +692,20 @@ async fn in_flight_rss(engine: &plait::engine::Engine, dir: &std::path::Path, co
     let plan = Arc::new(Plan::build(engine, definition).await.unwrap());
     let executor = support::executor(&dir.join("in-flight"), Durability::Batched);
     // One run first, so one-time allocations are not counted per run.
-    executor.start(&plan, json!({}), Vec::new()).await.unwrap();
+    executor
+        .start(&plan, plait::executor::StartRequest::new(json!({})))
+        .await
+        .unwrap();
     let before = support::rss_bytes();
     let mut runs = Vec::new();
     for _ in 0..count {
         let executor = executor.clone();
         let plan = plan.clone();
         runs.push(tokio::spawn(async move {
-            executor.start(&plan, json!({}), Vec::new()).await.unwrap()
+            executor
+                .start(&plan, plait::executor::StartRequest::new(json!({})))
+                .await
+                .unwrap()
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;

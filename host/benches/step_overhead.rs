@@ -28,7 +28,10 @@ fn step_overhead(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async {
                 let report = executor
-                    .start(&plan, serde_json::json!({}), Vec::new())
+                    .start(
+                        &plan,
+                        plait::executor::StartRequest::new(serde_json::json!({})),
+                    )
                     .await
                     .unwrap();
                 assert_eq!(report.run.status, plait::store::RunStatus::Succeeded);

@@ -37,7 +37,10 @@ fn telemetry(c: &mut Criterion) {
     let executor = support::executor(&dir.path().join("store"), Durability::Batched);
     let run = || async {
         let report = executor
-            .start(&plan, serde_json::json!({}), Vec::new())
+            .start(
+                &plan,
+                plait::executor::StartRequest::new(serde_json::json!({})),
+            )
             .await
             .unwrap();
         assert_eq!(report.run.status, plait::store::RunStatus::Succeeded);

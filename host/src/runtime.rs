@@ -35,7 +35,7 @@ use serde_json::Value;
 use crate::bundle::install::Registry;
 use crate::definition::Definition;
 use crate::engine::{Engine, EngineOptions};
-use crate::executor::{Executor, ExecutorError, RunReport};
+use crate::executor::{Executor, ExecutorError, RunReport, StartRequest};
 use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::step::Blob;
@@ -227,7 +227,10 @@ impl Runtime {
         input: Value,
         blobs: Vec<Blob>,
     ) -> Result<RunReport, RuntimeError> {
-        Ok(self.executor.start(plan, input, blobs).await?)
+        Ok(self
+            .executor
+            .start(plan, StartRequest::new(input).blobs(blobs))
+            .await?)
     }
 
     /// Like [`Runtime::run`], at most once per `key`: the same key and
@@ -241,7 +244,12 @@ impl Runtime {
     ) -> Result<RunReport, RuntimeError> {
         Ok(self
             .executor
-            .start_keyed(plan, input, blobs, Some(key))
+            .start(
+                plan,
+                StartRequest::new(input)
+                    .blobs(blobs)
+                    .idempotency_key(Some(key)),
+            )
             .await?)
     }
 

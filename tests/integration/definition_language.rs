@@ -465,8 +465,8 @@ async fn a_timed_out_endless_loop_is_stopped_while_another_run_continues() {
     let store = Arc::new(SledStore::open(&dir.path().join("journal")).unwrap());
     let executor = Executor::with_concurrency(store, 2);
     let (looped, steadied) = tokio::join!(
-        executor.start(&looping, json!({}), Vec::new()),
-        executor.start(&steady, json!({}), Vec::new()),
+        executor.start(&looping, plait::executor::StartRequest::new(json!({}))),
+        executor.start(&steady, plait::executor::StartRequest::new(json!({}))),
     );
     let (looped, steadied) = (looped.unwrap(), steadied.unwrap());
     assert_eq!(looped.run.status, RunStatus::Failed);

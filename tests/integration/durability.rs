@@ -237,7 +237,11 @@ async fn a_run_is_executed_by_one_executor_at_a_time() {
 
     let running = {
         let (first, plan) = (first.clone(), plan.clone());
-        tokio::spawn(async move { first.start(&plan, json!({}), Vec::new()).await })
+        tokio::spawn(async move {
+            first
+                .start(&plan, plait::executor::StartRequest::new(json!({})))
+                .await
+        })
     };
     // Wait until the step runs.
     let run_id = loop {

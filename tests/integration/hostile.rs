@@ -56,7 +56,10 @@ impl Host {
             .await
             .unwrap();
         let baseline = executor
-            .start(&plan, json!({"before": "the attack"}), Vec::new())
+            .start(
+                &plan,
+                plait::executor::StartRequest::new(json!({"before": "the attack"})),
+            )
             .await
             .unwrap();
         assert_eq!(baseline.run.status, RunStatus::Succeeded);
@@ -93,7 +96,7 @@ impl Host {
         let attack = async {
             let report = self
                 .executor
-                .start(&plan, json!({}), Vec::new())
+                .start(&plan, plait::executor::StartRequest::new(json!({})))
                 .await
                 .unwrap();
             (report, started.elapsed())
@@ -101,7 +104,7 @@ impl Host {
         let well_behaved = async {
             let report = self
                 .executor
-                .start(&good, json!({"n": 7}), Vec::new())
+                .start(&good, plait::executor::StartRequest::new(json!({"n": 7})))
                 .await
                 .unwrap();
             (report, started.elapsed())
@@ -645,7 +648,8 @@ async fn broken_components_are_refused_while_other_runs_go_on() {
         let good = host.plan(&good_step()).await.unwrap();
         let (planned, report) = tokio::join!(
             host.plan(&step),
-            host.executor.start(&good, json!({"n": 7}), Vec::new())
+            host.executor
+                .start(&good, plait::executor::StartRequest::new(json!({"n": 7})))
         );
         let Err(errors) = planned else {
             panic!("{component} was accepted");
@@ -674,7 +678,7 @@ async fn every_invocation_gets_a_fresh_instance() {
     for _ in 0..2 {
         let report = host
             .executor
-            .start(&plan, json!({}), Vec::new())
+            .start(&plan, plait::executor::StartRequest::new(json!({})))
             .await
             .unwrap();
         assert_eq!(report.run.status, RunStatus::Succeeded);
@@ -718,7 +722,7 @@ async fn a_fuel_budget_is_refused_on_an_engine_without_fuel() {
     .unwrap();
     let store = Arc::new(SledStore::open(&dir.path().join("journal")).unwrap());
     let report = Executor::new(store)
-        .start(&plan, json!({}), Vec::new())
+        .start(&plan, plait::executor::StartRequest::new(json!({})))
         .await
         .unwrap();
     assert_eq!(report.run.status, RunStatus::Succeeded);

@@ -648,7 +648,10 @@ async fn the_metrics_endpoint_counts_timeouts_and_limit_hits() {
     let executor = Executor::new(store.clone()).with_metrics(metrics.clone());
     for plan in [&good, &good, &looping, &greedy] {
         executor
-            .start(plan, serde_json::json!({}), Vec::new())
+            .start(
+                plan,
+                plait::executor::StartRequest::new(serde_json::json!({})),
+            )
             .await
             .unwrap();
     }

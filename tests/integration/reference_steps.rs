@@ -292,7 +292,7 @@ async fn run_step(dir: &Path, step: &str, input: Value) -> plait::store::StepRec
         .unwrap_or_else(|errors| panic!("{errors}"));
     let store = Arc::new(SledStore::open(&dir.join(format!("journal-{}", uuid_like()))).unwrap());
     let report = Executor::new(store)
-        .start(&plan, input, Vec::new())
+        .start(&plan, plait::executor::StartRequest::new(input))
         .await
         .unwrap();
     report.steps[0].clone()

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use plait::definition::Definition;
-use plait::executor::{Executor, Origin, RunReport};
+use plait::executor::{Executor, Origin, RunReport, StartRequest};
 use plait::plan::Plan;
 use plait::step::Blob;
 use plait::store::{RunStatus, RunStore as _};
@@ -322,12 +322,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let (progress, follower) = follow(&executor, plan.steps.len());
     let report = executor
-        .start_with(
+        .start(
             &plan,
-            input,
-            blobs,
-            args.idempotency_key.as_deref(),
-            &origin,
+            StartRequest::new(input)
+                .blobs(blobs)
+                .idempotency_key(args.idempotency_key.clone())
+                .origin(origin),
         )
         .await;
     follower.abort();
@@ -459,7 +459,13 @@ async fn run_batch(args: &RunArgs, batch: &Path) -> anyhow::Result<ExitCode> {
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await;
             let report = executor
-                .start_with(&plan, input, blobs, Some(&key), &origin)
+                .start(
+                    &plan,
+                    StartRequest::new(input)
+                        .blobs(blobs)
+                        .idempotency_key(Some(key.clone()))
+                        .origin(Origin::clone(&origin)),
+                )
                 .await;
             (index, key, report)
         });

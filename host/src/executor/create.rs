@@ -51,53 +51,77 @@ pub fn canonical(value: &Value) -> Value {
     }
 }
 
+/// What starting a run asks for: the one request [`Executor::start`] and
+/// [`Executor::enqueue`] take, whichever edge (CLI, HTTP API, trigger,
+/// embedder) it comes from.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// The workflow input, checked against the workflow's `input.schema`.
+    pub input: Value,
+    /// The input blobs, by name.
+    pub blobs: Vec<Blob>,
+    /// The idempotency key: the first start with it creates the run; a
+    /// later start with the same key and the same request (workflow,
+    /// input, blobs) returns that run, continuing it if it has not
+    /// finished, without starting another; the same key with a different
+    /// request is refused ([`ExecutorError::KeyReused`]).
+    pub idempotency_key: Option<String>,
+    /// Who asks (for the audit log) and the trace the run continues.
+    pub origin: Origin,
+}
+
+impl StartRequest {
+    /// A request with `input`, no blobs, no key, on the host's behalf.
+    pub fn new(input: Value) -> StartRequest {
+        StartRequest {
+            input,
+            ..StartRequest::default()
+        }
+    }
+
+    /// With these input blobs.
+    #[must_use]
+    pub fn blobs(mut self, blobs: Vec<Blob>) -> StartRequest {
+        self.blobs = blobs;
+        self
+    }
+
+    /// With an idempotency key (none if `None`).
+    #[must_use]
+    pub fn idempotency_key(mut self, key: Option<impl Into<String>>) -> StartRequest {
+        self.idempotency_key = key.map(Into::into);
+        self
+    }
+
+    /// On behalf of `origin`.
+    #[must_use]
+    pub fn origin(mut self, origin: Origin) -> StartRequest {
+        self.origin = origin;
+        self
+    }
+}
+
 impl Executor {
-    /// Creates a run of `plan` with `input` and `blobs`, and runs it.
+    /// Creates a run of `plan` for `request` and runs it to its end (or,
+    /// for a parking executor, until it only waits). With an idempotency
+    /// key already used for the same request, returns that run, continuing
+    /// it if it has not finished.
     pub async fn start(
         &self,
         plan: &Plan,
-        input: Value,
-        blobs: Vec<Blob>,
+        request: StartRequest,
     ) -> Result<RunReport, ExecutorError> {
-        self.start_keyed(plan, input, blobs, None).await
-    }
-
-    /// Like [`Executor::start`], with an idempotency key: the first start
-    /// with `key` creates the run; a later start with the same key and the
-    /// same request (workflow, input, blobs) returns that run, continuing
-    /// it if it has not finished, without starting another; the same key
-    /// with a different request is refused ([`ExecutorError::KeyReused`]).
-    pub async fn start_keyed(
-        &self,
-        plan: &Plan,
-        input: Value,
-        blobs: Vec<Blob>,
-        key: Option<&str>,
-    ) -> Result<RunReport, ExecutorError> {
-        self.start_with(plan, input, blobs, key, &Origin::default())
-            .await
-    }
-
-    /// [`Executor::start_keyed`] on behalf of `origin`: the audit log names
-    /// its actor, and the run's trace continues its trace context.
-    pub async fn start_with(
-        &self,
-        plan: &Plan,
-        input: Value,
-        blobs: Vec<Blob>,
-        key: Option<&str>,
-        origin: &Origin,
-    ) -> Result<RunReport, ExecutorError> {
-        let (run, new, span) =
-            self.create_traced(plan, input, blobs, key, origin, RunStatus::Running)?;
+        let origin = request.origin.clone();
+        let key = request.idempotency_key.clone();
+        let (run, new, span) = self.create(plan, request, RunStatus::Running)?;
         if !new {
-            tracing::info!(target: "plait::executor", parent: &span, key = key.unwrap_or(""), "idempotency key already used; the same run");
+            tracing::info!(target: "plait::executor", parent: &span, key = key.as_deref().unwrap_or(""), "idempotency key already used; the same run");
             drop(span);
             if run.status.is_finished() {
                 let steps = self.store.steps(&run.id)?;
                 return Ok(RunReport { run, steps });
             }
-            return self.resume_with(plan, &run.id, origin).await;
+            return self.resume_with(plan, &run.id, &origin).await;
         }
         let lease = self.store.acquire_lease(&run.id, &self.id, LEASE_TTL_MS)?;
         let steps = self.store.steps(&run.id)?;
@@ -105,43 +129,18 @@ impl Executor {
         self.execute(plan, run, steps, lease, span).await
     }
 
-    /// Checks the input and records a new run of `plan`, without running it.
-    /// With an idempotency key already used for the same request, returns
-    /// that run instead and `false`.
-    pub fn create(
-        &self,
-        plan: &Plan,
-        input: Value,
-        blobs: Vec<Blob>,
-        key: Option<&str>,
-    ) -> Result<(RunRecord, bool), ExecutorError> {
-        self.create_with(
-            plan,
-            input,
-            blobs,
-            key,
-            &Origin::default(),
-            None,
-            RunStatus::Running,
-        )
-    }
-
-    /// Checks the input and records a new run of `plan` as `queued`, on
-    /// behalf of `origin`, without running it: what a server does to answer
-    /// a request at once and start the run when it has room. The run's
-    /// trace is rooted here. [`Executor::resume_with`] executes it (after a
-    /// restart too). With an idempotency key already used for the same
-    /// request, returns that run and `false`.
+    /// Checks `request` and records a new run of `plan` as `queued`,
+    /// without running it: what a server does to answer a request at once
+    /// and start the run when it has room. The run's trace is rooted here.
+    /// [`Executor::resume_with`] executes it (after a restart too). With an
+    /// idempotency key already used for the same request, returns that run
+    /// and `false`.
     pub fn enqueue(
         &self,
         plan: &Plan,
-        input: Value,
-        blobs: Vec<Blob>,
-        key: Option<&str>,
-        origin: &Origin,
+        request: StartRequest,
     ) -> Result<(RunRecord, bool), ExecutorError> {
-        let (run, new, span) =
-            self.create_traced(plan, input, blobs, key, origin, RunStatus::Queued)?;
+        let (run, new, span) = self.create(plan, request, RunStatus::Queued)?;
         if new {
             tracing::info!(target: "plait::executor", parent: &span, "run queued");
             self.note(&run, plan.steps.len(), RunEventKind::RunQueued);
@@ -149,37 +148,42 @@ impl Executor {
         Ok((run, new))
     }
 
-    /// Records a new run (`status`) under its run span, whose trace
-    /// continues `origin`'s; returns the run, whether it is new, and the
-    /// span.
-    pub(super) fn create_traced(
+    /// Checks `request` and records a new run (`status`) under its run
+    /// span, whose trace continues the origin's; returns the run, whether
+    /// it is new (`false`: the idempotency key's earlier run), and the span.
+    fn create(
         &self,
         plan: &Plan,
-        input: Value,
-        blobs: Vec<Blob>,
-        key: Option<&str>,
-        origin: &Origin,
+        request: StartRequest,
         status: RunStatus,
     ) -> Result<(RunRecord, bool, tracing::Span), ExecutorError> {
         let span = run_span(plan, false);
-        let root = TraceContext::enter_trace(&span, origin.trace_parent.as_ref());
-        let trace = crate::telemetry::run_trace(&root, origin.trace_parent.as_ref());
-        let (run, new) = self.create_with(plan, input, blobs, key, origin, Some(trace), status)?;
+        let parent = request.origin.trace_parent.as_ref();
+        let root = TraceContext::enter_trace(&span, parent);
+        let trace = crate::telemetry::run_trace(&root, parent);
+        let (run, new) = self.record_new(plan, request, trace, status)?;
         span.record("run_id", run.id.as_str());
         Ok((run, new, span))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn create_with(
+    /// The checks and the commit of a new run: blobs named once and all
+    /// there, the input schema, the key, then the run, its pending steps,
+    /// its blobs and pinned components, the key's claim and the audit
+    /// record in one commit.
+    fn record_new(
         &self,
         plan: &Plan,
-        input: Value,
-        blobs: Vec<Blob>,
-        key: Option<&str>,
-        origin: &Origin,
-        trace: Option<RunTrace>,
+        request: StartRequest,
+        trace: RunTrace,
         status: RunStatus,
     ) -> Result<(RunRecord, bool), ExecutorError> {
+        let StartRequest {
+            input,
+            blobs,
+            idempotency_key,
+            origin,
+        } = request;
+        let key = idempotency_key.as_deref();
         for (index, blob) in blobs.iter().enumerate() {
             if blobs[..index].iter().any(|other| other.name == blob.name) {
                 return Err(ExecutorError::DuplicateInputBlob(blob.name.clone()));
@@ -262,7 +266,7 @@ impl Executor {
             output_blobs: Vec::new(),
             error: None,
             idempotency_key: key.map(str::to_owned),
-            trace,
+            trace: Some(trace),
             started_by: Some(origin.actor()),
             interruptions: 0,
             deadline_ms: plan

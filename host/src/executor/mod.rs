@@ -25,7 +25,7 @@ mod scheduler;
 mod signal;
 mod transitions;
 
-pub use create::{MAX_KEY_LEN, canonical};
+pub use create::{MAX_KEY_LEN, StartRequest, canonical};
 use events::collect_inbox;
 pub use events::{RunEvent, RunEventKind};
 use scheduler::{Done, MAX_HISTORY, Scheduler, Unit};

@@ -23,7 +23,7 @@ use super::auth::Scope;
 use super::dispatch::NoRoom;
 use super::problem::{PROBLEM_JSON, Problem};
 use super::{AppState, Caller, RequestTrace};
-use crate::executor::{Cancelled, Origin};
+use crate::executor::{Cancelled, Origin, StartRequest};
 use crate::plan::Plan;
 use crate::store::{AuditRecord, BlobRef, Commit, RunRecord, RunStatus, StepRecord, StepStatus};
 
@@ -844,14 +844,11 @@ async fn start_run(
     }
     check_input_size(&state, &input, &blobs)?;
     let origin = origin(&caller, &trace);
-    let (run, new) = state.dispatcher.start(
-        plan,
-        input,
-        blobs,
-        key.as_deref(),
-        &origin,
-        webhook.as_deref(),
-    )?;
+    let request = StartRequest::new(input)
+        .blobs(blobs)
+        .idempotency_key(key)
+        .origin(origin);
+    let (run, new) = state.dispatcher.start(plan, request, webhook.as_deref())?;
     let run = match wait {
         Some(wait) if !run.status.is_finished() => wait_for(&state, &run.id, wait).await?,
         _ => run,

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::Catalog;
-use crate::executor::{Executor, ExecutorError, Origin, RunEventKind};
+use crate::executor::{Executor, ExecutorError, Origin, RunEventKind, StartRequest};
 use crate::plan::Plan;
 use crate::store::{RunRecord, RunStatus, RunStore, StepStatus, StoreError};
 
@@ -116,20 +116,17 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Starts a run of `plan`: records it `queued` (with `key`, the same
-    /// request gives back the same run and `false`), subscribes its own
-    /// `webhook`, and dispatches it. What every start does: the API, a
-    /// webhook trigger, a schedule and a watched folder.
+    /// Starts a run of `plan`: records it `queued` (with an idempotency
+    /// key, the same request gives back the same run and `false`),
+    /// subscribes its own `webhook`, and dispatches it. What every start
+    /// does: the API, a webhook trigger, a schedule and a watched folder.
     pub fn start(
         self: &Arc<Self>,
         plan: Arc<Plan>,
-        input: serde_json::Value,
-        blobs: Vec<crate::step::Blob>,
-        key: Option<&str>,
-        origin: &Origin,
+        request: StartRequest,
         webhook: Option<&str>,
     ) -> Result<(RunRecord, bool), ExecutorError> {
-        let (run, new) = self.executor.enqueue(&plan, input, blobs, key, origin)?;
+        let (run, new) = self.executor.enqueue(&plan, request)?;
         if new {
             // Before the run can end, so that its end is told.
             if let Some(url) = webhook {

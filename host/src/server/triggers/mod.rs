@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::catalog::Catalog;
 use super::dispatch::{Dispatcher, NoRoom};
-use crate::executor::{ExecutorError, Origin};
+use crate::executor::{ExecutorError, Origin, StartRequest};
 use crate::store::{RunRecord, RunStore};
 
 pub use plait_policy::triggers::{
@@ -92,13 +92,14 @@ impl Starter {
                 )));
             }
         };
-        let origin = Origin {
-            actor: Some(trigger.actor()),
-            trace_parent: None,
-        };
-        Ok(self
-            .dispatcher
-            .start(plan, input, blobs, Some(key), &origin, None)?)
+        let request = StartRequest::new(input)
+            .blobs(blobs)
+            .idempotency_key(Some(key))
+            .origin(Origin {
+                actor: Some(trigger.actor()),
+                trace_parent: None,
+            });
+        Ok(self.dispatcher.start(plan, request, None)?)
     }
 
     /// Sleeps `duration`; false if the server began stopping meanwhile.

@@ -327,13 +327,16 @@ async fn fire(
         })?;
     let _in_flight = api::hold_key(&state, key.as_deref()).map_err(IntoResponse::into_response)?;
     api::check_input_size(&state, &input, &blobs).map_err(IntoResponse::into_response)?;
-    let origin = crate::executor::Origin {
-        actor: Some(actor),
-        trace_parent: trace.0,
-    };
+    let request = crate::executor::StartRequest::new(input)
+        .blobs(blobs)
+        .idempotency_key(key)
+        .origin(crate::executor::Origin {
+            actor: Some(actor),
+            trace_parent: trace.0,
+        });
     let (run, new) = state
         .dispatcher
-        .start(plan, input, blobs, key.as_deref(), &origin, None)
+        .start(plan, request, None)
         .map_err(|error| Problem::from(error).into_response())?;
     if new {
         tracing::info!(target: "plait::trigger", trigger = %trigger.name, run_id = %run.id, "webhook started a run");
