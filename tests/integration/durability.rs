@@ -521,3 +521,46 @@ fn with_recover_on_plait_run_continues_what_a_dead_host_left_in_flight() {
         "{listed:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_pins_the_component_bytes_its_plan_loaded_not_the_file_as_it_is_now() {
+    use plait::definition::Definition;
+    use plait::digest::digest;
+    use plait::engine::{Engine, EngineOptions};
+    use plait::executor::{Executor, StartRequest};
+    use plait::plan::Plan;
+    use plait::store::{RunStatus, RunStore as _, SledStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(&EngineOptions {
+        cache_dir: Some(shared_cache()),
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let original = std::fs::read(SLOW_COUNTER_COMPONENT).unwrap();
+    let component = dir.path().join("step.wasm");
+    std::fs::write(&component, &original).unwrap();
+    let text = format!(
+        "name: pinned\nsteps:\n  - id: count\n    uses: {}\n",
+        yaml_path(component.to_str().unwrap())
+    );
+    let definition = Definition::parse(&text, &dir.path().join("workflow.yaml")).unwrap();
+    let plan = Plan::build(&engine, definition).await.unwrap();
+    // Replaced after the plan checked it: the run must not see the new file.
+    std::fs::write(&component, b"\0asm not the component that was checked").unwrap();
+    let store = std::sync::Arc::new(SledStore::open(&dir.path().join("journal")).unwrap());
+    let report = Executor::new(store.clone())
+        .start(&plan, StartRequest::new(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(report.run.status, RunStatus::Succeeded);
+    let pinned = store
+        .blob(&report.steps[0].component_digest)
+        .unwrap()
+        .expect("the component is pinned in the blob store");
+    assert_eq!(
+        pinned, original,
+        "the bytes the plan loaded, not the file's"
+    );
+    assert_eq!(report.steps[0].component_digest, digest(&original));
+}

@@ -292,7 +292,7 @@ impl Definition {
             .and_then(|absolute| absolute.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| parent_dir(&file));
         let definition = parse_bytes(&bytes, &file, &base_dir).map_err(LoadError::Invalid)?;
-        tracing::debug!(
+        tracing::debug!(target: "plait::definition",
             path = %file.display(),
             workflow = %definition.name,
             steps = definition.steps.len(),
@@ -323,7 +323,7 @@ impl Definition {
             looked_for: DEFINITION_FILE_NAMES.map(str::to_owned).to_vec(),
         })?;
         if let Some(ignored) = found.next() {
-            tracing::warn!(
+            tracing::warn!(target: "plait::definition",
                 used = %first.display(),
                 ignored = %ignored.display(),
                 "several workflow definition files in one directory"

@@ -54,7 +54,7 @@ impl ComponentCache {
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => Some(component),
             Err(error) => {
-                tracing::warn!(
+                tracing::warn!(target: "plait::engine::cache",
                     path = %path.display(),
                     error = format!("{error:#}"),
                     "ignoring an unusable compiled component in the cache"
@@ -69,7 +69,7 @@ impl ComponentCache {
     #[cfg(feature = "compiler")]
     pub(super) fn store(&self, digest: &str, component: &Component) {
         if let Err(error) = self.try_store(digest, component) {
-            tracing::warn!(
+            tracing::warn!(target: "plait::engine::cache",
                 dir = %self.dir.display(),
                 error = format!("{error:#}"),
                 "could not write the compiled-component cache"
@@ -94,7 +94,7 @@ impl ComponentCache {
             .map_err(anyhow::Error::from)
             .and_then(|()| write_atomically(&self.path(digest), artifact));
         if let Err(error) = result {
-            tracing::warn!(
+            tracing::warn!(target: "plait::engine::cache",
                 dir = %self.dir.display(),
                 error = format!("{error:#}"),
                 "could not write the compiled-component cache"

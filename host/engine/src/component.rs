@@ -206,6 +206,10 @@ pub struct LoadedComponent {
     pub digest: String,
     /// Its size in bytes.
     pub size: u64,
+    /// Its bytes, as loaded: what a run pins in the journal's blob store,
+    /// so that the run executes exactly what was checked here, whatever
+    /// happens to the file afterwards (never read a second time).
+    pub bytes: Arc<[u8]>,
     /// What `describe()` returned.
     pub description: StepDescription,
     /// The names of its imports.
@@ -343,6 +347,7 @@ impl Engine {
             path,
             digest,
             size: bytes.len() as u64,
+            bytes: Arc::from(bytes),
             description: StepDescription {
                 name: String::new(),
                 version: String::new(),

@@ -197,7 +197,7 @@ impl Engine {
             ..options.clone()
         };
         if options.pooling && slots.instances == 0 {
-            tracing::info!(
+            tracing::info!(target: "plait::engine",
                 why = slots.why,
                 "allocating instances on demand: a pool with a slot for every step that may run \
                  at once does not fit"
@@ -206,7 +206,7 @@ impl Engine {
         let (engine, allocator) = if options.pooling && slots.instances > 0 {
             match wasmtime::Engine::new(&config(&pooled, Allocator::Pooling)) {
                 Ok(engine) => {
-                    tracing::debug!(
+                    tracing::debug!(target: "plait::engine",
                         slots = slots.instances,
                         why = slots.why,
                         "pooling allocator"
@@ -214,7 +214,7 @@ impl Engine {
                     (engine, Allocator::Pooling)
                 }
                 Err(error) => {
-                    tracing::warn!(
+                    tracing::warn!(target: "plait::engine",
                         error = format!("{error:#}"),
                         slots = slots.instances,
                         "could not reserve address space for the pooling allocator; \

@@ -154,7 +154,7 @@ impl Models {
             return Ok(model.clone());
         }
         let loaded = Arc::new(LoadedModel::load(name, folder)?);
-        tracing::info!(model = name, folder = %folder.display(), "model loaded");
+        tracing::info!(target: "plait::inference", model = name, folder = %folder.display(), "model loaded");
         *model = Some(loaded.clone());
         Ok(loaded)
     }

@@ -35,7 +35,7 @@ fn plan_budget() -> usize {
         std::sync::LazyLock::new(|| match plait_types::machine::memory() {
             Some(memory) if memory < 2 << 30 => {
                 let budget = (memory.saturating_sub(192 << 20) / (128 << 20)).max(1) as usize;
-                tracing::info!(
+                tracing::info!(target: "plait::inference::model",
                     budget,
                     memory_mib = memory >> 20,
                     "a small machine: model plans kept over all models limited"
@@ -302,7 +302,7 @@ impl LoadedModel {
             .into_optimized()
             .and_then(|model| model.into_runnable())
             .map_err(|error| failed(&format!("{error:#}")))?;
-        tracing::debug!(
+        tracing::debug!(target: "plait::inference::model",
             model = %self.name,
             shapes = ?key,
             ms = started.elapsed().as_millis() as u64,

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use plait::executor::{RunEvent, RunEventKind};
+use plait::executor::{PauseKind, RunEvent, RunEventKind};
 
 /// The bar being drawn, if any: log lines go around it.
 static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
@@ -95,17 +95,22 @@ impl Progress {
                 status,
                 latency_ms,
                 ..
-            } => format!("{}{} {status} in {latency_ms} ms", step, item_suffix(*item)),
+            } => format!(
+                "{}{} {} in {latency_ms} ms",
+                step,
+                item_suffix(*item),
+                status.as_str()
+            ),
             RunEventKind::Paused { step, item, kind } => {
-                let what = match kind.as_str() {
-                    "wait" => "waits for a signal",
-                    "sleep" => "sleeps",
-                    _ => "backs off before its next attempt",
+                let what = match kind {
+                    PauseKind::Wait => "waits for a signal",
+                    PauseKind::Sleep => "sleeps",
+                    PauseKind::Backoff => "backs off before its next attempt",
                 };
                 format!("{}{} {what}", step, item_suffix(*item))
             }
             RunEventKind::Progress => return,
-            RunEventKind::RunFinished { status, .. } => status.clone(),
+            RunEventKind::RunFinished { status, .. } => status.as_str().to_owned(),
         };
         bar.set_message(message);
     }

@@ -8,7 +8,9 @@ use super::*;
 use crate::clock::now_ms;
 use crate::definition::StepKind;
 use crate::step::{FailureKind, StepFailure};
-use crate::store::{ItemRecord, StepStatus};
+use crate::store::StepStatus;
+
+use super::transitions::{self, Wait};
 
 impl Scheduler<'_> {
     /// Moves every step that can go on: starts steps whose needs are done
@@ -34,38 +36,45 @@ impl Scheduler<'_> {
                 }
                 StepStatus::Waiting => match kind {
                     StepKind::Sleep { .. } => {
-                        self.pause((index, None), "sleep");
-                        if self.steps[index].wake_at_ms.is_none_or(|wake| now >= wake) {
+                        self.pause((index, None), PauseKind::Sleep);
+                        if transitions::pause_over(self.steps[index].wake_at_ms, now) {
                             self.succeed(index, Value::Null, Vec::new())?;
                         }
                     }
                     StepKind::Wait { timeout, default } => {
-                        self.pause((index, None), "wait");
+                        self.pause((index, None), PauseKind::Wait);
                         let id = self.steps[index].id.clone();
-                        if let Some(signal) = self.store.signal(&self.run.id, &id)? {
-                            tracing::info!(step = %id, "signal received");
-                            self.succeed(index, signal.data, Vec::new())?;
-                        } else if self.steps[index].wake_at_ms.is_some_and(|wake| now >= wake) {
-                            let waited = timeout.map(humantime::format_duration);
-                            match default {
-                                Some(default) => self.succeed(index, default, Vec::new())?,
-                                None => {
-                                    let failure = StepFailure {
-                                        kind: FailureKind::Timeout,
-                                        message: format!(
-                                            "no signal arrived within {}; send one with `plait signal {} {id}`, or give the step a `default`",
-                                            waited.map(|w| w.to_string()).unwrap_or_default(),
-                                            self.run.id
-                                        ),
-                                        details: None,
-                                    };
-                                    self.fail_for_good(index, None, failure)?;
-                                }
+                        let signal = self.store.signal(&self.run.id, &id)?;
+                        let wake_at_ms = self.steps[index].wake_at_ms;
+                        match transitions::decide_wait(
+                            signal.map(|signal| signal.data),
+                            wake_at_ms,
+                            default.as_ref(),
+                            now,
+                        ) {
+                            Wait::Signalled(data) => {
+                                tracing::info!(step = %id, "signal received");
+                                self.succeed(index, data, Vec::new())?;
                             }
+                            Wait::Defaulted(data) => self.succeed(index, data, Vec::new())?,
+                            Wait::TimedOut => {
+                                let waited = timeout.map(humantime::format_duration);
+                                let failure = StepFailure {
+                                    kind: FailureKind::Timeout,
+                                    message: format!(
+                                        "no signal arrived within {}; send one with `plait signal {} {id}`, or give the step a `default`",
+                                        waited.map(|w| w.to_string()).unwrap_or_default(),
+                                        self.run.id
+                                    ),
+                                    details: None,
+                                };
+                                self.fail_for_good(index, None, failure)?;
+                            }
+                            Wait::Waits => {}
                         }
                     }
                     StepKind::Component => {
-                        if self.steps[index].wake_at_ms.is_none_or(|wake| now >= wake) {
+                        if transitions::pause_over(self.steps[index].wake_at_ms, now) {
                             self.ready.insert((index, None));
                         }
                     }
@@ -88,7 +97,7 @@ impl Scheduler<'_> {
                         let record = &self.steps[index].items[item];
                         let go = match record.status {
                             StepStatus::Pending | StepStatus::Running => true,
-                            StepStatus::Waiting => record.wake_at_ms.is_none_or(|wake| now >= wake),
+                            StepStatus::Waiting => transitions::pause_over(record.wake_at_ms, now),
                             _ => false,
                         };
                         if go {
@@ -132,10 +141,8 @@ impl Scheduler<'_> {
             match crate::expressions::run(&condition, ctx).await {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
-                    let record = &mut self.steps[index];
-                    record.status = StepStatus::Skipped;
-                    record.finished_at_ms = Some(now);
-                    tracing::info!(step = %record.id, status = "skipped", latency_ms = 0u64, "step skipped: its `if` is false");
+                    transitions::skip(&mut self.steps[index], now);
+                    tracing::info!(step = %self.steps[index].id, status = "skipped", latency_ms = 0u64, "step skipped: its `if` is false");
                     self.commit_step(index)?;
                     return Ok(());
                 }
@@ -158,17 +165,11 @@ impl Scheduler<'_> {
         let definition = &self.plan.steps[index].definition;
         match &definition.kind {
             StepKind::Sleep { duration } => {
-                let record = &mut self.steps[index];
-                record.status = StepStatus::Waiting;
-                record.started_at_ms = Some(now);
-                record.wake_at_ms = Some(now + duration.as_millis() as u64);
+                transitions::begin_sleep(&mut self.steps[index], *duration, now);
                 self.commit_step(index)?;
             }
             StepKind::Wait { timeout, .. } => {
-                let record = &mut self.steps[index];
-                record.status = StepStatus::Waiting;
-                record.started_at_ms = Some(now);
-                record.wake_at_ms = timeout.map(|timeout| now + timeout.as_millis() as u64);
+                transitions::begin_wait(&mut self.steps[index], *timeout, now);
                 self.commit_step(index)?;
             }
             StepKind::Component => match definition.for_each.clone() {
@@ -192,24 +193,7 @@ impl Scheduler<'_> {
                             return Ok(self.fail_for_good(index, None, failure)?);
                         }
                     };
-                    let record = &mut self.steps[index];
-                    record.started_at_ms = Some(now);
-                    record.items = items
-                        .into_iter()
-                        .map(|value| ItemRecord {
-                            value,
-                            status: StepStatus::Pending,
-                            attempts: 0,
-                            output: None,
-                            output_blobs: Vec::new(),
-                            error: None,
-                            wake_at_ms: None,
-                            duration_ms: None,
-                            cache_hit: None,
-                        })
-                        .collect();
-                    record.status = StepStatus::Running;
-                    let count = record.items.len() as u32;
+                    let count = transitions::fan_out(&mut self.steps[index], items, now);
                     self.commit_step(index)?;
                     self.ready
                         .extend((0..count).map(|item| (index, Some(item))));

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::field::Empty;
 
@@ -11,10 +11,10 @@ use super::*;
 use crate::clock::now_ms;
 use crate::definition::OnError;
 use crate::step::{FailureKind, InvocationInfo, Payload, StepFailure};
-use crate::store::{
-    AttemptRecord, BlobRef, CacheEntry, Commit, LogsEntry, RunStatus, StepStatus, StoreError,
-};
+use crate::store::{AttemptRecord, BlobRef, CacheEntry, Commit, LogsEntry, RunStatus, StoreError};
 use crate::telemetry::TraceContext;
+
+use super::transitions::{self, AfterFailure, Failed};
 
 impl Scheduler<'_> {
     /// Marks the unit running with its next attempt, commits, and starts
@@ -28,24 +28,7 @@ impl Scheduler<'_> {
     ) -> Result<(), StoreError> {
         let (index, item) = unit;
         let now = now_ms();
-        let record = &mut self.steps[index];
-        let attempt = match item {
-            None => {
-                record.status = StepStatus::Running;
-                record.attempts += 1;
-                record.started_at_ms = Some(now);
-                record.finished_at_ms = None;
-                record.wake_at_ms = None;
-                record.attempts
-            }
-            Some(item) => {
-                let item = &mut record.items[item as usize];
-                item.status = StepStatus::Running;
-                item.attempts += 1;
-                item.wake_at_ms = None;
-                item.attempts
-            }
-        };
+        let attempt = transitions::begin_attempt(&mut self.steps[index], item, now);
         self.run.status = RunStatus::Running;
         self.run.updated_at_ms = now;
         self.commit(Commit {
@@ -168,23 +151,22 @@ impl Scheduler<'_> {
         });
         self.attempt_finished(unit, attempt, duration_ms, &invoked_stats, &result);
         if item.is_none() {
-            let history = &mut self.steps[index].history;
-            history.push(AttemptRecord {
-                attempt,
-                item,
-                started_at_ms,
-                finished_at_ms: now_ms(),
-                // Kind and message only: the details are the step record's
-                // (the latest attempt's), kept once rather than per attempt.
-                error: result.as_ref().err().map(|failure| StepFailure {
-                    details: None,
-                    ..failure.clone()
-                }),
-                interrupted: false,
-            });
-            if history.len() > MAX_HISTORY {
-                history.remove(0);
-            }
+            transitions::remember(
+                &mut self.steps[index],
+                AttemptRecord {
+                    attempt,
+                    item,
+                    started_at_ms,
+                    finished_at_ms: now_ms(),
+                    // Kind and message only: the details are the step record's
+                    // (the latest attempt's), kept once rather than per attempt.
+                    error: result.as_ref().err().map(|failure| StepFailure {
+                        details: None,
+                        ..failure.clone()
+                    }),
+                    interrupted: false,
+                },
+            );
         }
         match result {
             Ok(output) => {
@@ -196,32 +178,23 @@ impl Scheduler<'_> {
                     attempt,
                     logs: &logs,
                 };
-                match item {
-                    None => {
-                        let record = &mut self.steps[index];
-                        record.status = StepStatus::Succeeded;
-                        record.output = Some(output.json.clone());
-                        record.output_blobs = refs.clone();
-                        record.error = None;
-                    }
-                    Some(item) => {
-                        let record = &mut self.steps[index].items[item as usize];
-                        record.status = StepStatus::Succeeded;
-                        record.output = Some(output.json.clone());
-                        record.output_blobs = refs.clone();
-                        record.error = None;
-                    }
-                }
+                transitions::succeed_unit(
+                    &mut self.steps[index],
+                    item,
+                    output.json.clone(),
+                    refs.clone(),
+                );
                 let mut records = vec![&self.steps[index]];
                 // A fallback's output is its step's output from now on.
                 let mut recovered = None;
                 if item.is_none()
                     && let Some(primary) = self.fallback_of[index]
                 {
-                    let mut record = self.steps[primary].clone();
-                    record.status = StepStatus::Recovered;
-                    record.output = Some(output.json.clone());
-                    record.output_blobs = refs.clone();
+                    let record = transitions::recover(
+                        &self.steps[primary],
+                        output.json.clone(),
+                        refs.clone(),
+                    );
                     recovered = Some((primary, record));
                 }
                 if let Some((_, record)) = &recovered {
@@ -273,57 +246,47 @@ impl Scheduler<'_> {
         logs: Option<&crate::capabilities::StepLogs>,
     ) -> Result<(), StoreError> {
         let (index, item) = unit;
-        let policy = self.plan.steps[index].definition.retry;
-        let retry = self.will_retry(index, attempt, &failure);
-        if retry {
-            self.metrics.retry(&self.component_name(index));
-            self.pause(unit, "backoff");
-        }
-        let logs_entry = logs.map(|logs| LogsEntry {
-            run_id: &self.run.id,
-            index: index as u32,
-            item,
-            attempt,
-            logs,
-        });
-        if retry {
-            let delay = policy.delay(attempt, fastrand::f64());
-            let wake = now_ms() + delay.as_millis() as u64;
-            tracing::info!(
-                step = %self.steps[index].id,
+        let policy = &self.plan.steps[index].definition.retry;
+        let after =
+            transitions::after_failure(policy, attempt, &failure, now_ms(), fastrand::f64());
+        let logs_entry = |run_id| {
+            logs.map(|logs| LogsEntry {
+                run_id,
+                index: index as u32,
                 item,
                 attempt,
-                delay_ms = delay.as_millis() as u64,
-                error = %failure,
-                "attempt failed; retrying after backoff"
-            );
-            let record = &mut self.steps[index];
-            match item {
-                None => {
-                    record.status = StepStatus::Waiting;
-                    record.wake_at_ms = Some(wake);
-                    record.error = Some(failure);
-                }
-                Some(item) => {
-                    let item = &mut record.items[item as usize];
-                    item.status = StepStatus::Waiting;
-                    item.wake_at_ms = Some(wake);
-                    item.error = Some(failure);
-                }
+                logs,
+            })
+        };
+        match after {
+            AfterFailure::Retry { delay, wake_at_ms } => {
+                self.metrics.retry(&self.component_name(index));
+                self.pause(unit, PauseKind::Backoff);
+                tracing::info!(
+                    step = %self.steps[index].id,
+                    item,
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %failure,
+                    "attempt failed; retrying after backoff"
+                );
+                transitions::back_off(&mut self.steps[index], item, failure, wake_at_ms);
+                self.commit(Commit {
+                    steps: vec![&self.steps[index]],
+                    logs: logs_entry(&self.run.id),
+                    ..Commit::default()
+                })
             }
-            return self.commit(Commit {
-                steps: vec![&self.steps[index]],
-                logs: logs_entry,
-                ..Commit::default()
-            });
+            AfterFailure::ForGood => {
+                if let Some(entry) = logs_entry(&self.run.id) {
+                    self.commit(Commit {
+                        logs: Some(entry),
+                        ..Commit::default()
+                    })?;
+                }
+                self.fail_for_good(index, item, failure)
+            }
         }
-        if let Some(entry) = logs_entry {
-            self.commit(Commit {
-                logs: Some(entry),
-                ..Commit::default()
-            })?;
-        }
-        self.fail_for_good(index, item, failure)
     }
 
     /// A unit failed with no retry left: apply the step's `on_error`.
@@ -334,48 +297,34 @@ impl Scheduler<'_> {
         failure: StepFailure,
     ) -> Result<(), StoreError> {
         self.pauses.remove(&(index, item));
-        let definition = &self.plan.steps[index].definition;
-        let on_error = definition.on_error.clone();
+        let on_error = &self.plan.steps[index].definition.on_error;
         let id = self.steps[index].id.clone();
+        let failed =
+            transitions::fail_unit(&mut self.steps[index], item, &failure, on_error, now_ms());
+        self.commit_step(index)?;
         if let Some(item) = item {
-            let record = &mut self.steps[index].items[item as usize];
-            record.status = StepStatus::Failed;
-            record.error = Some(failure.clone());
-            if on_error == OnError::Continue {
-                record.output = Some(json!({"error": failure}));
+            if failed == Failed::Continue {
+                return self.complete_fan_out(index);
             }
-            self.commit_step(index)?;
-            if on_error != OnError::Continue {
-                self.failing = Some(format!("step `{id}` failed on item {item}: {failure}"));
-                return Ok(());
-            }
-            return self.complete_fan_out(index);
+            self.failing = Some(format!("step `{id}` failed on item {item}: {failure}"));
+            return Ok(());
         }
-        let record = &mut self.steps[index];
-        record.status = StepStatus::Failed;
-        record.error = Some(failure.clone());
-        record.finished_at_ms = Some(now_ms());
-        record.wake_at_ms = None;
-        match on_error {
-            OnError::Continue => {
-                record.output = Some(json!({"error": failure}));
+        match failed {
+            Failed::Continue => {
                 tracing::info!(step = %id, error = %failure, "step failed; the run goes on");
-                self.commit_step(index)?;
                 // A fallback that failed this way leaves its step failed
                 // the same way.
                 if let Some(primary) = self.fallback_of[index] {
-                    let error = self.steps[primary].error.clone();
-                    let record = &mut self.steps[primary];
-                    record.output = Some(json!({"error": error}));
+                    transitions::continue_past(&mut self.steps[primary]);
                     self.commit_step(primary)?;
                 }
             }
-            OnError::Fallback(ref fallback) => {
-                tracing::info!(step = %id, fallback = %fallback, error = %failure, "step failed; running its fallback");
-                self.commit_step(index)?;
+            Failed::Fallback => {
+                if let OnError::Fallback(fallback) = on_error {
+                    tracing::info!(step = %id, fallback = %fallback, error = %failure, "step failed; running its fallback");
+                }
             }
-            OnError::Fail => {
-                self.commit_step(index)?;
+            Failed::Run => {
                 self.failing = Some(match self.fallback_of[index] {
                     Some(primary) => format!(
                         "step `{}` failed and so did its fallback `{id}`: {failure}",
@@ -388,59 +337,16 @@ impl Scheduler<'_> {
         Ok(())
     }
 
-    /// Ends a fan-out whose items are all done: its output is their
-    /// outputs in order.
+    /// Ends a fan-out whose items are all done (see
+    /// [`transitions::complete_fan_out`]), and commits it.
     pub(super) fn complete_fan_out(&mut self, index: usize) -> Result<(), StoreError> {
-        let record = &self.steps[index];
-        if record.status != StepStatus::Running
-            || !record.items.iter().all(|item| {
-                matches!(item.status, StepStatus::Succeeded)
-                    || (item.status == StepStatus::Failed && item.output.is_some())
-            })
-        {
-            return Ok(());
+        if transitions::complete_fan_out(&mut self.steps[index], now_ms()) {
+            self.commit_step(index)?;
         }
-        let outputs: Vec<Value> = record
-            .items
-            .iter()
-            .map(|item| item.output.clone().unwrap_or(Value::Null))
-            .collect();
-        let blobs: Vec<BlobRef> = record
-            .items
-            .iter()
-            .enumerate()
-            .flat_map(|(n, item)| {
-                item.output_blobs.iter().map(move |blob| BlobRef {
-                    name: format!("{n}/{}", blob.name),
-                    ..blob.clone()
-                })
-            })
-            .collect();
-        let failed = record
-            .items
-            .iter()
-            .filter(|item| item.status == StepStatus::Failed)
-            .count();
-        let record = &mut self.steps[index];
-        record.status = if failed == 0 {
-            StepStatus::Succeeded
-        } else {
-            StepStatus::Failed
-        };
-        if failed > 0 {
-            record.error = Some(StepFailure {
-                kind: FailureKind::Fatal,
-                message: format!("{failed} of {} items failed", record.items.len()),
-                details: None,
-            });
-        }
-        record.output = Some(Value::Array(outputs));
-        record.output_blobs = blobs;
-        record.finished_at_ms = Some(now_ms());
-        self.commit_step(index)
+        Ok(())
     }
 
-    /// Sets step `index` succeeded with `output` (built-in steps).
+    /// Sets built-in step `index` succeeded with `output`, its pause over.
     pub(super) fn succeed(
         &mut self,
         index: usize,
@@ -448,15 +354,7 @@ impl Scheduler<'_> {
         blobs: Vec<BlobRef>,
     ) -> Result<(), StoreError> {
         self.pauses.remove(&(index, None));
-        let record = &mut self.steps[index];
-        record.status = StepStatus::Succeeded;
-        record.output = Some(output);
-        record.output_blobs = blobs;
-        record.finished_at_ms = Some(now_ms());
-        record.duration_ms = record
-            .started_at_ms
-            .map(|started| now_ms().saturating_sub(started));
-        record.wake_at_ms = None;
+        transitions::end_pause(&mut self.steps[index], output, blobs, now_ms());
         self.commit_step(index)
     }
 }

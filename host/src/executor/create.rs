@@ -218,12 +218,11 @@ impl Executor {
         // Pin what the run executes: the definition's text and every
         // component's bytes go into the content-addressed blob store, so a
         // resume runs them whatever happens to the files.
-        let mut pinned: Vec<(String, Vec<u8>)> = Vec::new();
+        // The bytes are the ones the plan checked when it loaded them,
+        // never read again: a file replaced since cannot slip in.
+        let mut pinned: Vec<(&str, &[u8])> = Vec::new();
         if !self.store.has_blob(&plan.digest)? {
-            pinned.push((
-                plan.digest.clone(),
-                plan.definition.source.text.as_bytes().to_vec(),
-            ));
+            pinned.push((&plan.digest, plan.definition.source.text.as_bytes()));
         }
         for step in &plan.steps {
             let Some(component) = &step.component else {
@@ -234,16 +233,7 @@ impl Executor {
             {
                 continue;
             }
-            let bytes = crate::files::read(&component.path, crate::files::Kind::Component)
-                .unwrap_or_default();
-            if digest(&bytes) != component.digest {
-                return Err(ExecutorError::Changed(format!(
-                    "component `{}` of step `{}` changed on disk after the workflow was loaded; start the run again",
-                    component.path.display(),
-                    step.definition.id
-                )));
-            }
-            pinned.push((component.digest.clone(), bytes));
+            pinned.push((&component.digest, &component.bytes));
         }
         let now = now_ms();
         let run_id = uuid::Uuid::now_v7().to_string();
@@ -330,11 +320,7 @@ impl Executor {
             blobs: contents
                 .iter()
                 .map(|(digest, data)| (digest.as_str(), *data))
-                .chain(
-                    pinned
-                        .iter()
-                        .map(|(digest, bytes)| (digest.as_str(), bytes.as_slice())),
-                )
+                .chain(pinned.iter().copied())
                 .collect(),
             idempotency: claim.as_ref().map(|(key, record)| (*key, record)),
             ..Commit::default()

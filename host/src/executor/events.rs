@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::*;
 use crate::clock::now_ms;
 use crate::step::{Payload, StepFailure};
-use crate::store::{RunRecord, Signal, StoreError};
+use crate::store::{RunRecord, RunStatus, Signal, StoreError};
 
 /// Something that happened to a run, as it happened: what a progress bar
 /// or an event stream follows. Every event is kept in the run's event log
@@ -72,7 +72,7 @@ pub enum RunEventKind {
         /// The attempt number.
         attempt: u32,
         /// How it ended.
-        status: String,
+        status: AttemptStatus,
         /// How long it took.
         latency_ms: u64,
     },
@@ -83,18 +83,64 @@ pub enum RunEventKind {
         step: String,
         /// The item of a fan-out.
         item: Option<u32>,
-        /// `backoff`, `sleep` or `wait`.
-        kind: String,
+        /// What it waits for.
+        kind: PauseKind,
     },
     /// More steps are done (`steps_done` says how many).
     Progress,
     /// The run ended.
     RunFinished {
-        /// `succeeded` or `failed`.
-        status: String,
+        /// How it ended: `succeeded`, `failed` or `cancelled`.
+        status: RunStatus,
         /// Why it failed.
         error: Option<String>,
     },
+}
+
+/// How an attempt ended, as [`RunEventKind::StepFinished`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    /// It returned an output that passed its checks.
+    Succeeded,
+    /// It failed, and the step runs again after its backoff.
+    Retrying,
+    /// It failed for good.
+    Failed,
+}
+
+impl AttemptStatus {
+    /// The name on the wire and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Succeeded => "succeeded",
+            AttemptStatus::Retrying => "retrying",
+            AttemptStatus::Failed => "failed",
+        }
+    }
+}
+
+/// What a paused step waits for, as [`RunEventKind::Paused`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseKind {
+    /// The backoff before its next attempt.
+    Backoff,
+    /// The end of a `sleep`.
+    Sleep,
+    /// A signal to a `wait` step (or its timeout).
+    Wait,
+}
+
+impl PauseKind {
+    /// The name on the wire and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseKind::Backoff => "backoff",
+            PauseKind::Sleep => "sleep",
+            PauseKind::Wait => "wait",
+        }
+    }
 }
 
 /// Records `event` in its run's event log, then tells subscribers. A log
@@ -203,7 +249,7 @@ impl Scheduler<'_> {
 
     /// Opens the span of a pause of `unit` (`backoff`, `wait`, `sleep`),
     /// unless one is open; it closes when the pause ends.
-    pub(super) fn pause(&mut self, unit: Unit, kind: &'static str) {
+    pub(super) fn pause(&mut self, unit: Unit, kind: PauseKind) {
         if self.pauses.contains_key(&unit) {
             return;
         }
@@ -211,14 +257,14 @@ impl Scheduler<'_> {
         self.event(RunEventKind::Paused {
             step: step.clone(),
             item: unit.1,
-            kind: kind.to_owned(),
+            kind,
         });
         let span = tracing::info_span!(
             target: "plait::executor",
             parent: &self.span,
             "pause",
-            otel.name = %format!("{kind} {step}"),
-            kind,
+            otel.name = %format!("{} {step}", kind.as_str()),
+            kind = kind.as_str(),
             step = %step,
             item = unit.1,
         );
@@ -230,7 +276,7 @@ impl Scheduler<'_> {
     pub(super) fn ended(&self) {
         let status = self.run.status;
         self.event(RunEventKind::RunFinished {
-            status: status.as_str().to_owned(),
+            status,
             error: self.run.error.clone(),
         });
         let duration_ms = now_ms().saturating_sub(self.run.created_at_ms);
@@ -274,18 +320,19 @@ impl Scheduler<'_> {
             .attempt_spans
             .remove(&unit)
             .unwrap_or_else(tracing::Span::none);
-        let status = match failure {
-            None => "succeeded",
-            Some(failure) if self.will_retry(index, attempt, failure) => "retrying",
-            Some(_) => "failed",
+        let outcome = match failure {
+            None => AttemptStatus::Succeeded,
+            Some(failure) if self.will_retry(index, attempt, failure) => AttemptStatus::Retrying,
+            Some(_) => AttemptStatus::Failed,
         };
+        let status = outcome.as_str();
         span.record("status", status);
         span.record("latency_ms", duration_ms);
         self.event(RunEventKind::StepFinished {
             step: self.steps[index].id.clone(),
             item: unit.1,
             attempt,
-            status: status.to_owned(),
+            status: outcome,
             latency_ms: duration_ms,
         });
         match failure {
@@ -298,6 +345,75 @@ impl Scheduler<'_> {
                 span.record("otel.status_description", failure.to_string());
                 tracing::info!(target: "plait::executor", parent: &span, status, latency_ms = duration_ms, error = %failure, "step attempt finished");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{AttemptStatus, PauseKind, RunEvent, RunEventKind};
+    use crate::store::RunStatus;
+
+    fn wire(kind: RunEventKind) -> serde_json::Value {
+        serde_json::to_value(RunEvent {
+            seq: 7,
+            run_id: "r".to_owned(),
+            workflow: "w".to_owned(),
+            at_ms: 1,
+            steps_done: 1,
+            steps_total: 2,
+            kind,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn typed_event_fields_keep_their_wire_names() {
+        assert_eq!(
+            wire(RunEventKind::StepFinished {
+                step: "ocr".to_owned(),
+                item: Some(2),
+                attempt: 3,
+                status: AttemptStatus::Retrying,
+                latency_ms: 40,
+            }),
+            json!({"run_id": "r", "workflow": "w", "at_ms": 1, "steps_done": 1, "steps_total": 2,
+                   "event": "step_finished", "step": "ocr", "item": 2, "attempt": 3,
+                   "status": "retrying", "latency_ms": 40})
+        );
+        for (kind, name) in [
+            (PauseKind::Backoff, "backoff"),
+            (PauseKind::Sleep, "sleep"),
+            (PauseKind::Wait, "wait"),
+        ] {
+            let event = wire(RunEventKind::Paused {
+                step: "s".to_owned(),
+                item: None,
+                kind,
+            });
+            assert_eq!(event["kind"], name);
+            assert_eq!(kind.as_str(), name);
+        }
+        for status in [
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ] {
+            let event = wire(RunEventKind::RunFinished {
+                status,
+                error: None,
+            });
+            assert_eq!(event["event"], "run_finished");
+            assert_eq!(event["status"], status.as_str());
+        }
+        for (status, name) in [
+            (AttemptStatus::Succeeded, "succeeded"),
+            (AttemptStatus::Failed, "failed"),
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), name);
+            assert_eq!(status.as_str(), name);
         }
     }
 }

@@ -27,11 +27,13 @@ mod transitions;
 
 pub use create::{MAX_KEY_LEN, StartRequest, canonical};
 use events::collect_inbox;
-pub use events::{RunEvent, RunEventKind};
-use scheduler::{Done, MAX_HISTORY, Scheduler, Unit};
+pub use events::{AttemptStatus, PauseKind, RunEvent, RunEventKind};
+use scheduler::{Done, Scheduler, Unit};
 use signal::cancel_message;
 pub use signal::{cancel_request, check_signal};
-use transitions::{abandon, progressed_since_takeover, record_interrupted};
+use transitions::{
+    abandon, fatal, finished, progressed_since_takeover, record_interrupted, will_retry,
+};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +46,7 @@ use tracing::field::Empty;
 use crate::digest::digest;
 use crate::plan::Plan;
 use crate::schema::Violations;
-use crate::step::{Blob, FailureKind, StepFailure};
+use crate::step::Blob;
 use crate::store::{
     BlobRef, Lease, RunRecord, RunStore, Signal, StepRecord, StepStatus, StoreError,
 };
@@ -327,24 +329,6 @@ pub fn wake_times(steps: &[StepRecord]) -> impl Iterator<Item = u64> + '_ {
         .filter(|item| item.status == StepStatus::Waiting)
         .filter_map(|item| item.wake_at_ms);
     steps_wake.chain(items_wake)
-}
-
-/// Whether a step is done for good: succeeded, skipped, recovered, or
-/// failed with an output the run went on from.
-fn finished(record: &StepRecord) -> bool {
-    match record.status {
-        StepStatus::Succeeded | StepStatus::Skipped | StepStatus::Recovered => true,
-        StepStatus::Failed => record.output.is_some(),
-        StepStatus::Pending | StepStatus::Running | StepStatus::Waiting => false,
-    }
-}
-
-fn fatal(message: String) -> StepFailure {
-    StepFailure {
-        kind: FailureKind::Fatal,
-        message,
-        details: None,
-    }
 }
 
 /// A value in a message, shortened.

@@ -77,9 +77,7 @@ impl Executor {
         // (`continue`, or a fallback that ran) stays.
         let mut changed = Vec::new();
         for index in 0..steps.len() {
-            let definition = &plan.steps[index].definition;
-            let record = &steps[index];
-            let fallback_pending = match &definition.on_error {
+            let fallback_pending = match &plan.steps[index].definition.on_error {
                 OnError::Fallback(fallback) => plan
                     .definition
                     .steps
@@ -88,23 +86,7 @@ impl Executor {
                     .is_some_and(|f| steps[f].status != StepStatus::Failed),
                 _ => false,
             };
-            let reset =
-                record.status == StepStatus::Failed && record.output.is_none() && !fallback_pending;
-            let record = &mut steps[index];
-            if reset {
-                record.status = StepStatus::Pending;
-                changed.push(index);
-            }
-            let mut items_reset = false;
-            if record.output.is_none() {
-                for item in &mut record.items {
-                    if item.status == StepStatus::Failed {
-                        item.status = StepStatus::Pending;
-                        items_reset = true;
-                    }
-                }
-            }
-            if items_reset && !changed.contains(&index) {
+            if transitions::reset_for_retry(&mut steps[index], fallback_pending) {
                 changed.push(index);
             }
         }
@@ -118,7 +100,7 @@ impl Executor {
             if progressed_since_takeover(&steps) {
                 run.interruptions = 0;
             }
-            let attempts = record_interrupted(&mut steps, &mut changed);
+            let attempts = record_interrupted(&mut steps, &mut changed, now_ms());
             // Only a host that died executing the run counts against it.
             if attempts > 0 {
                 run.interruptions = run.interruptions.saturating_add(1);
@@ -198,7 +180,7 @@ impl Executor {
              inspect it with `plait runs show {}`, then `plait resume {}` to try again",
             run.interruptions, run.id, run.id
         );
-        for index in abandon(&mut steps, &message) {
+        for index in abandon(&mut steps, &message, now_ms()) {
             if !changed.contains(&index) {
                 changed.push(index);
             }

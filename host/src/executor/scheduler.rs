@@ -34,9 +34,6 @@ pub(super) struct Done {
     pub(super) duration_ms: u64,
 }
 
-/// The most attempts a step record keeps in its history.
-pub(super) const MAX_HISTORY: usize = 50;
-
 /// The coordinator of one run.
 pub(super) struct Scheduler<'a> {
     pub(super) store: Arc<dyn RunStore>,
@@ -177,8 +174,7 @@ impl<'a> Scheduler<'a> {
 
     /// Whether a failed attempt of step `index` will be tried again.
     pub(super) fn will_retry(&self, index: usize, attempt: u32, failure: &StepFailure) -> bool {
-        let policy = self.plan.steps[index].definition.retry;
-        attempt > 0 && failure.kind.is_retryable() && attempt < policy.max_attempts
+        will_retry(&self.plan.steps[index].definition.retry, attempt, failure)
     }
 
     /// Commits under the run's lease: refused if another executor took the
@@ -508,7 +504,7 @@ impl<'a> Scheduler<'a> {
             span.record("otel.status_code", "ERROR");
         }
         let message = cancel_message(request);
-        let changed = abandon(&mut self.steps, &message);
+        let changed = abandon(&mut self.steps, &message, now_ms());
         for index in changed {
             self.commit_step(index)?;
         }
@@ -532,19 +528,7 @@ impl<'a> Scheduler<'a> {
         };
         let units: Vec<Unit> = self.in_flight.drain().collect();
         for (index, item) in units {
-            let record = &mut self.steps[index];
-            match item {
-                None => {
-                    record.status = StepStatus::Failed;
-                    record.error = Some(failure.clone());
-                    record.finished_at_ms = Some(now_ms());
-                }
-                Some(item) => {
-                    let item = &mut record.items[item as usize];
-                    item.status = StepStatus::Failed;
-                    item.error = Some(failure.clone());
-                }
-            }
+            transitions::time_out_unit(&mut self.steps[index], item, &failure, now_ms());
             self.commit_step(index)?;
         }
         self.failing = Some(format!(

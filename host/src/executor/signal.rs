@@ -119,7 +119,7 @@ impl Executor {
         let mut run = run;
         let mut steps = self.store.steps(run_id)?;
         let message = cancel_message(&request);
-        let changed = abandon(&mut steps, &message);
+        let changed = abandon(&mut steps, &message, now_ms());
         run.status = RunStatus::Cancelled;
         run.error = Some(message);
         run.updated_at_ms = now_ms();
@@ -137,7 +137,7 @@ impl Executor {
             &run,
             steps.len(),
             RunEventKind::RunFinished {
-                status: RunStatus::Cancelled.as_str().to_owned(),
+                status: RunStatus::Cancelled,
                 error: run.error.clone(),
             },
         );

@@ -384,7 +384,7 @@ impl Flusher {
                     {
                         let _serialized = lock.lock().unwrap_or_else(|p| p.into_inner());
                         if let Err(error) = db.flush() {
-                            tracing::error!(error = %error, "flushing the run journal failed");
+                            tracing::error!(target: "plait::store::sled_store", error = %error, "flushing the run journal failed");
                         }
                     }
                     if stopping {
@@ -898,7 +898,7 @@ impl RunStore for SledStore {
             };
             match serde_json::from_slice::<Signal>(&bytes) {
                 Ok(signal) if self.run(&signal.run_id)?.is_none() => {
-                    tracing::warn!(run = %signal.run_id, step = %signal.step_id, "a signal for a run this store does not hold was dropped");
+                    tracing::warn!(target: "plait::store::sled_store", run = %signal.run_id, step = %signal.step_id, "a signal for a run this store does not hold was dropped");
                 }
                 Ok(signal) => {
                     if self.signal(&signal.run_id, &signal.step_id)?.is_none() {
@@ -909,11 +909,11 @@ impl RunStore for SledStore {
                         })?;
                         collected.push(signal);
                     } else {
-                        tracing::warn!(run = %signal.run_id, step = %signal.step_id, "a second signal for one step was ignored");
+                        tracing::warn!(target: "plait::store::sled_store", run = %signal.run_id, step = %signal.step_id, "a second signal for one step was ignored");
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(file = %path.display(), %error, "an unreadable signal file was dropped");
+                    tracing::warn!(target: "plait::store::sled_store", file = %path.display(), %error, "an unreadable signal file was dropped");
                 }
             }
             // Only after the commit: a crash before it leaves the file to
