@@ -744,7 +744,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
             let dir = staged.commit().map_err(refused)?;
             audit(
                 &home,
-                "bundle.install",
+                plait::store::AuditAction::BundleInstall,
                 &bundle.manifest,
                 serde_json::json!({
                     "signer": info.signer,
@@ -849,7 +849,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 .map_err(refused)?;
             audit(
                 &home,
-                "bundle.remove",
+                plait::store::AuditAction::BundleRemove,
                 &removed.manifest,
                 serde_json::json!({"purge": purge}),
             )?;
@@ -895,7 +895,7 @@ pub async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
 /// is free to write (a running server holds it).
 fn audit(
     home: &Home,
-    action: &str,
+    action: plait::store::AuditAction,
     manifest: &bundle::Manifest,
     detail: serde_json::Value,
 ) -> anyhow::Result<()> {
@@ -912,7 +912,7 @@ fn audit(
         audit: Some(&plait::store::AuditRecord {
             at_ms: plait::clock::now_ms(),
             actor: super::actor(),
-            action: action.to_owned(),
+            action,
             run_id: None,
             workflow: Some(manifest.name.clone()),
             detail,

@@ -256,7 +256,7 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         .filter(|entry| {
             args.action
                 .as_deref()
-                .is_none_or(|action| entry.action == action)
+                .is_none_or(|action| entry.action.as_str() == action)
         })
         .collect();
     if args.json {

@@ -226,7 +226,7 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
         let (run_id, holder) =
             super::runs::select::held_run(&home, args.run_id.as_deref(), args.last, None)?;
         let request = plait::executor::cancel_request(&run_id, args.reason.as_deref(), &origin);
-        plait::store::post_signal(&home.journal_dir(), &request)
+        plait::store::post_signal(&home.journal_dir(), &request.to_signal())
             .context("leaving the cancel request in the store's inbox")?;
         eprintln!(
             "another plait process holds the store{}; the cancel request for run {run_id} waits in its inbox, and the run stops within a second if that process runs it (else when it is next resumed)",

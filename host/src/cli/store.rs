@@ -52,7 +52,7 @@ pub fn collected(
         audit: Some(&plait::store::AuditRecord {
             at_ms: plait::clock::now_ms(),
             actor: super::actor(),
-            action: "store.gc".to_owned(),
+            action: plait::store::AuditAction::StoreGc,
             run_id: None,
             workflow: None,
             detail: serde_json::json!({

@@ -9,8 +9,8 @@ use crate::digest::digest;
 use crate::plan::Plan;
 use crate::step::Blob;
 use crate::store::{
-    AuditRecord, Commit, IdempotencyRecord, RunRecord, RunStatus, StepRecord, StepStatus,
-    StoreError, WorkflowRef,
+    AuditAction, AuditRecord, Commit, IdempotencyRecord, RunRecord, RunStatus, StepRecord,
+    StepStatus, StoreError, WorkflowRef,
 };
 use crate::telemetry::{RunTrace, TraceContext};
 
@@ -305,7 +305,7 @@ impl Executor {
         let audit = AuditRecord {
             at_ms: now,
             actor: origin.actor(),
-            action: "run.start".to_owned(),
+            action: AuditAction::RunStart,
             run_id: Some(run_id.clone()),
             workflow: Some(plan.definition.name.clone()),
             detail: match key {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::*;
 use crate::clock::now_ms;
 use crate::step::{Payload, StepFailure};
-use crate::store::{RunRecord, RunStatus, Signal, StoreError};
+use crate::store::{CancelRequest, RunRecord, RunStatus, Signal, StoreError};
 
 /// Something that happened to a run, as it happened: what a progress bar
 /// or an event stream follows. Every event is kept in the run's event log
@@ -176,18 +176,13 @@ pub(super) fn collect_inbox(
             continue;
         };
         let steps = store.steps(&run.id)?;
-        let kind = if signal.is_cancel() {
-            RunEventKind::CancelRequested {
-                reason: signal
-                    .data
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            }
-        } else {
-            RunEventKind::SignalReceived {
+        let kind = match CancelRequest::from_signal(signal) {
+            Some(cancel) => RunEventKind::CancelRequested {
+                reason: cancel.reason,
+            },
+            None => RunEventKind::SignalReceived {
                 step: signal.step_id.clone(),
-            }
+            },
         };
         publish(
             store,

@@ -29,7 +29,6 @@ pub use create::{MAX_KEY_LEN, StartRequest, canonical};
 use events::collect_inbox;
 pub use events::{AttemptStatus, PauseKind, RunEvent, RunEventKind};
 use scheduler::{Done, Scheduler, Unit};
-use signal::cancel_message;
 pub use signal::{cancel_request, check_signal};
 use transitions::{
     abandon, fatal, finished, progressed_since_takeover, record_interrupted, will_retry,

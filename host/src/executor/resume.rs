@@ -8,7 +8,8 @@ use crate::clock::now_ms;
 use crate::definition::OnError;
 use crate::plan::Plan;
 use crate::store::{
-    AuditRecord, Commit, Lease, RunRecord, RunStatus, StepRecord, StepStatus, StoreError,
+    AuditAction, AuditRecord, Commit, Lease, RunRecord, RunStatus, StepRecord, StepStatus,
+    StoreError,
 };
 use crate::telemetry::TraceContext;
 
@@ -142,7 +143,7 @@ impl Executor {
         let audit = AuditRecord {
             at_ms: now_ms(),
             actor: origin.actor(),
-            action: "run.resume".to_owned(),
+            action: AuditAction::RunResume,
             run_id: Some(run.id.clone()),
             workflow: Some(run.workflow.name.clone()),
             detail: json!({"was": if failed_before { "failed" } else { "interrupted" }}),
@@ -191,7 +192,7 @@ impl Executor {
         let audit = AuditRecord {
             at_ms: now_ms(),
             actor: origin.actor(),
-            action: "run.refuse".to_owned(),
+            action: AuditAction::RunRefuse,
             run_id: Some(run.id.clone()),
             workflow: Some(run.workflow.name.clone()),
             detail: json!({"interruptions": run.interruptions}),

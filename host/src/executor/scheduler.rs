@@ -16,7 +16,7 @@ use crate::engine::Invoked;
 use crate::plan::Plan;
 use crate::step::{FailureKind, StepFailure};
 use crate::store::{
-    Commit, Lease, RunRecord, RunStatus, Signal, StepRecord, StepStatus, StoreError,
+    CancelRequest, Commit, Lease, RunRecord, RunStatus, StepRecord, StepStatus, StoreError,
 };
 use crate::telemetry::Metrics;
 
@@ -232,7 +232,7 @@ impl<'a> Scheduler<'a> {
                     }
                 }
             }
-            if let Some(request) = self.store.signal(&self.run.id, Signal::CANCEL)? {
+            if let Some(request) = self.store.cancel_request(&self.run.id)? {
                 return self.cancel(&request).await;
             }
             let now = now_ms();
@@ -493,7 +493,10 @@ impl<'a> Scheduler<'a> {
 
     /// A cancel was requested: stops what runs and ends the run
     /// `cancelled`.
-    pub(super) async fn cancel(&mut self, request: &Signal) -> Result<RunReport, ExecutorError> {
+    pub(super) async fn cancel(
+        &mut self,
+        request: &CancelRequest,
+    ) -> Result<RunReport, ExecutorError> {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         self.in_flight.clear();
@@ -503,7 +506,7 @@ impl<'a> Scheduler<'a> {
             span.record("status", "cancelled");
             span.record("otel.status_code", "ERROR");
         }
-        let message = cancel_message(request);
+        let message = request.message();
         let changed = abandon(&mut self.steps, &message, now_ms());
         for index in changed {
             self.commit_step(index)?;

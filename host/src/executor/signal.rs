@@ -1,13 +1,13 @@
 //! Signals and cancels from outside the run: delivering data to a `wait`
 //! step, and stopping a run whether or not a process executes it.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::*;
 use crate::clock::now_ms;
 use crate::definition::StepKind;
 use crate::plan::Plan;
-use crate::store::{Commit, RunRecord, RunStatus, Signal, StoreError};
+use crate::store::{CancelRequest, Commit, RunRecord, RunStatus, Signal, StoreError};
 
 impl Executor {
     /// Delivers `data` to `wait` step `step_id` of run `run_id`. The run
@@ -94,13 +94,14 @@ impl Executor {
                 run.status.as_str()
             )));
         }
-        if self.store.signal(run_id, Signal::CANCEL)?.is_some() {
+        if self.store.cancel_request(run_id)?.is_some() {
             return Ok(Cancelled::AlreadyRequested);
         }
         let request = cancel_request(run_id, reason, origin);
+        let stored = request.to_signal();
         self.store.commit(Commit {
-            signal: Some(&request),
-            audit: Some(&request.audit()),
+            signal: Some(&stored),
+            audit: Some(&stored.audit()),
             ..Commit::default()
         })?;
         let steps_total = self.store.steps(run_id)?.len();
@@ -118,7 +119,7 @@ impl Executor {
         };
         let mut run = run;
         let mut steps = self.store.steps(run_id)?;
-        let message = cancel_message(&request);
+        let message = request.message();
         let changed = abandon(&mut steps, &message, now_ms());
         run.status = RunStatus::Cancelled;
         run.error = Some(message);
@@ -182,25 +183,12 @@ pub fn check_signal(plan: &Plan, run: &RunRecord, step_id: &str) -> Result<(), E
     Ok(())
 }
 
-/// The request that cancels run `run_id`, kept with its signals.
-pub fn cancel_request(run_id: &str, reason: Option<&str>, origin: &Origin) -> Signal {
-    Signal {
+/// The request that cancels run `run_id`, on behalf of `origin`.
+pub fn cancel_request(run_id: &str, reason: Option<&str>, origin: &Origin) -> CancelRequest {
+    CancelRequest {
         run_id: run_id.to_owned(),
-        step_id: Signal::CANCEL.to_owned(),
-        data: match reason {
-            Some(reason) => json!({ "reason": reason }),
-            None => json!({}),
-        },
-        sent_at_ms: now_ms(),
-        sent_by: Some(origin.actor()),
-    }
-}
-
-/// The run's error once `request` cancelled it.
-pub(super) fn cancel_message(request: &Signal) -> String {
-    let by = request.sent_by.as_deref().unwrap_or("unknown");
-    match request.data.get("reason").and_then(Value::as_str) {
-        Some(reason) => format!("cancelled by {by}: {reason}"),
-        None => format!("cancelled by {by}"),
+        reason: reason.map(str::to_owned),
+        requested_at_ms: now_ms(),
+        requested_by: Some(origin.actor()),
     }
 }

@@ -1517,7 +1517,7 @@ async fn retry_run(
     let audit = AuditRecord {
         at_ms: crate::clock::now_ms(),
         actor: caller.actor.clone(),
-        action: "run.retry".to_owned(),
+        action: crate::store::AuditAction::RunRetry,
         run_id: Some(run.id.clone()),
         workflow: Some(run.workflow.name.clone()),
         detail: Value::Null,

@@ -12,9 +12,9 @@ pub mod remote;
 mod sled_store;
 
 pub use records::{
-    Abandoned, AttemptRecord, AuditRecord, BlobRef, CacheEntry, CacheHit, Delivery,
-    DeliveryAttempt, EventRecord, IdempotencyRecord, ItemRecord, Lease, RunRecord, RunStatus,
-    Signal, StepRecord, StepStatus, TriggerMark, WorkflowRef,
+    Abandoned, AttemptRecord, AuditAction, AuditRecord, BlobRef, CacheEntry, CacheHit,
+    CancelRequest, Delivery, DeliveryAttempt, EventRecord, IdempotencyRecord, ItemRecord, Lease,
+    RunRecord, RunStatus, Signal, StepRecord, StepStatus, TriggerMark, WorkflowRef,
 };
 pub use sled_store::{
     BATCH_INTERVAL_MS, Durability, SledStore, WriteWatch, inbox_dir, post_signal,
@@ -196,6 +196,13 @@ pub trait RunStore: Send + Sync {
     fn logs(&self, run_id: &str, step_index: u32) -> Result<Vec<AttemptLogs>, StoreError>;
     /// The signal delivered to step `step_id` of a run, if any.
     fn signal(&self, run_id: &str, step_id: &str) -> Result<Option<Signal>, StoreError>;
+    /// The request to cancel run `run_id`, if one was made.
+    fn cancel_request(&self, run_id: &str) -> Result<Option<CancelRequest>, StoreError> {
+        Ok(self
+            .signal(run_id, Signal::CANCEL)?
+            .as_ref()
+            .and_then(CancelRequest::from_signal))
+    }
     /// Takes the lease on run `run_id` for `holder` for `ttl_ms`, with a
     /// token above every earlier one. Fails with [`StoreError::LeaseHeld`]
     /// while another holder's lease has not lapsed.

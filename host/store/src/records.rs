@@ -286,6 +286,68 @@ pub struct ItemRecord {
     pub cache_hit: Option<CacheHit>,
 }
 
+/// A request to cancel a run: its own message, not data for a step.
+///
+/// On disk it keeps the encoding older journals hold (a [`Signal`] under the
+/// reserved step id [`Signal::CANCEL`], which no step id can take), so a
+/// journal written before this type existed reads the same;
+/// [`CancelRequest::to_signal`] and [`CancelRequest::from_signal`] are that
+/// encoding and nothing else.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelRequest {
+    /// The run.
+    pub run_id: String,
+    /// Why, if the requester said.
+    pub reason: Option<String>,
+    /// When it was asked, ms since the Unix epoch.
+    pub requested_at_ms: u64,
+    /// Who asked (see [`AuditRecord::actor`]).
+    pub requested_by: Option<String>,
+}
+
+impl CancelRequest {
+    /// The run's error once this request cancelled it.
+    #[must_use]
+    pub fn message(&self) -> String {
+        let by = self.requested_by.as_deref().unwrap_or("unknown");
+        match &self.reason {
+            Some(reason) => format!("cancelled by {by}: {reason}"),
+            None => format!("cancelled by {by}"),
+        }
+    }
+
+    /// The request as the journal keeps it.
+    #[must_use]
+    pub fn to_signal(&self) -> Signal {
+        Signal {
+            run_id: self.run_id.clone(),
+            step_id: Signal::CANCEL.to_owned(),
+            data: match &self.reason {
+                Some(reason) => serde_json::json!({ "reason": reason }),
+                None => serde_json::json!({}),
+            },
+            sent_at_ms: self.requested_at_ms,
+            sent_by: self.requested_by.clone(),
+        }
+    }
+
+    /// The cancel request a stored signal holds; `None` for a `wait`
+    /// step's data.
+    #[must_use]
+    pub fn from_signal(signal: &Signal) -> Option<CancelRequest> {
+        signal.is_cancel().then(|| CancelRequest {
+            run_id: signal.run_id.clone(),
+            reason: signal
+                .data
+                .get("reason")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            requested_at_ms: signal.sent_at_ms,
+            requested_by: signal.sent_by.clone(),
+        })
+    }
+}
+
 /// Data delivered to a `wait` step (`plait signal RUN STEP --data JSON`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
@@ -315,14 +377,17 @@ impl Signal {
     /// The audit log entry of this signal's delivery.
     pub fn audit(&self) -> AuditRecord {
         let (action, detail) = if self.is_cancel() {
-            ("run.cancel", self.data.clone())
+            (AuditAction::RunCancel, self.data.clone())
         } else {
-            ("run.signal", serde_json::json!({ "step": self.step_id }))
+            (
+                AuditAction::RunSignal,
+                serde_json::json!({ "step": self.step_id }),
+            )
         };
         AuditRecord {
             at_ms: self.sent_at_ms,
             actor: self.sent_by.clone().unwrap_or_else(|| "unknown".to_owned()),
-            action: action.to_owned(),
+            action,
             run_id: Some(self.run_id.clone()),
             workflow: None,
             detail,
@@ -380,9 +445,8 @@ pub struct AuditRecord {
     /// Who: `user:NAME` for the CLI (the OS user, or `$PLAIT_ACTOR`),
     /// `token:NAME` for the HTTP API.
     pub actor: String,
-    /// What: `run.start`, `run.resume`, `run.signal`, `run.cancel`,
-    /// `store.gc`, `bundle.install`, ...
-    pub action: String,
+    /// What was done.
+    pub action: AuditAction,
     /// The run it concerns, if one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
@@ -392,6 +456,89 @@ pub struct AuditRecord {
     /// Anything else worth keeping (the signalled step, the key, counts).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub detail: serde_json::Value,
+}
+
+/// What an [`AuditRecord`] records. Kept as its dotted name
+/// (`run.start`), so the audit log reads the same as before it was typed; a
+/// name this build does not know (written by a newer Plait) is kept as it
+/// is, not refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum AuditAction {
+    /// A run was created (`run.start`).
+    RunStart,
+    /// A run was resumed by someone (`run.resume`).
+    RunResume,
+    /// A run that kept killing its host was failed, not resumed
+    /// (`run.refuse`).
+    RunRefuse,
+    /// A `wait` step was signalled (`run.signal`).
+    RunSignal,
+    /// A run's cancel was requested (`run.cancel`).
+    RunCancel,
+    /// A failed run was tried again (`run.retry`).
+    RunRetry,
+    /// `plait gc` removed finished runs (`store.gc`).
+    StoreGc,
+    /// A bundle was installed (`bundle.install`).
+    BundleInstall,
+    /// A bundle was removed (`bundle.remove`).
+    BundleRemove,
+    /// An action this build does not know, by its name.
+    Other(String),
+}
+
+impl AuditAction {
+    /// Every action this build records, for listings and help.
+    pub const KNOWN: [AuditAction; 9] = [
+        AuditAction::RunStart,
+        AuditAction::RunResume,
+        AuditAction::RunRefuse,
+        AuditAction::RunSignal,
+        AuditAction::RunCancel,
+        AuditAction::RunRetry,
+        AuditAction::StoreGc,
+        AuditAction::BundleInstall,
+        AuditAction::BundleRemove,
+    ];
+
+    /// Its dotted name, as the audit log keeps it.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match self {
+            AuditAction::RunStart => "run.start",
+            AuditAction::RunResume => "run.resume",
+            AuditAction::RunRefuse => "run.refuse",
+            AuditAction::RunSignal => "run.signal",
+            AuditAction::RunCancel => "run.cancel",
+            AuditAction::RunRetry => "run.retry",
+            AuditAction::StoreGc => "store.gc",
+            AuditAction::BundleInstall => "bundle.install",
+            AuditAction::BundleRemove => "bundle.remove",
+            AuditAction::Other(name) => name,
+        }
+    }
+}
+
+impl From<String> for AuditAction {
+    fn from(name: String) -> AuditAction {
+        AuditAction::KNOWN
+            .into_iter()
+            .find(|known| known.as_str() == name)
+            .unwrap_or(AuditAction::Other(name))
+    }
+}
+
+impl From<AuditAction> for String {
+    fn from(action: AuditAction) -> String {
+        action.as_str().to_owned()
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Something that happened to a run, kept in order: what an event stream
@@ -495,4 +642,57 @@ pub struct Abandoned {
     pub holder: String,
     /// When it was last heard of (its last renewal), ms since the epoch.
     pub heard_at_ms: u64,
+}
+
+#[cfg(test)]
+mod typed_tests {
+    use super::{AuditAction, CancelRequest, Signal};
+
+    #[test]
+    fn audit_actions_keep_their_dotted_names_and_unknown_ones_survive() {
+        for action in AuditAction::KNOWN {
+            let wire = serde_json::to_value(&action).unwrap();
+            assert_eq!(wire, action.as_str());
+            assert_eq!(serde_json::from_value::<AuditAction>(wire).unwrap(), action);
+        }
+        assert_eq!(
+            serde_json::to_value(AuditAction::StoreGc).unwrap(),
+            "store.gc"
+        );
+        let newer: AuditAction = serde_json::from_value("token.rotate".into()).unwrap();
+        assert_eq!(newer, AuditAction::Other("token.rotate".to_owned()));
+        assert_eq!(serde_json::to_value(&newer).unwrap(), "token.rotate");
+    }
+
+    #[test]
+    fn a_cancel_request_is_kept_as_older_journals_hold_it() {
+        let request = CancelRequest {
+            run_id: "run-1".to_owned(),
+            reason: Some("wrong input".to_owned()),
+            requested_at_ms: 42,
+            requested_by: Some("user:ana".to_owned()),
+        };
+        let stored = request.to_signal();
+        assert_eq!(stored.step_id, Signal::CANCEL);
+        assert!(stored.is_cancel());
+        assert_eq!(stored.data, serde_json::json!({"reason": "wrong input"}));
+        assert_eq!(CancelRequest::from_signal(&stored), Some(request.clone()));
+        assert_eq!(request.message(), "cancelled by user:ana: wrong input");
+        assert_eq!(stored.audit().action, AuditAction::RunCancel);
+        let unexplained = CancelRequest {
+            reason: None,
+            requested_by: None,
+            ..request
+        };
+        assert_eq!(unexplained.message(), "cancelled by unknown");
+        let data = Signal {
+            step_id: "approve".to_owned(),
+            ..stored
+        };
+        assert_eq!(
+            CancelRequest::from_signal(&data),
+            None,
+            "a wait step's data"
+        );
+    }
 }
