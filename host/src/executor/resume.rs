@@ -8,7 +8,7 @@ use crate::clock::now_ms;
 use crate::definition::OnError;
 use crate::plan::Plan;
 use crate::store::{
-    AuditAction, AuditRecord, Commit, Lease, RunRecord, RunStatus, StepRecord, StepStatus,
+    AuditAction, AuditRecord, Commit, Fence, Lease, RunRecord, RunStatus, StepRecord, StepStatus,
     StoreError,
 };
 use crate::telemetry::TraceContext;
@@ -151,7 +151,7 @@ impl Executor {
         self.store.commit(Commit {
             run: Some(&run),
             steps: changed.iter().map(|&index| &steps[index]).collect(),
-            fence: Some((run_id, &lease.holder, lease.token)),
+            fence: Some(Fence::of(run_id, &lease)),
             // Taking a queued run, or going on with one the host itself
             // set aside (no actor), is the host's doing, not an action.
             audit: (!queued && origin.actor.is_some()).then_some(&audit),
@@ -200,7 +200,7 @@ impl Executor {
         let committed = self.store.commit(Commit {
             run: Some(&run),
             steps: changed.iter().map(|&index| &steps[index]).collect(),
-            fence: Some((&run.id, &lease.holder, lease.token)),
+            fence: Some(Fence::of(&run.id, &lease)),
             audit: Some(&audit),
             ..Commit::default()
         });

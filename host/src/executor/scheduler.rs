@@ -16,7 +16,7 @@ use crate::engine::Invoked;
 use crate::plan::Plan;
 use crate::step::{FailureKind, StepFailure};
 use crate::store::{
-    CancelRequest, Commit, Lease, RunRecord, RunStatus, StepRecord, StepStatus, StoreError,
+    CancelRequest, Commit, Fence, Lease, RunRecord, RunStatus, StepRecord, StepStatus, StoreError,
 };
 use crate::telemetry::Metrics;
 
@@ -181,7 +181,7 @@ impl<'a> Scheduler<'a> {
     /// run over.
     pub(super) fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
         self.store.commit(Commit {
-            fence: Some((&self.run.id, &self.lease.holder, self.lease.token)),
+            fence: Some(Fence::of(&self.run.id, &self.lease)),
             ..commit
         })
     }

@@ -7,7 +7,7 @@ use super::*;
 use crate::clock::now_ms;
 use crate::definition::StepKind;
 use crate::plan::Plan;
-use crate::store::{CancelRequest, Commit, RunRecord, RunStatus, Signal, StoreError};
+use crate::store::{CancelRequest, Commit, Fence, RunRecord, RunStatus, Signal, StoreError};
 
 impl Executor {
     /// Delivers `data` to `wait` step `step_id` of run `run_id`. The run
@@ -127,7 +127,7 @@ impl Executor {
         let committed = self.store.commit(Commit {
             run: Some(&run),
             steps: changed.iter().map(|&index| &steps[index]).collect(),
-            fence: Some((run_id, &lease.holder, lease.token)),
+            fence: Some(Fence::of(run_id, &lease)),
             ..Commit::default()
         });
         let _ = self.store.release_lease(run_id, &lease);

@@ -115,6 +115,31 @@ pub enum StoreError {
     UnknownRun(String),
 }
 
+/// The lease a commit is made under: the run, and the holder and token
+/// of the lease the writer took. A writer whose lease lapsed and was taken
+/// over carries an older token, so its late commit is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence<'a> {
+    /// The run the lease is on.
+    pub run_id: &'a str,
+    /// The holder the writer took it as.
+    pub holder: &'a str,
+    /// The token it got.
+    pub token: u64,
+}
+
+impl<'a> Fence<'a> {
+    /// The fence of `lease` on run `run_id`.
+    #[must_use]
+    pub fn of(run_id: &'a str, lease: &'a Lease) -> Fence<'a> {
+        Fence {
+            run_id,
+            holder: &lease.holder,
+            token: lease.token,
+        }
+    }
+}
+
 /// One atomic change to the journal.
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
@@ -134,10 +159,10 @@ pub struct Commit<'a> {
     pub idempotency: Option<(&'a str, &'a IdempotencyRecord)>,
     /// A step output to keep in the cross-run step cache, by key.
     pub cache: Option<(&'a str, &'a CacheEntry)>,
-    /// The lease the writer holds: (run id, holder, token). The commit
-    /// fails with [`StoreError::Fenced`] (and writes nothing) unless that
-    /// lease is still the run's.
-    pub fence: Option<(&'a str, &'a str, u64)>,
+    /// The lease the writer holds. The commit fails with
+    /// [`StoreError::Fenced`] (and writes nothing) unless that lease is
+    /// still the run's.
+    pub fence: Option<Fence<'a>>,
     /// An audit log entry, written with the rest.
     pub audit: Option<&'a AuditRecord>,
 }

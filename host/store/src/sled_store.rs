@@ -512,13 +512,13 @@ impl RunStore for SledStore {
                 |(runs, steps_tree, blobs, logs_tree, signals, keys, cache, leases, audit_tree)| {
                     // First: a lost lease or a taken key aborts the whole
                     // commit.
-                    if let Some((run_id, holder, token)) = fence {
+                    if let Some(fence) = fence {
                         let current = leases
-                            .get(run_id.as_bytes())?
+                            .get(fence.run_id.as_bytes())?
                             .and_then(|bytes| serde_json::from_slice::<Lease>(&bytes).ok());
-                        if !current
-                            .is_some_and(|lease| lease.holder == holder && lease.token == token)
-                        {
+                        if !current.is_some_and(|lease| {
+                            lease.holder == fence.holder && lease.token == fence.token
+                        }) {
                             return Err(ConflictableTransactionError::Abort(Abort::Fenced));
                         }
                     }
@@ -562,7 +562,7 @@ impl RunStore for SledStore {
                 return Err(StoreError::KeyTaken(key.to_owned()));
             }
             Err(TransactionError::Abort(Abort::Fenced)) => {
-                let run_id = fence.map(|(run_id, _, _)| run_id).unwrap_or_default();
+                let run_id = fence.map(|fence| fence.run_id).unwrap_or_default();
                 return Err(StoreError::Fenced(run_id.to_owned()));
             }
         }
@@ -938,7 +938,7 @@ impl RunStore for SledStore {
 mod tests {
     use super::*;
     use crate::logs::StepLogs;
-    use crate::{BlobRef, RunStatus, StepStatus, WorkflowRef};
+    use crate::{BlobRef, Fence, RunStatus, StepStatus, WorkflowRef};
 
     /// Opens the store again after the last handle was dropped: sled
     /// releases its file lock from a background thread, so wait for it.
@@ -1034,7 +1034,11 @@ mod tests {
         changed.status = RunStatus::Failed;
         let stale = store.commit(Commit {
             run: Some(&changed),
-            fence: Some(("r1", "a", first.token)),
+            fence: Some(Fence {
+                run_id: "r1",
+                holder: "a",
+                token: first.token,
+            }),
             ..Commit::default()
         });
         assert!(matches!(stale, Err(StoreError::Fenced(_))), "{stale:?}");
@@ -1047,7 +1051,11 @@ mod tests {
         store
             .commit(Commit {
                 run: Some(&changed),
-                fence: Some(("r1", "b", second.token)),
+                fence: Some(Fence {
+                    run_id: "r1",
+                    holder: "b",
+                    token: second.token,
+                }),
                 ..Commit::default()
             })
             .unwrap();
