@@ -45,7 +45,7 @@ use crate::store::{RunStatus, RunStore, SledStore};
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The folder cannot be used.
-    #[error("cannot use `{}` as the runtime's folder: {source}", path.display())]
+    #[error("cannot use `{}` as the runtime's folder", path.display())]
     Folder {
         /// The folder.
         path: PathBuf,

@@ -132,7 +132,7 @@ impl Registry {
             if let Err(error) = bundle.import_compiled(engine, signed_by_trusted) {
                 tracing::warn!(
                     bundle = %bundle.manifest.id(),
-                    error = %error,
+                    error = %crate::errors::error_chain(&error),
                     "the bundle's compiled code was not taken"
                 );
             }

@@ -47,7 +47,7 @@ pub use plait_policy::DEFAULT_BUNDLE_MAX_SIZE as DEFAULT_MAX_SIZE;
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     /// A file could not be read or written.
-    #[error("{what} `{}`: {source}", path.display())]
+    #[error("{what} `{}`", path.display())]
     Io {
         /// What was being done.
         what: &'static str,

@@ -234,11 +234,17 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                 ExecutorError::MissingInputBlob { .. }
                 | ExecutorError::DuplicateInputBlob(_)
                 | ExecutorError::InvalidInput(_)
-                | ExecutorError::Signal(_)
+                | ExecutorError::NoSuchStep { .. }
+                | ExecutorError::NotAWaitStep(_)
+                | ExecutorError::SignalToFinishedRun { .. }
+                | ExecutorError::SignalToFinishedStep { .. }
+                | ExecutorError::AlreadySignalled { .. }
                 | ExecutorError::KeyReused { .. }
                 | ExecutorError::InvalidKey(_)
-                | ExecutorError::Cancel(_)
-                | ExecutorError::Changed(_) => EXIT_USAGE,
+                | ExecutorError::CancelFinishedRun { .. }
+                | ExecutorError::ResumeCancelled { .. }
+                | ExecutorError::WorkflowChanged { .. }
+                | ExecutorError::ComponentChanged { .. } => EXIT_USAGE,
                 ExecutorError::Store(StoreError::UnknownRun(_)) => EXIT_USAGE,
                 _ => EXIT_RUN_FAILED,
             };

@@ -10,7 +10,7 @@ use crate::plan::Plan;
 use crate::step::Blob;
 use crate::store::{
     AuditAction, AuditRecord, Commit, IdempotencyRecord, RunRecord, RunStatus, StepRecord,
-    StepStatus, StoreError, WorkflowRef,
+    StoreError, WorkflowRef,
 };
 use crate::telemetry::{RunTrace, TraceContext};
 
@@ -268,28 +268,16 @@ impl Executor {
             .steps
             .iter()
             .enumerate()
-            .map(|(index, step)| StepRecord {
-                run_id: run_id.clone(),
-                index: index as u32,
-                id: step.definition.id.to_string(),
-                status: StepStatus::Pending,
-                attempts: 0,
-                component_digest: step.component_digest().to_owned(),
-                component: step
-                    .component
-                    .as_ref()
-                    .map(|component| component.description.name.clone()),
-                started_at_ms: None,
-                finished_at_ms: None,
-                duration_ms: None,
-                output: None,
-                output_blobs: Vec::new(),
-                error: None,
-                fuel_consumed: None,
-                wake_at_ms: None,
-                items: Vec::new(),
-                history: Vec::new(),
-                cache_hit: None,
+            .map(|(index, step)| {
+                StepRecord::pending(
+                    &run_id,
+                    index as u32,
+                    step.definition.id.as_str(),
+                    step.component_digest(),
+                    step.component
+                        .as_ref()
+                        .map(|component| component.description.name.clone()),
+                )
             })
             .collect();
         let claim = request.as_ref().map(|(key, request_digest)| {

@@ -83,12 +83,84 @@ pub enum ExecutorError {
         "the workflow input does not match the workflow's `input.schema`: {0}; no run was created"
     )]
     InvalidInput(Violations),
-    /// Resume was asked of a run whose workflow or components changed.
-    #[error("{0}")]
-    Changed(String),
-    /// A signal that cannot be delivered.
-    #[error("{0}")]
-    Signal(String),
+    /// Resume was asked of a run whose workflow file changed since it
+    /// started.
+    #[error(
+        "the workflow file `{}` changed since run `{run_id}` started ({then} then, {now} now); \
+         a run only resumes on the definition it started with: restore that file",
+        path.display()
+    )]
+    WorkflowChanged {
+        /// The run.
+        run_id: String,
+        /// The workflow file.
+        path: std::path::PathBuf,
+        /// The digest the run started with.
+        then: String,
+        /// The file's digest now.
+        now: String,
+    },
+    /// Resume was asked of a run whose unfinished step's component changed.
+    #[error(
+        "the component of step `{step}` (`{}`) changed since run `{run_id}` started ({then} then, {now} now); \
+         restore the original component to resume",
+        uses.display()
+    )]
+    ComponentChanged {
+        /// The run.
+        run_id: String,
+        /// The step.
+        step: String,
+        /// Its `uses:`.
+        uses: std::path::PathBuf,
+        /// The digest the run started with.
+        then: String,
+        /// The component's digest now.
+        now: String,
+    },
+    /// A signal for a step the workflow does not have.
+    #[error("workflow `{workflow}` has no step `{step}`; its wait steps: {waits}")]
+    NoSuchStep {
+        /// The workflow.
+        workflow: String,
+        /// The step asked for.
+        step: String,
+        /// Its `wait` steps, listed (`none` if it has none).
+        waits: String,
+    },
+    /// A signal for a step that is not a `wait` step.
+    #[error("step `{0}` is not a `type: wait` step; only wait steps take signals")]
+    NotAWaitStep(String),
+    /// A signal for a run that already ended.
+    #[error(
+        "run `{run_id}` is already {status}; a signal can only reach a run that is running or waiting"
+    )]
+    SignalToFinishedRun {
+        /// The run.
+        run_id: String,
+        /// How it ended.
+        status: &'static str,
+    },
+    /// A signal for a step that already finished.
+    #[error(
+        "step `{step}` of run `{run_id}` is already {status}; a signal can only reach a step that has not finished"
+    )]
+    SignalToFinishedStep {
+        /// The run.
+        run_id: String,
+        /// The step.
+        step: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// A second signal for one step.
+    #[error("step `{step}` of run `{run_id}` already has a signal; the first one counts")]
+    AlreadySignalled {
+        /// The run.
+        run_id: String,
+        /// The step.
+        step: String,
+    },
     /// An idempotency key used before for a different request.
     #[error(
         "idempotency key `{key}` was used for run `{run_id}` with a different workflow, input or blobs; \
@@ -103,9 +175,24 @@ pub enum ExecutorError {
     /// An idempotency key that cannot be used.
     #[error("invalid idempotency key: {0}")]
     InvalidKey(String),
-    /// A cancel that cannot be done, or a resume of a cancelled run.
-    #[error("{0}")]
-    Cancel(String),
+    /// A cancel of a run that already ended.
+    #[error("run `{run_id}` is already {status}; only a running or waiting run can be cancelled")]
+    CancelFinishedRun {
+        /// The run.
+        run_id: String,
+        /// How it ended.
+        status: &'static str,
+    },
+    /// A resume of a cancelled run.
+    #[error(
+        "run `{run_id}` was cancelled ({reason}); a cancelled run is not resumed: start a new run"
+    )]
+    ResumeCancelled {
+        /// The run.
+        run_id: String,
+        /// Its cancel's message.
+        reason: String,
+    },
     /// The host is stopping ([`Executor::stop`]): the run's running
     /// attempts finished and were recorded; it continues when a host
     /// resumes it.

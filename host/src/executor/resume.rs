@@ -37,30 +37,28 @@ impl Executor {
             return Ok(RunReport { run, steps });
         }
         if run.status == RunStatus::Cancelled {
-            return Err(ExecutorError::Cancel(format!(
-                "run `{run_id}` was cancelled ({}); a cancelled run is not resumed: start a new run",
-                run.error.as_deref().unwrap_or("no reason given")
-            )));
+            return Err(ExecutorError::ResumeCancelled {
+                run_id: run_id.to_owned(),
+                reason: run.error.unwrap_or_else(|| "no reason given".to_owned()),
+            });
         }
         if run.workflow.digest != plan.digest {
-            return Err(ExecutorError::Changed(format!(
-                "the workflow file `{}` changed since run `{run_id}` started ({} then, {} now); \
-                 a run only resumes on the definition it started with: restore that file",
-                run.workflow.path.display(),
-                run.workflow.digest,
-                plan.digest
-            )));
+            return Err(ExecutorError::WorkflowChanged {
+                run_id: run_id.to_owned(),
+                path: run.workflow.path,
+                then: run.workflow.digest,
+                now: plan.digest.clone(),
+            });
         }
         for (record, planned) in steps.iter().zip(&plan.steps) {
             if !finished(record) && record.component_digest != planned.component_digest() {
-                return Err(ExecutorError::Changed(format!(
-                    "the component of step `{}` (`{}`) changed since run `{run_id}` started ({} then, {} now); \
-                     restore the original component to resume",
-                    record.id,
-                    planned.definition.uses.display(),
-                    record.component_digest,
-                    planned.component_digest()
-                )));
+                return Err(ExecutorError::ComponentChanged {
+                    run_id: run_id.to_owned(),
+                    step: record.id.clone(),
+                    uses: planned.definition.uses.clone(),
+                    then: record.component_digest.clone(),
+                    now: planned.component_digest().to_owned(),
+                });
             }
         }
         // From here on this executor alone writes the run.

@@ -41,15 +41,17 @@ impl Executor {
         if let Some(record) = steps.iter().find(|record| record.id == step_id)
             && finished(record)
         {
-            return Err(ExecutorError::Signal(format!(
-                "step `{step_id}` of run `{run_id}` is already {}; a signal can only reach a step that has not finished",
-                record.status.as_str()
-            )));
+            return Err(ExecutorError::SignalToFinishedStep {
+                run_id: run_id.to_owned(),
+                step: step_id.to_owned(),
+                status: record.status.as_str(),
+            });
         }
         if self.store.signal(run_id, step_id)?.is_some() {
-            return Err(ExecutorError::Signal(format!(
-                "step `{step_id}` of run `{run_id}` already has a signal; the first one counts"
-            )));
+            return Err(ExecutorError::AlreadySignalled {
+                run_id: run_id.to_owned(),
+                step: step_id.to_owned(),
+            });
         }
         let signal = Signal {
             run_id: run_id.to_owned(),
@@ -89,10 +91,10 @@ impl Executor {
             .run(run_id)?
             .ok_or_else(|| StoreError::UnknownRun(run_id.to_owned()))?;
         if run.status.is_finished() {
-            return Err(ExecutorError::Cancel(format!(
-                "run `{run_id}` is already {}; only a running or waiting run can be cancelled",
-                run.status.as_str()
-            )));
+            return Err(ExecutorError::CancelFinishedRun {
+                run_id: run_id.to_owned(),
+                status: run.status.as_str(),
+            });
         }
         if self.store.cancel_request(run_id)?.is_some() {
             return Ok(Cancelled::AlreadyRequested);
@@ -158,27 +160,24 @@ pub fn check_signal(plan: &Plan, run: &RunRecord, step_id: &str) -> Result<(), E
             .filter(|step| matches!(step.kind, StepKind::Wait { .. }))
             .map(|step| step.id.as_str())
             .collect();
-        return Err(ExecutorError::Signal(format!(
-            "workflow `{}` has no step `{step_id}`; its wait steps: {}",
-            plan.definition.name,
-            if waits.is_empty() {
+        return Err(ExecutorError::NoSuchStep {
+            workflow: plan.definition.name.clone(),
+            step: step_id.to_owned(),
+            waits: if waits.is_empty() {
                 "none".to_owned()
             } else {
                 waits.join(", ")
-            }
-        )));
+            },
+        });
     };
     if !matches!(step.kind, StepKind::Wait { .. }) {
-        return Err(ExecutorError::Signal(format!(
-            "step `{step_id}` is not a `type: wait` step; only wait steps take signals"
-        )));
+        return Err(ExecutorError::NotAWaitStep(step_id.to_owned()));
     }
     if run.status.is_finished() {
-        return Err(ExecutorError::Signal(format!(
-            "run `{}` is already {}; a signal can only reach a run that is running or waiting",
-            run.id,
-            run.status.as_str()
-        )));
+        return Err(ExecutorError::SignalToFinishedRun {
+            run_id: run.id.clone(),
+            status: run.status.as_str(),
+        });
     }
     Ok(())
 }

@@ -340,7 +340,7 @@ impl Dispatcher {
                 next_wake(&report.run, &report.steps)
             }
             Ok(_) | Err(ExecutorError::Stopped(_)) => None,
-            Err(ExecutorError::Cancel(_)) => None,
+            Err(ExecutorError::ResumeCancelled { .. }) => None,
             Err(ExecutorError::Store(StoreError::LeaseHeld { .. })) => {
                 tracing::info!(target: "plait::server", run_id, "another host executes the run");
                 None

@@ -167,9 +167,19 @@ impl From<ExecutorError> for Problem {
                 "duplicate-blob",
                 format!("input blob `{name}` was attached twice; attach each name once"),
             ),
-            ExecutorError::Signal(detail) => Problem::conflict("signal-refused", detail),
-            ExecutorError::Cancel(detail) => Problem::conflict("run-finished", detail),
-            ExecutorError::Changed(detail) => Problem::conflict("workflow-changed", detail),
+            ExecutorError::NoSuchStep { .. }
+            | ExecutorError::NotAWaitStep(_)
+            | ExecutorError::SignalToFinishedRun { .. }
+            | ExecutorError::SignalToFinishedStep { .. }
+            | ExecutorError::AlreadySignalled { .. } => {
+                Problem::conflict("signal-refused", error.to_string())
+            }
+            ExecutorError::CancelFinishedRun { .. } | ExecutorError::ResumeCancelled { .. } => {
+                Problem::conflict("run-finished", error.to_string())
+            }
+            ExecutorError::WorkflowChanged { .. } | ExecutorError::ComponentChanged { .. } => {
+                Problem::conflict("workflow-changed", error.to_string())
+            }
             ExecutorError::Stopped(run_id) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting-down",

@@ -222,6 +222,39 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// Step `index` (`id`) of run `run_id` as a new run records it:
+    /// pending, no attempt yet, running `component_digest` (whose
+    /// `describe()` name is `component`, none for a built-in step).
+    #[must_use]
+    pub fn pending(
+        run_id: &str,
+        index: u32,
+        id: &str,
+        component_digest: &str,
+        component: Option<String>,
+    ) -> StepRecord {
+        StepRecord {
+            run_id: run_id.to_owned(),
+            index,
+            id: id.to_owned(),
+            status: StepStatus::Pending,
+            attempts: 0,
+            component_digest: component_digest.to_owned(),
+            component,
+            started_at_ms: None,
+            finished_at_ms: None,
+            duration_ms: None,
+            output: None,
+            output_blobs: Vec::new(),
+            error: None,
+            fuel_consumed: None,
+            wake_at_ms: None,
+            items: Vec::new(),
+            history: Vec::new(),
+            cache_hit: None,
+        }
+    }
+
     /// How many of its attempts were in flight (the step itself, or each
     /// running item of a fan-out): what a host that stopped here left
     /// interrupted.

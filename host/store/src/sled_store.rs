@@ -938,7 +938,7 @@ impl RunStore for SledStore {
 mod tests {
     use super::*;
     use crate::logs::StepLogs;
-    use crate::{BlobRef, Fence, RunStatus, StepStatus, WorkflowRef};
+    use crate::{BlobRef, Fence, RunStatus, WorkflowRef};
 
     /// Opens the store again after the last handle was dropped: sled
     /// releases its file lock from a background thread, so wait for it.
@@ -985,26 +985,13 @@ mod tests {
     }
 
     fn step(run_id: &str, index: u32) -> StepRecord {
-        StepRecord {
-            run_id: run_id.to_owned(),
+        StepRecord::pending(
+            run_id,
             index,
-            id: format!("s{index}"),
-            status: StepStatus::Pending,
-            attempts: 0,
-            component_digest: "sha256:cd".into(),
-            component: Some("echo".into()),
-            started_at_ms: None,
-            finished_at_ms: None,
-            duration_ms: None,
-            output: None,
-            output_blobs: Vec::new(),
-            error: None,
-            fuel_consumed: None,
-            wake_at_ms: None,
-            items: Vec::new(),
-            history: Vec::new(),
-            cache_hit: None,
-        }
+            &format!("s{index}"),
+            "sha256:cd",
+            Some("echo".into()),
+        )
     }
 
     #[test]

@@ -13,24 +13,8 @@ const NOW: u64 = 1_000_000;
 
 fn record(status: StepStatus) -> StepRecord {
     StepRecord {
-        run_id: "run".to_owned(),
-        index: 0,
-        id: "step".to_owned(),
         status,
-        attempts: 0,
-        component_digest: "sha256:00".to_owned(),
-        component: None,
-        started_at_ms: None,
-        finished_at_ms: None,
-        duration_ms: None,
-        output: None,
-        output_blobs: Vec::new(),
-        error: None,
-        fuel_consumed: None,
-        wake_at_ms: None,
-        items: Vec::new(),
-        history: Vec::new(),
-        cache_hit: None,
+        ..StepRecord::pending("run", 0, "step", "sha256:00", None)
     }
 }
 
