@@ -30,6 +30,7 @@ pub use plait_types::{
 };
 pub mod executor;
 pub mod expressions;
+pub mod home;
 pub mod plan;
 pub mod runtime;
 #[cfg(feature = "server")]

@@ -32,10 +32,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::bundle::install::Registry;
 use crate::definition::Definition;
 use crate::engine::{Engine, EngineOptions};
 use crate::executor::{Executor, ExecutorError, RunReport, StartRequest};
+use crate::home::Home;
 use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::step::Blob;
@@ -44,15 +44,10 @@ use crate::store::{RunStatus, RunStore, SledStore};
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// The folder cannot be used.
-    #[error("cannot use `{}` as the runtime's folder", path.display())]
-    Folder {
-        /// The folder.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The home folder, its policy or its installed bundles cannot be
+    /// used, or a workflow is neither a file nor an installed one.
+    #[error(transparent)]
+    Home(#[from] crate::home::HomeError),
     /// The policy file is invalid.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
@@ -74,9 +69,6 @@ pub enum RuntimeError {
     /// The installed bundles cannot be read.
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
-    /// No such workflow.
-    #[error("`{0}` is neither a workflow file nor the workflow of an installed bundle")]
-    NotFound(String),
     /// The run was refused or failed to execute.
     #[error(transparent)]
     Executor(#[from] ExecutorError),
@@ -108,44 +100,24 @@ impl RuntimeBuilder {
     /// Opens the journal (which one process holds at a time) and starts
     /// the engine.
     pub async fn build(self) -> Result<Runtime, RuntimeError> {
-        let home = self.home;
-        std::fs::create_dir_all(&home).map_err(|source| RuntimeError::Folder {
-            path: home.clone(),
-            source,
-        })?;
+        let home = Home::at(self.home)?;
         let policy = match self.policy {
             Some(policy) => policy,
-            None => {
-                let file = home.join("plait.toml");
-                if file.exists() {
-                    Policy::load(&file)?
-                } else {
-                    Policy::default()
-                }
-            }
+            None => home.policy(None)?,
         };
-        let journal = home.join("journal");
+        let journal = home.journal_dir();
         let store: Arc<dyn RunStore> = Arc::new(SledStore::open(&journal)?);
         // Other processes (`plait runs list`) read the journal through
         // this one while it holds it; without a socket they only cannot.
         let served = crate::store::remote::serve(Arc::downgrade(&store), &journal)
             .ok()
             .map(Arc::new);
-        let engine = Engine::new(&engine_options(
-            &policy,
-            Some(home.join("cache").join("components")),
-        ))?;
+        let engine = home.engine(&policy)?;
         let executor = Executor::with_concurrency(
             store.clone(),
             self.concurrency.unwrap_or(policy.concurrency),
         );
-        let bundles = Registry::at(&home.join("bundles"));
-        bundles.import_compiled(
-            &engine,
-            &crate::bundle::keys::TrustStore::at(&home.join(crate::bundle::keys::TRUST_FILE)),
-        );
         Ok(Runtime {
-            bundles,
             home,
             policy,
             engine,
@@ -159,11 +131,10 @@ impl RuntimeBuilder {
 /// crash interrupted.
 #[derive(Clone)]
 pub struct Runtime {
-    home: PathBuf,
+    home: Home,
     policy: Policy,
     engine: Engine,
     executor: Executor,
-    bundles: Registry,
     // Held for its Drop: the journal's socket goes with the last clone.
     _served: Option<Arc<crate::store::remote::Served>>,
 }
@@ -186,7 +157,7 @@ impl Runtime {
 
     /// Its folder.
     pub fn home(&self) -> &Path {
-        &self.home
+        self.home.dir()
     }
 
     /// The policy it runs under.
@@ -204,15 +175,7 @@ impl Runtime {
     /// `NAME@VERSION`. Every component is compiled (or taken from the
     /// cache) and every step checked against the policy.
     pub async fn load(&self, workflow: impl AsRef<str>) -> Result<Arc<Plan>, RuntimeError> {
-        let workflow = workflow.as_ref();
-        let path = if Path::new(workflow).exists() {
-            PathBuf::from(workflow)
-        } else {
-            match self.bundles.find_workflow(workflow)? {
-                Some((_, path)) => path,
-                None => return Err(RuntimeError::NotFound(workflow.to_owned())),
-            }
-        };
+        let path = self.home.workflow_path(Path::new(workflow.as_ref()))?;
         let definition = Definition::load(&path)?;
         Ok(Arc::new(
             Plan::build_with(&self.engine, definition, &self.policy).await?,

@@ -33,7 +33,10 @@ async fn an_embedding_program_runs_a_workflow_once_per_key_and_keeps_its_runs() 
     assert_eq!(runtime.store().runs().unwrap().len(), 1);
     let missing = runtime.load("no-such-workflow").await.err().unwrap();
     assert!(
-        matches!(missing, plait::RuntimeError::NotFound(_)),
+        matches!(
+            missing,
+            plait::RuntimeError::Home(plait::home::HomeError::NoSuchWorkflow(_))
+        ),
         "{missing}"
     );
     assert!(runtime.resume_all().await.unwrap().is_empty());

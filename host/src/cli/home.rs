@@ -1,20 +1,31 @@
-//! The Plait home directory: the journal and the compiled-component cache.
+//! The Plait home as the CLI opens it: the library's [`plait::home::Home`]
+//! (the one layout), plus what only a command does with it: find the
+//! default folder, hold the journal with a watchdog and serve it to other
+//! commands, and turn a missing workflow into a usage error.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use plait::engine::Engine;
+use plait::home::HomeError;
 use plait::policy::Policy;
 use plait::store::remote::{RemoteStore, Served};
 use plait::store::{RunStore, SledStore, StoreError};
 
-/// The policy file looked for in the Plait home.
-pub const POLICY_FILE: &str = "plait.toml";
-
-/// The resolved home directory.
+/// The resolved home directory: the library's layout
+/// ([`plait::home::Home`], which it derefs to) with the CLI's ways of
+/// opening it.
 pub struct Home {
-    dir: PathBuf,
+    home: plait::home::Home,
+}
+
+impl std::ops::Deref for Home {
+    type Target = plait::home::Home;
+
+    fn deref(&self) -> &plait::home::Home {
+        &self.home
+    }
 }
 
 impl Home {
@@ -26,87 +37,45 @@ impl Home {
                 "no data directory is known for this user; pass `--store DIR` or set PLAIT_HOME",
             )?,
         };
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating the Plait home `{}`", dir.display()))?;
-        Ok(Home { dir })
+        Ok(Home {
+            home: plait::home::Home::at(dir)?,
+        })
     }
 
     /// The host policy: `explicit` (from `--policy`/`PLAIT_POLICY`), else
     /// `plait.toml` in the home if it exists, else the defaults.
     pub fn policy(&self, explicit: Option<PathBuf>) -> anyhow::Result<Policy> {
-        let path = explicit.or_else(|| {
-            let path = self.dir.join(POLICY_FILE);
-            path.exists().then_some(path)
-        });
-        Ok(match path {
-            Some(path) => Policy::load(&path)?,
-            None => Policy::default(),
-        })
-    }
-
-    /// Where each run's own log file goes (`RUN_ID.jsonl`).
-    pub fn run_logs_dir(&self) -> PathBuf {
-        self.dir.join("logs")
+        Ok(self.home.policy(explicit.as_deref())?)
     }
 
     /// The API token hashes (`plait token`).
     #[cfg(feature = "server")]
     pub fn tokens_file(&self) -> PathBuf {
-        self.dir.join(plait::server::auth::TOKENS_FILE)
+        self.dir().join(plait::server::auth::TOKENS_FILE)
     }
 
     /// The webhook signing secret (`plait webhooks secret`).
     #[cfg(feature = "server")]
     pub fn webhook_secret_file(&self) -> PathBuf {
-        self.dir.join("webhook-secret")
-    }
-
-    /// The installed template bundles.
-    pub fn bundles(&self) -> plait::bundle::install::Registry {
-        plait::bundle::install::Registry::at(&self.dir.join("bundles"))
-    }
-
-    /// Where `plait key generate` puts keys.
-    pub fn keys_dir(&self) -> PathBuf {
-        self.dir.join("keys")
-    }
-
-    /// The publisher keys the operator trusts.
-    pub fn trust_store(&self) -> plait::bundle::keys::TrustStore {
-        plait::bundle::keys::TrustStore::at(&self.dir.join(plait::bundle::keys::TRUST_FILE))
+        self.dir().join("webhook-secret")
     }
 
     /// The workflow file `given` names: itself when it exists, else the
-    /// workflow of an installed bundle (`NAME` or `NAME@VERSION`).
+    /// workflow of an installed bundle (`NAME` or `NAME@VERSION`); a name
+    /// that is neither is a usage error.
     pub fn workflow_path(&self, given: &Path) -> anyhow::Result<PathBuf> {
-        if given.exists() {
-            return Ok(given.to_owned());
-        }
-        let Some(text) = given.to_str() else {
-            return Ok(given.to_owned());
-        };
-        let name = text.split('@').next().unwrap_or(text);
-        if plait::bundle::manifest::check_name(name).is_err() {
-            return Ok(given.to_owned());
-        }
-        match self.bundles().find_workflow(text)? {
-            Some((_, path)) => Ok(path),
-            None => Err(super::UsageError(format!(
-                "`{text}` is neither a workflow file nor the workflow of an installed bundle; `plait bundle list` shows what is installed"
-            ))
-            .into()),
+        match self.home.workflow_path(given) {
+            Ok(path) => Ok(path),
+            Err(error @ HomeError::NoSuchWorkflow(_)) => {
+                Err(super::UsageError(error.to_string()).into())
+            }
+            Err(error) => Err(error.into()),
         }
     }
 
-    /// The workflows `plait serve` serves unless told otherwise.
-    #[cfg(feature = "server")]
-    pub fn workflows_dir(&self) -> PathBuf {
-        self.dir.join("workflows")
-    }
-
-    /// The run journal's folder.
-    pub fn journal_dir(&self) -> PathBuf {
-        self.dir.join("journal")
+    /// Creates the engine (see [`plait::home::Home::engine`]).
+    pub fn engine(&self, policy: &Policy) -> anyhow::Result<Engine> {
+        Ok(self.home.engine(policy)?)
     }
 
     /// Opens the run journal, with a watchdog: a write the disk never
@@ -192,21 +161,6 @@ impl Home {
             Err(error) if is_held(&error) => Ok(None),
             Err(error) => Err(error),
         }
-    }
-
-    /// Creates the engine, caching compiled components under the home, or in
-    /// `PLAIT_CACHE_DIR` when set (for example to share one cache between
-    /// several homes).
-    /// The engine reserves room for the largest memory `policy` lets a
-    /// step have.
-    pub fn engine(&self, policy: &Policy) -> anyhow::Result<Engine> {
-        let cache = match std::env::var_os("PLAIT_CACHE_DIR") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => self.dir.join("cache").join("components"),
-        };
-        let engine = Engine::new(&plait::runtime::engine_options(policy, Some(cache)))?;
-        self.bundles().import_compiled(&engine, &self.trust_store());
-        Ok(engine)
     }
 }
 
