@@ -44,10 +44,12 @@ use crate::store::{RunStatus, RunStore, SledStore};
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// The home folder, its policy or its installed bundles cannot be
-    /// used, or a workflow is neither a file nor an installed one.
+    /// The home folder cannot be used, or a workflow is neither a file
+    /// nor an installed one. (The home's policy, engine and bundle errors
+    /// arrive as [`RuntimeError::Policy`], [`RuntimeError::Engine`] and
+    /// [`RuntimeError::Bundle`].)
     #[error(transparent)]
-    Home(#[from] crate::home::HomeError),
+    Home(crate::home::HomeError),
     /// The policy file is invalid.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
@@ -72,6 +74,18 @@ pub enum RuntimeError {
     /// The run was refused or failed to execute.
     #[error(transparent)]
     Executor(#[from] ExecutorError),
+}
+
+impl From<crate::home::HomeError> for RuntimeError {
+    fn from(error: crate::home::HomeError) -> RuntimeError {
+        use crate::home::HomeError;
+        match error {
+            HomeError::Policy(error) => RuntimeError::Policy(error),
+            HomeError::Engine(error) => RuntimeError::Engine(error),
+            HomeError::Bundle(error) => RuntimeError::Bundle(error),
+            other => RuntimeError::Home(other),
+        }
+    }
 }
 
 /// How to open a [`Runtime`].

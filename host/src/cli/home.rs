@@ -38,14 +38,14 @@ impl Home {
             )?,
         };
         Ok(Home {
-            home: plait::home::Home::at(dir)?,
+            home: plait::home::Home::at(dir).map_err(unwrap)?,
         })
     }
 
     /// The host policy: `explicit` (from `--policy`/`PLAIT_POLICY`), else
     /// `plait.toml` in the home if it exists, else the defaults.
     pub fn policy(&self, explicit: Option<PathBuf>) -> anyhow::Result<Policy> {
-        Ok(self.home.policy(explicit.as_deref())?)
+        self.home.policy(explicit.as_deref()).map_err(unwrap)
     }
 
     /// The API token hashes (`plait token`).
@@ -69,13 +69,13 @@ impl Home {
             Err(error @ HomeError::NoSuchWorkflow(_)) => {
                 Err(super::UsageError(error.to_string()).into())
             }
-            Err(error) => Err(error.into()),
+            Err(error) => Err(unwrap(error)),
         }
     }
 
     /// Creates the engine (see [`plait::home::Home::engine`]).
     pub fn engine(&self, policy: &Policy) -> anyhow::Result<Engine> {
-        Ok(self.home.engine(policy)?)
+        self.home.engine(policy).map_err(unwrap)
     }
 
     /// Opens the run journal, with a watchdog: a write the disk never
@@ -161,6 +161,17 @@ impl Home {
             Err(error) if is_held(&error) => Ok(None),
             Err(error) => Err(error),
         }
+    }
+}
+
+/// The error a home passed on, as itself: the exit code and the help the
+/// CLI gives depend on what it is (a policy error is a usage error).
+fn unwrap(error: HomeError) -> anyhow::Error {
+    match error {
+        HomeError::Policy(error) => error.into(),
+        HomeError::Engine(error) => error.into(),
+        HomeError::Bundle(error) => error.into(),
+        other => other.into(),
     }
 }
 
