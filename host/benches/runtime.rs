@@ -568,24 +568,19 @@ async fn throughput(
 /// A succeeded step record with a small output, as the executor writes it.
 fn finished_step(run_id: &str, index: u32) -> StepRecord {
     StepRecord {
-        run_id: run_id.to_owned(),
-        index,
-        id: format!("step{index}"),
         status: StepStatus::Succeeded,
         attempts: 1,
-        component_digest: "sha256:00".into(),
-        component: Some("echo".into()),
         started_at_ms: Some(0),
         finished_at_ms: Some(0),
         duration_ms: Some(0),
         output: Some(json!({"n": 1})),
-        output_blobs: Vec::new(),
-        error: None,
-        fuel_consumed: None,
-        wake_at_ms: None,
-        items: Vec::new(),
-        history: Vec::new(),
-        cache_hit: None,
+        ..StepRecord::pending(
+            run_id,
+            index,
+            &format!("step{index}"),
+            "sha256:00",
+            Some("echo".into()),
+        )
     }
 }
 
