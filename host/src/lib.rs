@@ -15,8 +15,9 @@
 //! [`inference`] included) →
 //! [`executor`] (runs a plan against the journal) →
 //! [`store`] (the run journal, sled behind a trait), watched through
-//! [`telemetry`] (logs, traces, metrics) and served over HTTP by
-//! `server` (`plait serve`). Workflows travel as signed [`bundle`]s.
+//! [`telemetry`] (logs, traces, metrics). Workflows travel as signed
+//! [`bundle`]s. The HTTP API (`plait serve`) is the `plait-server` crate
+//! and the command line `plait-cli`, both built on this one.
 
 pub mod bundle;
 pub use plait_definition::{self as definition, schema};
@@ -26,15 +27,14 @@ pub use plait_policy as policy;
 pub use plait_store as store;
 // The shared vocabulary, under the names the modules here have always used.
 pub use plait_types::{
-    clock, digest, errors, files, grants, json, limits, logs, machine, paths, source, step, trace,
+    clock, digest, errors, files, grants, ids, json, limits, logs, machine, paths, source, step,
+    trace,
 };
 pub mod executor;
 pub mod expressions;
 pub mod home;
 pub mod plan;
 pub mod runtime;
-#[cfg(feature = "server")]
-pub mod server;
 pub mod telemetry;
 
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeError};

@@ -23,10 +23,11 @@ use crate::capabilities::{PreopenDir, Sandbox};
 use crate::definition::{
     Definition, DefinitionError, DefinitionErrors, Span, StepDefinition, StepKind,
 };
-use crate::digest::digest;
+use crate::digest::{Digest, digest};
 use crate::engine::{Engine, Grant, LoadedComponent};
 use crate::errors::error_chain;
 use crate::grants::{OutboundRule, is_private};
+use crate::ids::RunId;
 use crate::limits::{Limit, LimitSettings, Limits};
 use crate::policy::Policy;
 use crate::schema::Schema;
@@ -37,7 +38,7 @@ pub struct Plan {
     /// The validated definition.
     pub definition: Definition,
     /// `sha256:<hex>` of the definition file.
-    pub digest: String,
+    pub digest: Digest,
     /// One entry per step, in order.
     pub steps: Vec<PlannedStep>,
     /// The workflow's `input.schema`, compiled once for every run of the
@@ -78,12 +79,12 @@ pub enum RunPlanError {
     Store(#[from] crate::store::StoreError),
     /// The definition pinned in the store is not text (the store is damaged).
     #[error("the stored definition of run `{0}` is not UTF-8 text; the store is damaged")]
-    NotText(String),
+    NotText(RunId),
     /// The definition (pinned, or the file of an old run) does not load.
     #[error("loading the workflow of run `{run_id}`")]
     Load {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// Why.
         #[source]
         source: crate::definition::LoadError,

@@ -173,7 +173,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 ///
 /// CI runs a short schedule; `PLAIT_CRASH_RUNS`, `PLAIT_CRASH_KILLS` and
 /// `PLAIT_CRASH_SEED` make it longer locally, for example
-/// `PLAIT_CRASH_RUNS=200 PLAIT_CRASH_KILLS=50 cargo test -p plait --test integration crash::many`.
+/// `PLAIT_CRASH_RUNS=200 PLAIT_CRASH_KILLS=50 cargo test -p plait-cli --test integration crash::many`.
 #[test]
 fn many_concurrent_runs_survive_repeated_sigkills() {
     let runs = env_number("PLAIT_CRASH_RUNS", 24);

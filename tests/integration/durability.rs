@@ -562,5 +562,5 @@ async fn a_run_pins_the_component_bytes_its_plan_loaded_not_the_file_as_it_is_no
         pinned, original,
         "the bytes the plan loaded, not the file's"
     );
-    assert_eq!(report.steps[0].component_digest, digest(&original));
+    assert_eq!(digest(&original), report.steps[0].component_digest);
 }

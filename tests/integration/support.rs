@@ -140,8 +140,10 @@ pub fn assert_golden(path: &Path, actual: &str) {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
+    // The `plait-cli` package's folder is `host/cli`.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_owned()
 }

@@ -460,7 +460,7 @@ fn the_committed_json_schema_is_current() {
     let committed = fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "{SCHEMA} is not what `plait schema` prints; regenerate it with `BLESS=1 cargo test -p plait --lib json_schema` (or `plait schema > {SCHEMA}`)"
+        "{SCHEMA} is not what `plait schema` prints; regenerate it with `BLESS=1 cargo test -p plait-definition json_schema` (or `plait schema > {SCHEMA}`)"
     );
 }
 

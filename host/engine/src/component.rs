@@ -1,7 +1,7 @@
 //! Loading a component: recognising what the bytes are, compiling (or
 //! fetching from the cache), checking the world, and calling it.
 
-use crate::digest::digest;
+use crate::digest::{Digest, digest};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -203,7 +203,7 @@ pub struct LoadedComponent {
     /// Where it was loaded from.
     pub path: PathBuf,
     /// `sha256:<hex>` of its bytes.
-    pub digest: String,
+    pub digest: Digest,
     /// Its size in bytes.
     pub size: u64,
     /// Its bytes, as loaded: what a run pins in the journal's blob store,

@@ -90,7 +90,7 @@ impl Installed {
                 return Err(BundleError::Tampered {
                     path: file.display().to_string(),
                     expected: pinned.unwrap_or("nothing").to_owned(),
-                    found: digest,
+                    found: digest.to_string(),
                 });
             }
             Ok(bytes)

@@ -49,6 +49,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{BundleError, FORMAT, MANIFEST_FILE, SIGNATURE_FILE, WIT_WORLD};
+use crate::digest::Digest;
 
 /// The manifest of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +107,7 @@ pub struct CompiledEntry {
     /// Its path in the bundle.
     pub path: String,
     /// `sha256:<hex>` of its bytes.
-    pub digest: String,
+    pub digest: Digest,
     /// Its size in bytes.
     pub size: u64,
 }
@@ -131,7 +132,7 @@ pub struct WorkflowEntry {
     /// Its path in the bundle.
     pub path: String,
     /// `sha256:<hex>` of its bytes.
-    pub digest: String,
+    pub digest: Digest,
     /// Its size in bytes.
     pub size: u64,
 }
@@ -143,7 +144,7 @@ pub struct FileEntry {
     /// Its path in the bundle.
     pub path: String,
     /// `sha256:<hex>` of its bytes.
-    pub digest: String,
+    pub digest: Digest,
     /// Its size in bytes.
     pub size: u64,
 }
@@ -396,12 +397,12 @@ mod tests {
             workflows: vec![WorkflowEntry {
                 name: "demo".into(),
                 path: "workflow.yaml".into(),
-                digest: format!("sha256:{}", "a".repeat(64)),
+                digest: Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap(),
                 size: 10,
             }],
             components: vec![FileEntry {
                 path: "components/echo.wasm".into(),
-                digest: format!("sha256:{}", "b".repeat(64)),
+                digest: Digest::parse(&format!("sha256:{}", "b".repeat(64))).unwrap(),
                 size: 20,
             }],
             assets: Vec::new(),
@@ -423,6 +424,21 @@ mod tests {
         let text = manifest.to_toml();
         assert_eq!(Manifest::parse(text.as_bytes()).unwrap(), manifest);
         assert!(text.starts_with("format = 1\nname = \"demo\""), "{text}");
+    }
+
+    #[test]
+    fn a_malformed_digest_is_refused_when_the_manifest_is_parsed() {
+        let text = manifest().to_toml();
+        let good = format!("sha256:{}", "b".repeat(64));
+        assert!(text.contains(&good), "{text}");
+        for bad in ["sha256:bbbb", "md5:0123", "sha256:../../etc/passwd"] {
+            let error = Manifest::parse(text.replace(&good, bad).as_bytes()).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.contains("does not parse") && message.contains("is not a content digest"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ use http::{Method, Request, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::{BundleError, Manifest};
+use crate::digest::Digest;
 
 /// The artifact type of a bundle.
 pub const ARTIFACT_TYPE: &str = "application/vnd.plait.bundle.v1";
@@ -47,7 +48,7 @@ pub struct Reference {
     /// The tag, if any.
     pub tag: Option<String>,
     /// `sha256:<hex>`, if pinned.
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
 }
 
 impl Reference {
@@ -64,10 +65,10 @@ impl Reference {
                 let hex = digest
                     .strip_prefix("sha256:")
                     .ok_or_else(|| bad("the digest must be sha256:"))?;
-                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(bad("the digest must be sha256: and 64 hex digits"));
-                }
-                (rest, Some(digest.to_ascii_lowercase()))
+                // Upper-case hex is the same digest; Plait writes lower case.
+                let digest = Digest::parse(&format!("sha256:{}", hex.to_ascii_lowercase()))
+                    .map_err(|_| bad("the digest must be sha256: and 64 hex digits"))?;
+                (rest, Some(digest))
             }
             None => (rest, None),
         };
@@ -410,7 +411,7 @@ pub async fn push(
     manifest: &Manifest,
     manifest_bytes: &[u8],
     reference: &Reference,
-) -> Result<String, BundleError> {
+) -> Result<Digest, BundleError> {
     let Some(tag) = &reference.tag else {
         return Err(BundleError::Registry(format!(
             "`{reference}` has no tag to push to; add one, for example `:{}`",
@@ -464,13 +465,13 @@ pub async fn push(
         artifact_type: Some(ARTIFACT_TYPE.to_owned()),
         config: Descriptor {
             media_type: CONFIG_MEDIA_TYPE.to_owned(),
-            digest: config_digest,
+            digest: config_digest.to_string(),
             size: manifest_bytes.len() as u64,
             annotations: Default::default(),
         },
         layers: vec![Descriptor {
             media_type: LAYER_MEDIA_TYPE.to_owned(),
-            digest: layer_digest,
+            digest: layer_digest.to_string(),
             size: bytes.len() as u64,
             annotations: [(
                 "org.opencontainers.image.title".to_owned(),
@@ -499,7 +500,7 @@ pub async fn push(
 
 /// Pulls the bundle at `reference`: its bytes and the OCI manifest's
 /// digest, every digest checked. `max_size` bounds what is downloaded.
-pub async fn pull(reference: &Reference, max_size: u64) -> Result<(Vec<u8>, String), BundleError> {
+pub async fn pull(reference: &Reference, max_size: u64) -> Result<(Vec<u8>, Digest), BundleError> {
     let mut client = Client::new(reference, max_size);
     let base = reference.base();
     let response = client

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use super::manifest::{FileEntry, GrantEntry, Manifest, Requires, WorkflowEntry, check_path};
 use super::{BundleError, FORMAT, MANIFEST_FILE, WIT_WORLD};
 use crate::definition::{Definition, StepKind};
+use crate::digest::Digest;
 
 /// The source `bundle.toml` of a template folder.
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +83,7 @@ pub fn pack(dir: &Path, model_store: &Path) -> Result<Packed, BundleError> {
     };
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut workflows = Vec::new();
-    let mut components: BTreeMap<String, String> = BTreeMap::new(); // digest -> bundle path
+    let mut components: BTreeMap<Digest, String> = BTreeMap::new(); // digest -> bundle path
     let mut grants = Vec::new();
     let mut models: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut definitions = Vec::new();

@@ -70,7 +70,7 @@ impl Scheduler<'_> {
         // A pause before this attempt (its backoff) is over.
         self.pauses.remove(&unit);
         let invocation = InvocationInfo {
-            run_id: self.run.id.clone(),
+            run_id: self.run.id.to_string(),
             step_id,
             attempt,
             idempotency_key,

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::clock::now_ms;
-use crate::digest::digest;
+use crate::digest::{Digest, digest};
 use crate::plan::Plan;
 use crate::step::Blob;
 use crate::store::{
@@ -198,7 +198,7 @@ impl Executor {
             schema.check(&input).map_err(ExecutorError::InvalidInput)?;
         }
         let (input_blobs, contents) = blob_refs(&blobs);
-        let request = key.map(|key| -> Result<(String, String), ExecutorError> {
+        let request = key.map(|key| -> Result<(String, Digest), ExecutorError> {
             check_key(key)?;
             let mut named: Vec<(&str, &str)> = input_blobs
                 .iter()
@@ -228,7 +228,7 @@ impl Executor {
             let Some(component) = &step.component else {
                 continue;
             };
-            if pinned.iter().any(|(digest, _)| *digest == component.digest)
+            if pinned.iter().any(|(digest, _)| component.digest == *digest)
                 || self.store.has_blob(&component.digest)?
             {
                 continue;
@@ -236,7 +236,7 @@ impl Executor {
             pinned.push((&component.digest, &component.bytes));
         }
         let now = now_ms();
-        let run_id = uuid::Uuid::now_v7().to_string();
+        let run_id = RunId::new_v7();
         let run = RunRecord {
             id: run_id.clone(),
             workflow: WorkflowRef {
@@ -349,7 +349,7 @@ impl Executor {
         let run = self
             .store
             .run(&record.run_id)?
-            .ok_or_else(|| StoreError::UnknownRun(record.run_id.clone()))?;
+            .ok_or_else(|| StoreError::UnknownRun(record.run_id.to_string()))?;
         Ok(Some(run))
     }
 }

@@ -22,7 +22,7 @@ pub struct RunEvent {
     #[serde(skip)]
     pub seq: u64,
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Its workflow.
     pub workflow: String,
     /// When, ms since the epoch.
@@ -354,7 +354,7 @@ mod tests {
     fn wire(kind: RunEventKind) -> serde_json::Value {
         serde_json::to_value(RunEvent {
             seq: 7,
-            run_id: "r".to_owned(),
+            run_id: "r".into(),
             workflow: "w".to_owned(),
             at_ms: 1,
             steps_done: 1,

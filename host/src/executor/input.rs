@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::*;
 use crate::clock::now_ms;
 use crate::definition::{BlobMapping, BlobSource};
-use crate::digest::digest;
+use crate::digest::{Digest, digest};
 use crate::step::{Blob, Payload, StepFailure};
 use crate::store::{BlobRef, CacheEntry, CacheHit, StepStatus, StoreError};
 
@@ -162,7 +162,7 @@ impl Scheduler<'_> {
     /// component's digest, its config and its input (JSON and blobs).
     pub(super) fn cache_key(&self, index: usize, payload: &Payload) -> String {
         let planned = &self.plan.steps[index];
-        let blobs: Vec<(&str, &str, String)> = payload
+        let blobs: Vec<(&str, &str, Digest)> = payload
             .blobs
             .iter()
             .map(|blob| {
@@ -179,7 +179,7 @@ impl Scheduler<'_> {
             "input": canonical(&payload.json),
             "blobs": blobs,
         });
-        digest(key.to_string().as_bytes())
+        digest(key.to_string().as_bytes()).into()
     }
 
     /// Whether every blob is still in the store.

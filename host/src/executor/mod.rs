@@ -42,7 +42,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use crate::digest::digest;
+use crate::digest::{Digest, digest};
+use crate::ids::RunId;
 use crate::plan::Plan;
 use crate::schema::Violations;
 use crate::step::Blob;
@@ -92,13 +93,13 @@ pub enum ExecutorError {
     )]
     WorkflowChanged {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// The workflow file.
         path: std::path::PathBuf,
         /// The digest the run started with.
-        then: String,
+        then: Digest,
         /// The file's digest now.
-        now: String,
+        now: Digest,
     },
     /// Resume was asked of a run whose unfinished step's component changed.
     #[error(
@@ -108,7 +109,7 @@ pub enum ExecutorError {
     )]
     ComponentChanged {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// The step.
         step: String,
         /// Its `uses:`.
@@ -137,7 +138,7 @@ pub enum ExecutorError {
     )]
     SignalToFinishedRun {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// How it ended.
         status: &'static str,
     },
@@ -147,7 +148,7 @@ pub enum ExecutorError {
     )]
     SignalToFinishedStep {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// The step.
         step: String,
         /// Its status.
@@ -157,7 +158,7 @@ pub enum ExecutorError {
     #[error("step `{step}` of run `{run_id}` already has a signal; the first one counts")]
     AlreadySignalled {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// The step.
         step: String,
     },
@@ -170,7 +171,7 @@ pub enum ExecutorError {
         /// The key.
         key: String,
         /// The run it started.
-        run_id: String,
+        run_id: RunId,
     },
     /// An idempotency key that cannot be used.
     #[error("invalid idempotency key: {0}")]
@@ -179,7 +180,7 @@ pub enum ExecutorError {
     #[error("run `{run_id}` is already {status}; only a running or waiting run can be cancelled")]
     CancelFinishedRun {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// How it ended.
         status: &'static str,
     },
@@ -189,7 +190,7 @@ pub enum ExecutorError {
     )]
     ResumeCancelled {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// Its cancel's message.
         reason: String,
     },
@@ -199,7 +200,7 @@ pub enum ExecutorError {
     #[error(
         "the host stopped; run `{0}` was left in the store and continues when a host resumes it"
     )]
-    Stopped(String),
+    Stopped(RunId),
 }
 
 /// What [`Executor::cancel_with`] did.
@@ -428,7 +429,7 @@ fn short(value: &Value) -> String {
 }
 
 /// References to `blobs` plus their contents keyed by digest.
-fn blob_refs(blobs: &[Blob]) -> (Vec<BlobRef>, Vec<(String, &[u8])>) {
+fn blob_refs(blobs: &[Blob]) -> (Vec<BlobRef>, Vec<(Digest, &[u8])>) {
     let mut refs = Vec::with_capacity(blobs.len());
     let mut contents = Vec::with_capacity(blobs.len());
     for blob in blobs {

@@ -38,13 +38,13 @@ impl Executor {
         }
         if run.status == RunStatus::Cancelled {
             return Err(ExecutorError::ResumeCancelled {
-                run_id: run_id.to_owned(),
+                run_id: run_id.into(),
                 reason: run.error.unwrap_or_else(|| "no reason given".to_owned()),
             });
         }
         if run.workflow.digest != plan.digest {
             return Err(ExecutorError::WorkflowChanged {
-                run_id: run_id.to_owned(),
+                run_id: run_id.into(),
                 path: run.workflow.path,
                 then: run.workflow.digest,
                 now: plan.digest.clone(),
@@ -53,7 +53,7 @@ impl Executor {
         for (record, planned) in steps.iter().zip(&plan.steps) {
             if !finished(record) && record.component_digest != planned.component_digest() {
                 return Err(ExecutorError::ComponentChanged {
-                    run_id: run_id.to_owned(),
+                    run_id: run_id.into(),
                     step: record.id.clone(),
                     uses: planned.definition.uses.clone(),
                     then: record.component_digest.clone(),

@@ -42,19 +42,19 @@ impl Executor {
             && finished(record)
         {
             return Err(ExecutorError::SignalToFinishedStep {
-                run_id: run_id.to_owned(),
+                run_id: run_id.into(),
                 step: step_id.to_owned(),
                 status: record.status.as_str(),
             });
         }
         if self.store.signal(run_id, step_id)?.is_some() {
             return Err(ExecutorError::AlreadySignalled {
-                run_id: run_id.to_owned(),
+                run_id: run_id.into(),
                 step: step_id.to_owned(),
             });
         }
         let signal = Signal {
-            run_id: run_id.to_owned(),
+            run_id: run_id.into(),
             step_id: step_id.to_owned(),
             data,
             sent_at_ms: now_ms(),
@@ -92,7 +92,7 @@ impl Executor {
             .ok_or_else(|| StoreError::UnknownRun(run_id.to_owned()))?;
         if run.status.is_finished() {
             return Err(ExecutorError::CancelFinishedRun {
-                run_id: run_id.to_owned(),
+                run_id: run_id.into(),
                 status: run.status.as_str(),
             });
         }
@@ -185,7 +185,7 @@ pub fn check_signal(plan: &Plan, run: &RunRecord, step_id: &str) -> Result<(), E
 /// The request that cancels run `run_id`, on behalf of `origin`.
 pub fn cancel_request(run_id: &str, reason: Option<&str>, origin: &Origin) -> CancelRequest {
     CancelRequest {
-        run_id: run_id.to_owned(),
+        run_id: run_id.into(),
         reason: reason.map(str::to_owned),
         requested_at_ms: now_ms(),
         requested_by: Some(origin.actor()),

@@ -113,7 +113,7 @@ impl HttpClient for TokioClient {
 /// Sends one request over a fresh HTTP/1.1 connection (TLS for `https`,
 /// with the webpki roots) and reads the response, its body capped. The
 /// exporter's client, and the webhook sender's.
-pub(crate) async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+pub async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
     send_limited(request, MAX_RESPONSE).await
 }
 

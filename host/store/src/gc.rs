@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::sled_store::SledStore;
 use super::{RunStore, StoreError};
+use crate::ids::RunId;
 
 /// What a collection removed (or would remove, in a dry run).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -27,7 +28,7 @@ pub struct GcReport {
     pub kept_blobs: u64,
     /// The ids of the runs removed (or that would be, in a dry run).
     #[serde(skip)]
-    pub removed_run_ids: Vec<String>,
+    pub removed_run_ids: Vec<RunId>,
 }
 
 /// How often `plait run` collects on its own: at most once a day.
@@ -76,14 +77,14 @@ impl SledStore {
                 continue;
             }
             report.kept_runs += 1;
-            keep.insert(run.workflow.digest.clone());
-            keep.extend(run.input_blobs.iter().map(|b| b.digest.clone()));
-            keep.extend(run.output_blobs.iter().map(|b| b.digest.clone()));
+            keep.insert(run.workflow.digest.to_string());
+            keep.extend(run.input_blobs.iter().map(|b| b.digest.to_string()));
+            keep.extend(run.output_blobs.iter().map(|b| b.digest.to_string()));
             for step in self.steps(&run.id)? {
                 keep.insert(step.component_digest.clone());
-                keep.extend(step.output_blobs.iter().map(|b| b.digest.clone()));
+                keep.extend(step.output_blobs.iter().map(|b| b.digest.to_string()));
                 for item in &step.items {
-                    keep.extend(item.output_blobs.iter().map(|b| b.digest.clone()));
+                    keep.extend(item.output_blobs.iter().map(|b| b.digest.to_string()));
                 }
             }
         }
@@ -92,7 +93,7 @@ impl SledStore {
             if entry.created_at_ms < cutoff_ms {
                 doomed_cache.push(key);
             } else {
-                keep.extend(entry.output_blobs.iter().map(|b| b.digest.clone()));
+                keep.extend(entry.output_blobs.iter().map(|b| b.digest.to_string()));
             }
         }
         report.runs = doomed_runs.len() as u64;
@@ -127,12 +128,12 @@ mod tests {
 
     fn run(id: &str, status: RunStatus, updated_at_ms: u64, blob: &str) -> RunRecord {
         RunRecord {
-            id: id.to_owned(),
+            id: id.into(),
             workflow: WorkflowRef {
                 name: "w".into(),
                 version: "1".into(),
                 path: "/w.yaml".into(),
-                digest: "sha256:def".into(),
+                digest: crate::digest::digest(b"def"),
             },
             status,
             created_at_ms: 0,
@@ -141,7 +142,7 @@ mod tests {
             input_blobs: vec![BlobRef {
                 name: "doc".into(),
                 media_type: "text/plain".into(),
-                digest: blob.to_owned(),
+                digest: crate::digest::digest(blob.as_bytes()),
                 size: 1,
             }],
             output: None,
@@ -184,9 +185,24 @@ mod tests {
         assert_eq!(report.blobs, 2, "the old run's blob and the orphan");
         assert_eq!(report.kept_runs, 2);
         assert!(store.run("old").unwrap().is_none());
-        assert!(store.blob("sha256:old").unwrap().is_none());
-        assert!(store.blob("sha256:kept").unwrap().is_some());
-        assert!(store.blob("sha256:recent").unwrap().is_some());
+        assert!(
+            store
+                .blob(&crate::digest::digest(b"sha256:old"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .blob(&crate::digest::digest(b"sha256:kept"))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .blob(&crate::digest::digest(b"sha256:recent"))
+                .unwrap()
+                .is_some()
+        );
         // Not again within a day.
         assert!(store.gc_if_due(0, now + 1).unwrap().is_none());
     }

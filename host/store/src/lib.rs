@@ -21,7 +21,7 @@ pub use sled_store::{
 };
 
 // The shared vocabulary, under the names this crate's modules use.
-pub(crate) use plait_types::{clock, digest, errors, files, logs, step, trace};
+pub(crate) use plait_types::{clock, digest, errors, files, ids, logs, step, trace};
 
 use crate::logs::StepLogs;
 

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digest;
+use crate::ids::RunId;
 use crate::step::StepFailure;
 
 /// A blob stored by content, referred to by name within one payload.
@@ -12,7 +14,7 @@ pub struct BlobRef {
     /// The IANA media type.
     pub media_type: String,
     /// `sha256:<hex>` of the bytes: the key in the blob store.
-    pub digest: String,
+    pub digest: Digest,
     /// Size in bytes.
     pub size: u64,
 }
@@ -27,7 +29,7 @@ pub struct WorkflowRef {
     /// The definition file, absolute.
     pub path: std::path::PathBuf,
     /// `sha256:<hex>` of the definition file.
-    pub digest: String,
+    pub digest: Digest,
 }
 
 /// The state of a run.
@@ -86,7 +88,7 @@ impl RunStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// The run id (a UUIDv7, so ids sort by start time).
-    pub id: String,
+    pub id: RunId,
     /// The workflow it runs.
     pub workflow: WorkflowRef,
     /// Its state.
@@ -174,7 +176,7 @@ impl StepStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Position in the definition, from 0.
     pub index: u32,
     /// The step id.
@@ -227,14 +229,14 @@ impl StepRecord {
     /// `describe()` name is `component`, none for a built-in step).
     #[must_use]
     pub fn pending(
-        run_id: &str,
+        run_id: &RunId,
         index: u32,
         id: &str,
         component_digest: &str,
         component: Option<String>,
     ) -> StepRecord {
         StepRecord {
-            run_id: run_id.to_owned(),
+            run_id: run_id.clone(),
             index,
             id: id.to_owned(),
             status: StepStatus::Pending,
@@ -329,7 +331,7 @@ pub struct ItemRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CancelRequest {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Why, if the requester said.
     pub reason: Option<String>,
     /// When it was asked, ms since the Unix epoch.
@@ -385,7 +387,7 @@ impl CancelRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The `wait` step.
     pub step_id: String,
     /// The step's output.
@@ -433,10 +435,10 @@ impl Signal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     /// The run the key started.
-    pub run_id: String,
+    pub run_id: RunId,
     /// `sha256:<hex>` of the request: the workflow's digest, the input
     /// (canonical JSON) and the input blobs' names and digests.
-    pub request_digest: String,
+    pub request_digest: Digest,
     /// When the key was first used, ms since the Unix epoch.
     pub created_at_ms: u64,
 }
@@ -449,7 +451,7 @@ pub struct CacheEntry {
     /// The output blobs (by digest, kept in the blob store).
     pub output_blobs: Vec<BlobRef>,
     /// The run and step that computed it.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The step id in that run.
     pub step_id: String,
     /// When it was computed, ms since the Unix epoch.
@@ -463,7 +465,7 @@ pub struct CacheHit {
     /// input.
     pub key: String,
     /// The run that computed the output.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The step id in that run.
     pub step_id: String,
     /// When it was computed.
@@ -482,7 +484,7 @@ pub struct AuditRecord {
     pub action: AuditAction,
     /// The run it concerns, if one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// The workflow it concerns, if one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
@@ -582,7 +584,7 @@ pub struct EventRecord {
     /// (not contiguous).
     pub seq: u64,
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The event (`{"event": "step_finished", ...}`).
     pub event: serde_json::Value,
 }
@@ -600,7 +602,7 @@ pub struct TriggerMark {
     pub until_ms: Option<u64>,
     /// The run it started, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
 }
 
 /// A webhook message about a run, and every attempt to deliver it.
@@ -610,7 +612,7 @@ pub struct Delivery {
     /// every attempt, so the receiver can drop duplicates.
     pub id: String,
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Where it goes.
     pub url: String,
     /// `run.succeeded`, `run.failed`, `run.cancelled` or `run.waiting`.
@@ -700,7 +702,7 @@ mod typed_tests {
     #[test]
     fn a_cancel_request_is_kept_as_older_journals_hold_it() {
         let request = CancelRequest {
-            run_id: "run-1".to_owned(),
+            run_id: "run-1".into(),
             reason: Some("wrong input".to_owned()),
             requested_at_ms: 42,
             requested_by: Some("user:ana".to_owned()),

@@ -317,7 +317,7 @@ impl RunStore for RemoteStore {
         let mut runs = Vec::new();
         loop {
             let page: Vec<RunRecord> = self.call(&Request::RunsPage {
-                before: runs.last().map(|run: &RunRecord| run.id.clone()),
+                before: runs.last().map(|run: &RunRecord| run.id.to_string()),
                 limit: RUNS_PAGE,
             })?;
             let last = page.len() < RUNS_PAGE;
@@ -449,7 +449,7 @@ impl RunStore for RemoteStore {
                 limit: RUNS_PAGE,
             })?;
             let last = batch.len() < RUNS_PAGE;
-            before = batch.last().map(|run| run.id.clone());
+            before = batch.last().map(|run| run.id.to_string());
             page.extend(batch.into_iter().filter(|run| keep(run)));
             if last {
                 break;

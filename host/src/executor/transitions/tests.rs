@@ -14,7 +14,7 @@ const NOW: u64 = 1_000_000;
 fn record(status: StepStatus) -> StepRecord {
     StepRecord {
         status,
-        ..StepRecord::pending("run", 0, "step", "sha256:00", None)
+        ..StepRecord::pending(&"run".into(), 0, "step", "sha256:00", None)
     }
 }
 
@@ -30,7 +30,7 @@ fn blob(name: &str) -> BlobRef {
     BlobRef {
         name: name.to_owned(),
         media_type: "text/plain".to_owned(),
-        digest: format!("sha256:{name}"),
+        digest: crate::digest::digest(name.as_bytes()),
         size: 1,
     }
 }

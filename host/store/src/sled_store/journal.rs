@@ -168,7 +168,7 @@ impl RunStore for SledStore {
             .map_err(|error| self.database(error))?;
         let record = EventRecord {
             seq,
-            run_id: run_id.to_owned(),
+            run_id: run_id.into(),
             event: event.clone(),
         };
         self.events

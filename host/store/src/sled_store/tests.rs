@@ -20,12 +20,12 @@ fn reopen(path: &Path) -> SledStore {
 
 fn run(id: &str) -> RunRecord {
     RunRecord {
-        id: id.to_owned(),
+        id: id.into(),
         workflow: WorkflowRef {
             name: "w".into(),
             version: "1".into(),
             path: "/w.yaml".into(),
-            digest: "sha256:00".into(),
+            digest: crate::digest::digest(b"definition"),
         },
         status: RunStatus::Running,
         created_at_ms: 1,
@@ -34,7 +34,7 @@ fn run(id: &str) -> RunRecord {
         input_blobs: vec![BlobRef {
             name: "doc".into(),
             media_type: "text/plain".into(),
-            digest: "sha256:ab".into(),
+            digest: crate::digest::digest(b"abc"),
             size: 3,
         }],
         output: None,
@@ -50,7 +50,7 @@ fn run(id: &str) -> RunRecord {
 
 fn step(run_id: &str, index: u32) -> StepRecord {
     StepRecord::pending(
-        run_id,
+        &run_id.into(),
         index,
         &format!("s{index}"),
         "sha256:cd",
@@ -160,7 +160,7 @@ fn commits_survive_reopening() {
             .commit(Commit {
                 run: Some(&record),
                 steps: steps.iter().collect(),
-                blobs: vec![("sha256:ab", b"abc")],
+                blobs: vec![(crate::digest::digest(b"abc").as_str(), b"abc")],
                 logs: Some(crate::LogsEntry {
                     run_id: "r1",
                     index: 0,
@@ -181,7 +181,10 @@ fn commits_survive_reopening() {
     let read: Vec<u32> = store.steps("r1").unwrap().iter().map(|s| s.index).collect();
     assert_eq!(read, (0..11).collect::<Vec<_>>());
     assert_eq!(
-        store.blob("sha256:ab").unwrap().as_deref(),
+        store
+            .blob(&crate::digest::digest(b"abc"))
+            .unwrap()
+            .as_deref(),
         Some(&b"abc"[..])
     );
     assert_eq!(store.logs("r1", 0).unwrap().len(), 1);
