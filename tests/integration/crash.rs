@@ -178,6 +178,22 @@ fn env_number(name: &str, default: u64) -> u64 {
 fn many_concurrent_runs_survive_repeated_sigkills() {
     let runs = env_number("PLAIT_CRASH_RUNS", 24);
     let kills = env_number("PLAIT_CRASH_KILLS", 6);
+    sigkill_schedule(runs, kills, 4);
+}
+
+/// The same with 64 runs in flight at once in `durable` mode, so that
+/// kills land while commits share their syncs (group commit): a commit
+/// acknowledged by a shared sync is never lost, and one a kill cut off
+/// before its sync is never acknowledged, so its step runs again.
+#[test]
+fn sixty_four_concurrent_durable_runs_survive_repeated_sigkills() {
+    let kills = env_number("PLAIT_CRASH_KILLS", 5);
+    sigkill_schedule(64, kills, 64);
+}
+
+/// `runs` runs, `concurrency` steps at a time, the host killed `kills`
+/// times at random moments; see [`many_concurrent_runs_survive_repeated_sigkills`].
+fn sigkill_schedule(runs: u64, kills: u64, concurrency: u64) {
     let seed = env_number("PLAIT_CRASH_SEED", 0x5eed_cafe);
     let mut rng = Rng(seed | 1);
     let sandbox = Sandbox::new();
@@ -212,9 +228,13 @@ steps:
     );
     let lines: String = (0..runs).map(|n| format!("{{\"n\": {n}}}\n")).collect();
     sandbox.write("inputs.jsonl", lines);
-    // Four steps at a time per host at most, so the batch takes a while
-    // and kills land everywhere: mid-step, between steps, mid-commit.
-    sandbox.write("plait.toml", "[runtime]\nconcurrency = 4\n");
+    // A few steps at a time per host, so the batch takes a while and kills
+    // land everywhere: mid-step, between steps, mid-commit; or all of them
+    // at once, so that commits group.
+    sandbox.write(
+        "plait.toml",
+        format!("[runtime]\nconcurrency = {concurrency}\n"),
+    );
     let command = [
         "run",
         "workflow.yaml",

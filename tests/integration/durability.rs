@@ -564,3 +564,88 @@ async fn a_run_pins_the_component_bytes_its_plan_loaded_not_the_file_as_it_is_no
     );
     assert_eq!(digest(&original), report.steps[0].component_digest);
 }
+
+/// `durable` means on disk: sled's own flush is `sync_file_range`, which
+/// flushes neither the drive's cache nor the file's size, so Plait
+/// `fdatasync`s the journal after it. A power cut cannot be staged here,
+/// so the test watches the syscalls (strace, installed by `scripts/test`):
+/// a 3-step run commits at least once per step plus its start and its end,
+/// each commit waits for its own sync (one run, nothing to group with),
+/// and every `fdatasync` names a file of the journal.
+#[test]
+fn every_commit_of_a_durable_run_is_fdatasynced_to_the_journal() {
+    let sandbox = Sandbox::new();
+    let echo = yaml_path(plait_test_artifacts::ECHO_COMPONENT);
+    sandbox.write(
+        "three.yaml",
+        format!(
+            "name: three\nsteps:\n  - id: a\n    uses: {echo}\n  - id: b\n    uses: {echo}\n    needs: [a]\n  - id: c\n    uses: {echo}\n    needs: [b]\n"
+        ),
+    );
+    let trace = sandbox.dir.path().join("syncs.trace");
+    let output = sandbox
+        .shell(r#"exec strace -f -qq -y -e trace=fdatasync,fsync -o "$TRACE" "$PLAIT" run three.yaml --input '{"n": 1}' --json"#)
+        .env("TRACE", &trace)
+        .env("PLAIT", env!("CARGO_BIN_EXE_plait"))
+        .output()
+        .expect("running strace (apt-get install strace; scripts/test does)");
+    assert_exit(&output, 0);
+    assert_eq!(json(&output)["status"], "succeeded");
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let journal = sandbox.store().join("journal");
+    let journal = journal.to_str().unwrap();
+    let log_syncs: Vec<&str> = trace
+        .lines()
+        .filter(|line| line.contains("fdatasync(") && line.contains(&format!("{journal}/db>")))
+        .collect();
+    assert!(
+        log_syncs.len() >= 5,
+        "{} fdatasync of the journal's log for a 3-step run:\n{trace}",
+        log_syncs.len()
+    );
+    assert!(
+        log_syncs
+            .iter()
+            .all(|line| line.trim_end().ends_with("= 0")),
+        "a sync failed:\n{trace}"
+    );
+    // The folder the journal's files were created in is synced too.
+    assert!(
+        trace
+            .lines()
+            .any(|line| line.contains("fsync(") && line.contains(&format!("{journal}>"))),
+        "the journal's folder is never synced:\n{trace}"
+    );
+}
+
+/// A commit acknowledged to a step is in the journal when the process dies
+/// right after it: `second` needs `first`, so it is invoked only once the
+/// commit of `first`'s output returned. A SIGKILL the moment `second` logs
+/// `invoked` finds `first` succeeded with its output stored, and a resume
+/// runs `second` alone.
+#[test]
+fn a_commit_acknowledged_before_a_sigkill_is_in_the_journal() {
+    let sandbox = Sandbox::new();
+    let slow = yaml_path(SLOW_COUNTER_COMPONENT);
+    sandbox.write(
+        "two.yaml",
+        format!(
+            "name: two\nsteps:\n  - id: first\n    uses: {slow}\n  - id: second\n    uses: {slow}\n    needs: [first]\n    config: {{ sleep_ms: 600000 }}\n"
+        ),
+    );
+    let line = kill_at(&sandbox, &["run", "two.yaml"], "step_id=second");
+    assert!(line.contains(" invoked "), "{line}");
+    let run_id = run_field(&line);
+
+    let shown = json(&sandbox.run(&["runs", "show", &run_id, "--json"]));
+    let steps = shown["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["id"], "first");
+    assert_eq!(steps[0]["status"], "succeeded", "{shown:#}");
+    assert_eq!(steps[0]["output"]["attempt"], 1, "{shown:#}");
+    assert_eq!(steps[1]["status"], "running", "{shown:#}");
+
+    let (resumed, report) = run(&sandbox, &["resume", &run_id, "--json"]);
+    assert_exit(&resumed, 0);
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(invocations(&resumed), 1, "only `second` ran again");
+}

@@ -3,8 +3,10 @@
 
 use super::*;
 
-impl RunStore for SledStore {
-    fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
+impl SledStore {
+    /// Applies a commit's transaction under the commit lock; durable mode's
+    /// sync comes after, outside it (see [`SledStore::durable`]).
+    fn apply(&self, commit: Commit<'_>) -> Result<(), StoreError> {
         let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let _writing = WriteMark::new(&self.writing_since_ms);
         // Encode outside the transaction closure, which sled may re-run.
@@ -110,10 +112,17 @@ impl RunStore for SledStore {
                 return Err(StoreError::Fenced(run_id.to_owned()));
             }
         }
+        Ok(())
+    }
+}
+
+impl RunStore for SledStore {
+    fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
+        self.apply(commit)?;
         // Durable before the caller moves on: the next step must never start
         // on an output that a power cut could take back.
         if self.durability == Durability::Durable {
-            self.db.flush().map_err(|error| self.database(error))?;
+            self.durable(self.group.ticket())?;
         }
         Ok(())
     }
@@ -178,17 +187,18 @@ impl RunStore for SledStore {
     }
 
     fn put_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
-        let _writing = WriteMark::new(&self.writing_since_ms);
-        self.webhooks
-            .insert(
-                format!("{}/{}", delivery.run_id, delivery.id),
-                encode(delivery),
-            )
-            .map_err(|error| self.database(error))?;
-        if self.durability == Durability::Durable {
+        {
+            let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _writing = WriteMark::new(&self.writing_since_ms);
             self.webhooks
-                .flush()
+                .insert(
+                    format!("{}/{}", delivery.run_id, delivery.id),
+                    encode(delivery),
+                )
                 .map_err(|error| self.database(error))?;
+        }
+        if self.durability == Durability::Durable {
+            self.durable(self.group.ticket())?;
         }
         Ok(())
     }
@@ -205,14 +215,15 @@ impl RunStore for SledStore {
     }
 
     fn put_trigger_mark(&self, key: &str, mark: &TriggerMark) -> Result<(), StoreError> {
-        let _writing = WriteMark::new(&self.writing_since_ms);
-        self.triggers
-            .insert(key, encode(mark))
-            .map_err(|error| self.database(error))?;
-        if self.durability == Durability::Durable {
+        {
+            let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _writing = WriteMark::new(&self.writing_since_ms);
             self.triggers
-                .flush()
+                .insert(key, encode(mark))
                 .map_err(|error| self.database(error))?;
+        }
+        if self.durability == Durability::Durable {
+            self.durable(self.group.ticket())?;
         }
         Ok(())
     }

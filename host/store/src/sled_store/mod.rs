@@ -29,12 +29,14 @@ const FORMAT: &str = "plait-journal/1";
 /// When a commit reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Every commit is flushed before `commit` returns: a step's output is on
-    /// disk before the next step starts. The default.
+    /// Every commit is on disk before `commit` returns: flushed by sled and
+    /// then `fdatasync`ed (log, blob files, their folder), so a step's
+    /// output survives a power cut before the next step starts. Concurrent
+    /// commits share syncs (group commit, see `sync.rs`). The default.
     #[default]
     Durable,
-    /// Commits are flushed together in the background every
-    /// [`BATCH_INTERVAL_MS`]: fewer fsyncs, but a crash of the process or
+    /// Commits are flushed and synced together in the background every
+    /// [`BATCH_INTERVAL_MS`]: fewer syncs, but a crash of the process or
     /// the machine can lose up to that window of commits (sled keeps
     /// unflushed writes in its own buffers). A lost commit means a step
     /// runs again on resume, never that a later step sees an output that is
@@ -52,9 +54,9 @@ pub const BATCH_INTERVAL_MS: u64 = 50;
 
 /// A [`RunStore`] in an embedded sled database.
 ///
-/// Commits are serialized by `commit_lock`, and in batched mode the flush
-/// runs on Plait's own thread under that same lock rather than on sled's
-/// background flusher. The benchmark found why: with sled 0.34, a
+/// Commits are serialized by `commit_lock`, and every flush (a durable
+/// commit's group sync, or batched mode's thread) runs under that same
+/// lock rather than on sled's background flusher. The benchmark found why: with sled 0.34, a
 /// transaction that must wait for log space while sled's flusher waits for
 /// the transaction's lock deadlocks the store (64 concurrent runs in batched
 /// mode hung). Flushes and transactions never overlap here.
@@ -67,6 +69,10 @@ pub struct SledStore {
     writing_since_ms: Arc<std::sync::atomic::AtomicU64>,
     // Held for its Drop: stops the flush thread after a last flush.
     _flusher: Option<Flusher>,
+    /// The files a sync must reach.
+    disk: Arc<DiskFiles>,
+    /// Durable mode's group commit.
+    group: GroupSync,
     db: sled::Db,
     runs: sled::Tree,
     steps: sled::Tree,
@@ -184,6 +190,8 @@ impl SledStore {
                 db.flush().map_err(database)?;
             }
         }
+        let disk = Arc::new(DiskFiles::open(path).map_err(|error| database(error.into()))?);
+        disk.sync_log().map_err(|error| database(error.into()))?;
         let commit_lock = Arc::new(Mutex::new(()));
         // sled lets one process open the store, so every lease in it was
         // held by a process that is gone: they lapse now, and this host
@@ -216,7 +224,9 @@ impl SledStore {
             path: path.to_owned(),
             durability,
             _flusher: (durability == Durability::Batched)
-                .then(|| Flusher::spawn(db.clone(), commit_lock.clone())),
+                .then(|| Flusher::spawn(db.clone(), commit_lock.clone(), disk.clone())),
+            disk,
+            group: GroupSync::new(),
             commit_lock,
             writing_since_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             db,
@@ -348,12 +358,40 @@ impl SledStore {
         Ok(())
     }
 
-    /// Flushes everything to disk.
+    /// Flushes and syncs everything to disk, whatever the durability.
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
-        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync_to_disk().map(|_| ())
+    }
+
+    /// Returns once the write that took `ticket` is on disk, sharing the
+    /// sync with every commit waiting alongside it.
+    pub(super) fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+        self.group.wait(ticket, || self.sync_to_disk())
+    }
+
+    /// How many syncs durable commits have run: fewer than commits when
+    /// they group.
+    pub fn syncs(&self) -> u64 {
+        self.group.syncs()
+    }
+
+    /// One sync: sled's flush and the new blob files under the commit lock
+    /// (no transaction may run during sled's flush, and no blob is then
+    /// half-written), then `fdatasync` of the log outside it, so commits
+    /// apply meanwhile. Returns the last ticket it covers.
+    fn sync_to_disk(&self) -> Result<u64, StoreError> {
+        let io = |error: std::io::Error| self.database(error.into());
+        let covered = {
+            let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _writing = WriteMark::new(&self.writing_since_ms);
+            let covered = self.group.issued();
+            self.db.flush().map_err(|error| self.database(error))?;
+            self.disk.sync_blobs().map_err(io)?;
+            covered
+        };
         let _writing = WriteMark::new(&self.writing_since_ms);
-        self.db.flush().map_err(|error| self.database(error))?;
-        Ok(())
+        self.disk.sync_log().map_err(io)?;
+        Ok(covered)
     }
 
     fn database(&self, source: sled::Error) -> StoreError {
@@ -364,15 +402,16 @@ impl SledStore {
     }
 }
 
-/// The batched-mode flush thread: flushes every [`BATCH_INTERVAL_MS`] under
-/// the commit lock, and once more when the store is dropped.
+/// The batched-mode flush thread: flushes and syncs every
+/// [`BATCH_INTERVAL_MS`] under the commit lock, and once more when the
+/// store is dropped.
 struct Flusher {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Flusher {
-    fn spawn(db: sled::Db, lock: Arc<Mutex<()>>) -> Flusher {
+    fn spawn(db: sled::Db, lock: Arc<Mutex<()>>, disk: Arc<DiskFiles>) -> Flusher {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -381,11 +420,14 @@ impl Flusher {
                 loop {
                     std::thread::sleep(std::time::Duration::from_millis(BATCH_INTERVAL_MS));
                     let stopping = flag.load(Ordering::Acquire);
-                    {
+                    let flushed = {
                         let _serialized = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Err(error) = db.flush() {
-                            tracing::error!(target: "plait::store::sled_store", error = %error, "flushing the run journal failed");
-                        }
+                        db.flush()
+                            .map(|_| ())
+                            .and_then(|()| disk.sync_blobs().map_err(sled::Error::from))
+                    };
+                    if let Err(error) = flushed.and_then(|()| disk.sync_log().map_err(sled::Error::from)) {
+                        tracing::error!(target: "plait::store::sled_store", error = %error, "flushing the run journal failed");
                     }
                     if stopping {
                         break;
@@ -412,8 +454,10 @@ impl Drop for Flusher {
 mod inbox;
 mod journal;
 mod keys;
+mod sync;
 #[cfg(test)]
 mod tests;
 
 pub use inbox::{inbox_dir, post_signal};
 use keys::{decode, encode, logs_key, signal_key, step_key};
+use sync::{DiskFiles, GroupSync};
