@@ -8,10 +8,11 @@ use std::process::ExitCode;
 use plait::bundle::keys;
 use plait::bundle::{self, archive};
 
-use super::{
-    Context, TrustArgs, default_output, open, open_any, read, refused, secret_key, sign_entries,
-    write_file,
-};
+use super::{Context, default_output, read, refused, secret_key, sign_entries, write_file};
+// What only `plait bundle compile` uses, which builds without the compiler
+// (the edge build) do not have.
+#[cfg(feature = "compiler")]
+use super::{TrustArgs, open, open_any};
 use crate::StoreArgs;
 
 /// Arguments of `plait bundle pack`.
