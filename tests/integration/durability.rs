@@ -618,6 +618,56 @@ fn every_commit_of_a_durable_run_is_fdatasynced_to_the_journal() {
     );
 }
 
+/// `fdatasync`s of the journal's log while `plait run` runs `file`.
+fn log_syncs(sandbox: &Sandbox, file: &str) -> usize {
+    let trace = sandbox.dir.path().join(format!("{file}.trace"));
+    let output = sandbox
+        .shell(r#"exec strace -f -qq -y -e trace=fdatasync -o "$TRACE" "$PLAIT" run "$FILE" --input '{"n": 1}' --json"#)
+        .env("TRACE", &trace)
+        .env("FILE", file)
+        .env("PLAIT", env!("CARGO_BIN_EXE_plait"))
+        .output()
+        .expect("running strace (apt-get install strace; scripts/test does)");
+    assert_exit(&output, 0);
+    assert_eq!(json(&output)["status"], "succeeded");
+    let journal = sandbox.store().join("journal");
+    let log = format!("{}/db>", journal.to_str().unwrap());
+    std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains("fdatasync(") && line.contains(&log))
+        .count()
+}
+
+/// A step's `succeeded` record shares a commit with the next step's
+/// `running` one (docs/architecture.md, "What reaches the disk"): each
+/// further step of a chain costs one synced commit, not two. Counted on
+/// the journal's log with strace, a 1-step and a 3-step run of JSON-only
+/// steps, each in a fresh home.
+#[test]
+fn a_steps_success_shares_the_sync_of_the_next_steps_start() {
+    let echo = yaml_path(plait_test_artifacts::ECHO_COMPONENT);
+    let one = Sandbox::new();
+    one.write(
+        "one.yaml",
+        format!("name: one\nsteps:\n  - id: a\n    uses: {echo}\n"),
+    );
+    let three = Sandbox::new();
+    three.write(
+        "three.yaml",
+        format!(
+            "name: three\nsteps:\n  - id: a\n    uses: {echo}\n  - id: b\n    uses: {echo}\n    needs: [a]\n  - id: c\n    uses: {echo}\n    needs: [b]\n"
+        ),
+    );
+    let (one, three) = (log_syncs(&one, "one.yaml"), log_syncs(&three, "three.yaml"));
+    assert_eq!(
+        three - one,
+        2,
+        "two more steps took {} more syncs ({one} for one step, {three} for three)",
+        three - one
+    );
+}
+
 /// A commit acknowledged to a step is in the journal when the process dies
 /// right after it: `second` needs `first`, so it is invoked only once the
 /// commit of `first`'s output returned. A SIGKILL the moment `second` logs

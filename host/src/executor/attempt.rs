@@ -14,6 +14,7 @@ use crate::step::{FailureKind, InvocationInfo, Payload, StepFailure};
 use crate::store::{AttemptRecord, BlobRef, CacheEntry, Commit, LogsEntry, RunStatus, StoreError};
 use crate::telemetry::TraceContext;
 
+use super::scheduler::Unwritten;
 use super::transitions::{self, AfterFailure, Failed};
 
 impl Scheduler<'_> {
@@ -120,6 +121,8 @@ impl Scheduler<'_> {
             duration_ms,
         } = done;
         self.in_flight.remove(&unit);
+        // One success at a time waits for the next commit.
+        self.write_unwritten()?;
         let (index, item) = unit;
         let invoked_stats = (invoked.instantiation, invoked.fuel_consumed);
         let logs = invoked.logs;
@@ -170,23 +173,15 @@ impl Scheduler<'_> {
         }
         match result {
             Ok(output) => {
-                let (refs, contents) = blob_refs(&output.blobs);
-                let logs_entry = LogsEntry {
-                    run_id: &self.run.id,
-                    index: index as u32,
-                    item,
-                    attempt,
-                    logs: &logs,
-                };
+                let (refs, _) = blob_refs(&output.blobs);
                 transitions::succeed_unit(
                     &mut self.steps[index],
                     item,
                     output.json.clone(),
                     refs.clone(),
                 );
-                let mut records = vec![&self.steps[index]];
+                let mut changed = vec![index];
                 // A fallback's output is its step's output from now on.
-                let mut recovered = None;
                 if item.is_none()
                     && let Some(primary) = self.fallback_of[index]
                 {
@@ -195,36 +190,50 @@ impl Scheduler<'_> {
                         output.json.clone(),
                         refs.clone(),
                     );
-                    recovered = Some((primary, record));
-                }
-                if let Some((_, record)) = &recovered {
-                    records.push(record);
-                }
-                // Kept for other runs in the same commit as the output.
-                let entry = cache_key.as_ref().map(|_| CacheEntry {
-                    output: output.json.clone(),
-                    output_blobs: refs.clone(),
-                    run_id: self.run.id.clone(),
-                    step_id: self.steps[index].id.clone(),
-                    created_at_ms: now_ms(),
-                });
-                self.commit(Commit {
-                    run: None,
-                    steps: records,
-                    blobs: contents
-                        .iter()
-                        .map(|(digest, data)| (digest.as_str(), *data))
-                        .collect(),
-                    logs: Some(logs_entry),
-                    signal: None,
-                    idempotency: None,
-                    cache: cache_key.as_deref().zip(entry.as_ref()),
-                    fence: None,
-                    audit: None,
-                })?;
-                if let Some((primary, record)) = recovered {
                     tracing::info!(step = %record.id, "step recovered by its fallback");
                     self.steps[primary] = record;
+                    changed.push(primary);
+                }
+                let blobs = output
+                    .blobs
+                    .into_iter()
+                    .zip(&refs)
+                    .map(|(blob, blob_ref)| (blob_ref.digest.clone(), blob.data))
+                    .collect();
+                let unwritten = Unwritten {
+                    steps: changed,
+                    blobs,
+                    logs: Some((index as u32, item, attempt, logs)),
+                };
+                let later = unwritten.blobs.is_empty();
+                match &cache_key {
+                    // Carried by the run's next commit (see `Unwritten`).
+                    None if later => {
+                        *self.unwritten.lock().unwrap_or_else(|p| p.into_inner()) = unwritten
+                    }
+                    // At once when the output has blobs or a cache entry:
+                    // the next step reads its input blobs from the store, as
+                    // a later step with the same cache key looks it up
+                    // there. The cache entry, kept for other runs, goes in
+                    // the same commit as the output.
+                    None => {
+                        *self.unwritten.lock().unwrap_or_else(|p| p.into_inner()) = unwritten;
+                        self.write_unwritten()?;
+                    }
+                    Some(key) => {
+                        let entry = CacheEntry {
+                            output: output.json,
+                            output_blobs: refs,
+                            run_id: self.run.id.clone(),
+                            step_id: self.steps[index].id.clone(),
+                            created_at_ms: now_ms(),
+                        };
+                        *self.unwritten.lock().unwrap_or_else(|p| p.into_inner()) = unwritten;
+                        self.commit(Commit {
+                            cache: Some((key, &entry)),
+                            ..Commit::default()
+                        })?;
+                    }
                 }
                 tracing::debug!(step = %self.steps[index].id, item, "step succeeded");
                 if item.is_some() {

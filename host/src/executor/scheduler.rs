@@ -10,13 +10,16 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::*;
+use crate::capabilities::StepLogs;
 use crate::clock::now_ms;
 use crate::definition::StepKind;
+use crate::digest::Digest;
 use crate::engine::Invoked;
 use crate::plan::Plan;
 use crate::step::{FailureKind, StepFailure};
 use crate::store::{
-    CancelRequest, Commit, Fence, Lease, RunRecord, RunStatus, StepRecord, StepStatus, StoreError,
+    CancelRequest, Commit, Fence, Lease, LogsEntry, RunRecord, RunStatus, StepRecord, StepStatus,
+    StoreError,
 };
 use crate::telemetry::Metrics;
 
@@ -32,6 +35,32 @@ pub(super) struct Done {
     pub(super) invoked: Invoked,
     pub(super) started_at_ms: u64,
     pub(super) duration_ms: u64,
+}
+
+/// A succeeded attempt's records that no commit has carried yet.
+///
+/// A step's success does not get a commit of its own: the run's next
+/// commit carries it, which is the next step's `running` mark, or the run's
+/// end, as soon as the loop has looked at what the success made ready. So
+/// a chain of steps costs one journal sync per step, not two, and a step's
+/// output is still on disk before anything that follows it starts. The
+/// loop writes what is left before it waits on anything (an invocation, a
+/// timer, the caller), so a success is never held while time passes.
+#[derive(Default)]
+pub(super) struct Unwritten {
+    /// The steps whose records changed (the step, and the step a fallback
+    /// recovered).
+    pub(super) steps: Vec<usize>,
+    /// The output's blobs, by digest.
+    pub(super) blobs: Vec<(Digest, Vec<u8>)>,
+    /// The attempt's logs: step index, item, attempt.
+    pub(super) logs: Option<(u32, Option<u32>, u32, StepLogs)>,
+}
+
+impl Unwritten {
+    pub(super) fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.blobs.is_empty() && self.logs.is_none()
+    }
 }
 
 /// The coordinator of one run.
@@ -83,6 +112,10 @@ pub(super) struct Scheduler<'a> {
     pub(super) inbox_at_ms: u64,
     /// Steps done, as last told to subscribers.
     pub(super) steps_done: usize,
+    /// What the next commit carries besides its own records. Behind a
+    /// lock (never contended) because commits are made through `&self`
+    /// while the records they carry are borrowed from `self.steps`.
+    pub(super) unwritten: std::sync::Mutex<Unwritten>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -160,6 +193,7 @@ impl<'a> Scheduler<'a> {
             queued: 0,
             inbox_at_ms: 0,
             steps_done: 0,
+            unwritten: std::sync::Mutex::default(),
         }
     }
 
@@ -177,13 +211,62 @@ impl<'a> Scheduler<'a> {
         will_retry(&self.plan.steps[index].definition.retry, attempt, failure)
     }
 
-    /// Commits under the run's lease: refused if another executor took the
-    /// run over.
+    /// Commits under the run's lease (refused if another executor took the
+    /// run over), with whatever a success left [`Unwritten`].
     pub(super) fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
-        self.store.commit(Commit {
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
+        if commit.logs.is_some() && unwritten.logs.is_some() {
+            // One attempt's logs per commit: the unwritten success first.
+            drop(unwritten);
+            self.write_unwritten()?;
+            return self.commit(commit);
+        }
+        let mut commit = Commit {
             fence: Some(Fence::of(&self.run.id, &self.lease)),
             ..commit
-        })
+        };
+        for &index in &unwritten.steps {
+            let record = &self.steps[index];
+            // The caller's record of the same step is the newer one.
+            if !commit.steps.iter().any(|step| step.index == record.index) {
+                commit.steps.push(record);
+            }
+        }
+        commit.blobs.extend(
+            unwritten
+                .blobs
+                .iter()
+                .map(|(digest, data)| (digest.as_str(), data.as_slice())),
+        );
+        let logs = unwritten
+            .logs
+            .as_ref()
+            .map(|(index, item, attempt, logs)| LogsEntry {
+                run_id: &self.run.id,
+                index: *index,
+                item: *item,
+                attempt: *attempt,
+                logs,
+            });
+        if logs.is_some() {
+            commit.logs = logs;
+        }
+        self.store.commit(commit)?;
+        *unwritten = Unwritten::default();
+        Ok(())
+    }
+
+    /// Commits what a success left [`Unwritten`], if anything.
+    pub(super) fn write_unwritten(&self) -> Result<(), StoreError> {
+        let empty = self
+            .unwritten
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if empty {
+            return Ok(());
+        }
+        self.commit(Commit::default())
     }
 
     /// Extends the lease when it is due.
@@ -265,6 +348,8 @@ impl<'a> Scheduler<'a> {
                 return Ok(report);
             }
             self.mark_waiting()?;
+            // Nothing waits with a success unwritten (see `Unwritten`).
+            self.write_unwritten()?;
             let stopping = self.stopping.load(std::sync::atomic::Ordering::Acquire);
             if self.tasks.is_empty() && (stopping || self.parks()) {
                 if stopping {
