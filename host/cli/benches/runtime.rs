@@ -81,15 +81,32 @@ fn main() {
         .build()
         .unwrap();
     if args.iter().any(|a| a == "--profile-steps") {
-        // A steady loop of 10-step batched runs and nothing else, for
-        // `perf record` of the executor's own per-step cost.
+        // A steady loop of runs and nothing else, for `perf record` or
+        // `valgrind --tool=callgrind` of the executor's own per-step cost:
+        // 10-step batched runs, or with `--durable` 3-step durable runs
+        // (the throughput rows' workload). `--runs N` sets how many.
+        let durable = args.iter().any(|a| a == "--durable");
+        let runs = args
+            .iter()
+            .position(|a| a == "--runs")
+            .and_then(|at| args.get(at + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(3000);
         runtime.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let engine = support::engine(None);
-            let plan = support::noop_plan(&engine, dir.path(), 10).await;
-            let executor = support::executor(&dir.path().join("profile"), Durability::Batched);
-            let samples = time_runs(&executor, &plan, 3000, &[]).await;
-            println!("10-step batched run: median {}", ms(samples.median()));
+            let (steps, durability) = if durable {
+                (3, Durability::Durable)
+            } else {
+                (10, Durability::Batched)
+            };
+            let plan = support::noop_plan(&engine, dir.path(), steps).await;
+            let executor = support::executor(&dir.path().join("profile"), durability);
+            let samples = time_runs(&executor, &plan, runs, &[]).await;
+            println!(
+                "{steps}-step {durability:?} run: median {} over {runs} runs",
+                ms(samples.median())
+            );
         });
         return;
     }
