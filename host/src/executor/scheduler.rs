@@ -116,6 +116,8 @@ pub(super) struct Scheduler<'a> {
     /// lock (never contended) because commits are made through `&self`
     /// while the records they carry are borrowed from `self.steps`.
     pub(super) unwritten: std::sync::Mutex<Unwritten>,
+    /// This run, counted among its executor's runs in flight.
+    pub(super) active: ActiveRun,
 }
 
 impl<'a> Scheduler<'a> {
@@ -194,6 +196,7 @@ impl<'a> Scheduler<'a> {
             inbox_at_ms: 0,
             steps_done: 0,
             unwritten: std::sync::Mutex::default(),
+            active: ActiveRun::new(&executor.active),
         }
     }
 
@@ -251,7 +254,7 @@ impl<'a> Scheduler<'a> {
         if logs.is_some() {
             commit.logs = logs;
         }
-        self.store.commit(commit)?;
+        self.active.blocking(|| self.store.commit(commit))?;
         *unwritten = Unwritten::default();
         Ok(())
     }
