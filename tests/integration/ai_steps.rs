@@ -77,7 +77,7 @@ async fn document_intake_reads_and_labels_every_sample_within_the_error_targets(
     let manifest: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(samples.join("manifest.json")).unwrap())
             .unwrap();
-    assert_eq!(manifest.len(), 15);
+    assert_eq!(manifest.len(), 16);
     let mut failures = Vec::new();
     let mut reviews = 0;
     for sample in &manifest {
