@@ -142,15 +142,23 @@ enum Request {
     SizeOnDisk,
 }
 
-/// The answer to one [`Request`].
+/// The answer to one [`Request`], `T` being what it asked for.
+///
+/// Generic rather than holding a `serde_json::Value`, so that a record
+/// crosses the socket with the same (de)serializer code as it is written
+/// to and read from sled: no intermediate tree, and in the binary no
+/// second copy of every record's `Deserialize` for `Value`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Reply {
-    Ok(serde_json::Value),
+enum Reply<T> {
+    Ok(T),
     /// No run has this id.
     UnknownRun(String),
     Error(String),
 }
+
+/// A reply that carries no value: a failure.
+type Failure = Reply<()>;
 
 /// A store another process holds, read through its socket. Every write
 /// fails with [`StoreError::Held`].
@@ -218,11 +226,10 @@ impl RemoteStore {
         let reply = connection
             .exchange(&line)
             .map_err(|error| self.remote(error.to_string()))?;
-        let reply: Reply = serde_json::from_slice(&reply)
+        let reply: Reply<T> = serde_json::from_slice(&reply)
             .map_err(|error| self.remote(format!("its reply is not understood: {error}")))?;
         match reply {
-            Reply::Ok(value) => serde_json::from_value(value)
-                .map_err(|error| self.remote(format!("its reply is not understood: {error}"))),
+            Reply::Ok(value) => Ok(value),
             Reply::UnknownRun(run_id) => Err(StoreError::UnknownRun(run_id)),
             Reply::Error(message) => Err(self.remote(message)),
         }
@@ -573,46 +580,58 @@ fn answer(stream: std::os::unix::net::UnixStream, store: &std::sync::Weak<dyn Ru
         let reply = match read_line(&mut reader) {
             Ok(Some(line)) => match serde_json::from_slice::<Request>(&line) {
                 Ok(request) => handle(&request, store),
-                Err(error) => Reply::Error(format!("a request it could not read: {error}")),
+                Err(error) => encode(&Failure::Error(format!(
+                    "a request it could not read: {error}"
+                ))),
             },
             Ok(None) => return,
             Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
                 // The rest of an oversized line cannot be told from the
                 // next request: answer, then hang up.
-                let _ = write_reply(&mut writer, &Reply::Error(error.to_string()));
+                let _ = write_line(&mut writer, encode(&Failure::Error(error.to_string())));
                 return;
             }
             Err(_) => return,
         };
-        if write_reply(&mut writer, &reply).is_err() {
+        if write_line(&mut writer, reply).is_err() {
             return;
         }
         let _ = writer.flush();
     }
 }
 
-#[cfg(unix)]
-fn write_reply(writer: &mut impl std::io::Write, reply: &Reply) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(reply).expect("replies serialize to JSON");
-    if line.len() > MAX_LINE {
-        line = serde_json::to_vec(&Reply::Error(format!(
+/// `reply` as one line of JSON (without its newline), or the error that
+/// says why it cannot be sent.
+fn encode<T: Serialize>(reply: &Reply<T>) -> Vec<u8> {
+    let failure = |message: String| {
+        serde_json::to_vec(&Failure::Error(message)).expect("a string serializes to JSON")
+    };
+    match serde_json::to_vec(reply) {
+        Ok(line) if line.len() > MAX_LINE => failure(format!(
             "the answer is {} MiB, more than the {} MiB one line of the store socket may hold; \
              stop the process that holds the store to read it directly",
             line.len() >> 20,
             MAX_LINE >> 20
-        )))
-        .expect("replies serialize to JSON");
+        )),
+        Ok(line) => line,
+        Err(error) => failure(error.to_string()),
     }
+}
+
+#[cfg(unix)]
+fn write_line(writer: &mut impl std::io::Write, mut line: Vec<u8>) -> std::io::Result<()> {
     line.push(b'\n');
     writer.write_all(&line)
 }
 
 /// Runs one request against the store, if it is still open.
-fn handle(request: &Request, store: &std::sync::Weak<dyn RunStore>) -> Reply {
+fn handle(request: &Request, store: &std::sync::Weak<dyn RunStore>) -> Vec<u8> {
     let Some(store) = store.upgrade() else {
         return match request {
             Request::Hello => reply(Ok(this_process(false))),
-            _ => Reply::Error("this process has closed the store".to_owned()),
+            _ => encode(&Failure::Error(
+                "this process has closed the store".to_owned(),
+            )),
         };
     };
     let store = store.as_ref();
@@ -644,15 +663,13 @@ fn handle(request: &Request, store: &std::sync::Weak<dyn RunStore>) -> Reply {
     }
 }
 
-fn reply<T: Serialize>(result: Result<T, StoreError>) -> Reply {
+/// The encoded reply to a request that `result` answers.
+fn reply<T: Serialize>(result: Result<T, StoreError>) -> Vec<u8> {
     match result {
-        Ok(value) => match serde_json::to_value(value) {
-            Ok(value) => Reply::Ok(value),
-            Err(error) => Reply::Error(error.to_string()),
-        },
-        Err(StoreError::UnknownRun(run_id)) => Reply::UnknownRun(run_id),
+        Ok(value) => encode(&Reply::Ok(value)),
+        Err(StoreError::UnknownRun(run_id)) => encode(&Failure::UnknownRun(run_id)),
         // The whole chain: the client prints it as the cause.
-        Err(error) => Reply::Error(error_chain(&error)),
+        Err(error) => encode(&Failure::Error(error_chain(&error))),
     }
 }
 
@@ -683,6 +700,26 @@ mod tests {
         ok.extend_from_slice(b"next");
         let line = read_line(&mut std::io::Cursor::new(ok)).unwrap().unwrap();
         assert_eq!(line, b"{\"op\":\"hello\"}");
+    }
+
+    #[test]
+    fn replies_keep_their_wire_format_and_an_oversized_one_becomes_an_error() {
+        assert_eq!(encode(&Reply::Ok(vec![1, 2])), br#"{"ok":[1,2]}"#);
+        assert_eq!(
+            encode(&Failure::UnknownRun("r1".to_owned())),
+            br#"{"unknown_run":"r1"}"#
+        );
+        // A failure reads as the reply to any request.
+        let failure: Reply<Vec<u32>> =
+            serde_json::from_slice(&encode(&Failure::Error("boom".to_owned()))).unwrap();
+        assert!(matches!(failure, Reply::Error(ref message) if message == "boom"));
+        let oversized = encode(&Reply::Ok("x".repeat(MAX_LINE)));
+        assert!(oversized.len() < 1024);
+        let oversized: Reply<String> = serde_json::from_slice(&oversized).unwrap();
+        assert!(
+            matches!(oversized, Reply::Error(ref message) if message.contains("more than the 8 MiB")),
+            "{oversized:?}"
+        );
     }
 
     #[test]
