@@ -1,6 +1,7 @@
 //! What happened to a run, as it happened: the events a progress bar or an
 //! event stream follows, recorded in the run's event log and broadcast.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -143,14 +144,99 @@ impl PauseKind {
     }
 }
 
+/// Where a host's run events go: to every subscriber of all of them (an
+/// event stream, the server's dispatcher), and to the watchers of one run.
+///
+/// A caller that waits for one run among many (`POST …/runs?wait=`) holds a
+/// [`RunWatch`] rather than a subscription: with 64 such requests in
+/// flight, a subscription each would wake every waiter, and clone the event
+/// for it, on each event of every other run.
+#[derive(Clone)]
+pub(super) struct EventBus {
+    all: tokio::sync::broadcast::Sender<RunEvent>,
+    /// Per run, the notifiers of its watchers.
+    watchers: Arc<std::sync::Mutex<HashMap<RunId, Vec<Arc<tokio::sync::Notify>>>>>,
+}
+
+impl EventBus {
+    /// A bus whose subscribers may fall `capacity` events behind before
+    /// they miss some.
+    pub(super) fn new(capacity: usize) -> EventBus {
+        EventBus {
+            all: tokio::sync::broadcast::channel(capacity).0,
+            watchers: Arc::default(),
+        }
+    }
+
+    pub(super) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RunEvent> {
+        self.all.subscribe()
+    }
+
+    pub(super) fn watch(&self, run_id: &str) -> RunWatch {
+        let run_id = RunId::from(run_id);
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.lock()
+            .entry(run_id.clone())
+            .or_default()
+            .push(notify.clone());
+        RunWatch {
+            bus: self.clone(),
+            run_id,
+            notify,
+        }
+    }
+
+    fn send(&self, event: RunEvent) {
+        if let Some(watchers) = self.lock().get(&event.run_id) {
+            for watcher in watchers {
+                // A permit if its watcher is not waiting right now: the
+                // next wait returns at once, so no event falls between a
+                // watcher's look at the run and its wait.
+                watcher.notify_one();
+            }
+        }
+        if self.all.receiver_count() > 0 {
+            let _ = self.all.send(event);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Vec<Arc<tokio::sync::Notify>>>> {
+        self.watchers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A watch on one run's events ([`Executor::watch_run`]): [`RunWatch::changed`]
+/// returns after each of them, several at once counting as one.
+pub struct RunWatch {
+    bus: EventBus,
+    run_id: RunId,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl RunWatch {
+    /// Returns once the run has had an event since the watch was made or
+    /// since the last return: the caller then looks at the run again.
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for RunWatch {
+    fn drop(&mut self) {
+        let mut watchers = self.bus.lock();
+        if let Some(list) = watchers.get_mut(&self.run_id) {
+            list.retain(|notify| !Arc::ptr_eq(notify, &self.notify));
+            if list.is_empty() {
+                watchers.remove(&self.run_id);
+            }
+        }
+    }
+}
+
 /// Records `event` in its run's event log, then tells subscribers. A log
 /// that cannot be written is reported and the run goes on: the run's own
 /// records, not its events, are what a resume builds on.
-pub(super) fn publish(
-    store: &dyn RunStore,
-    sender: &tokio::sync::broadcast::Sender<RunEvent>,
-    mut event: RunEvent,
-) {
+pub(super) fn publish(store: &dyn RunStore, bus: &EventBus, mut event: RunEvent) {
     let value = serde_json::to_value(&event).unwrap_or(Value::Null);
     match store.append_event(&event.run_id, &value) {
         Ok(seq) => event.seq = seq,
@@ -158,9 +244,7 @@ pub(super) fn publish(
             tracing::warn!(target: "plait::executor", run_id = %event.run_id, error = %error, "could not record a run event")
         }
     }
-    if sender.receiver_count() > 0 {
-        let _ = sender.send(event);
-    }
+    bus.send(event);
 }
 
 /// Moves what other processes left in the store's inbox into it (see
@@ -168,7 +252,7 @@ pub(super) fn publish(
 /// cancel request, so that whoever executes that run hears of it.
 pub(super) fn collect_inbox(
     store: &dyn RunStore,
-    sender: &tokio::sync::broadcast::Sender<RunEvent>,
+    bus: &EventBus,
 ) -> Result<Vec<Signal>, StoreError> {
     let signals = store.collect_inbox()?;
     for signal in &signals {
@@ -186,7 +270,7 @@ pub(super) fn collect_inbox(
         };
         publish(
             store,
-            sender,
+            bus,
             RunEvent {
                 seq: 0,
                 run_id: run.id.clone(),
@@ -362,6 +446,55 @@ mod tests {
             kind,
         })
         .unwrap()
+    }
+
+    fn event(run_id: &str) -> RunEvent {
+        RunEvent {
+            seq: 0,
+            run_id: run_id.into(),
+            workflow: "w".to_owned(),
+            at_ms: 1,
+            steps_done: 0,
+            steps_total: 1,
+            kind: RunEventKind::RunQueued,
+        }
+    }
+
+    /// Whether `watch` has had an event since it last returned, without
+    /// waiting.
+    fn woken(watch: &super::RunWatch) -> bool {
+        use std::future::Future as _;
+        let waker = std::task::Waker::noop();
+        let mut context = std::task::Context::from_waker(waker);
+        let changed = std::pin::pin!(watch.changed());
+        changed.poll(&mut context).is_ready()
+    }
+
+    #[test]
+    fn a_run_watch_wakes_for_its_own_runs_events_only_and_misses_none() {
+        let bus = super::EventBus::new(4);
+        let mine = bus.watch("r1");
+        let also_mine = bus.watch("r1");
+        let other = bus.watch("r2");
+        assert!(!woken(&mine));
+        // Sent while nobody waits: kept as a permit, and two events in a
+        // row are one look at the run.
+        bus.send(event("r1"));
+        bus.send(event("r1"));
+        assert!(woken(&mine));
+        assert!(!woken(&mine));
+        assert!(woken(&also_mine));
+        assert!(!woken(&other));
+        bus.send(event("r2"));
+        assert!(woken(&other));
+        assert!(!woken(&mine));
+        // Subscribers of all events still get them.
+        let mut all = bus.subscribe();
+        bus.send(event("r3"));
+        assert_eq!(all.try_recv().unwrap().run_id.as_str(), "r3");
+        // A dropped watch leaves nothing behind.
+        drop((mine, also_mine, other));
+        assert!(bus.lock().is_empty());
     }
 
     #[test]

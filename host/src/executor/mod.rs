@@ -26,8 +26,8 @@ mod signal;
 mod transitions;
 
 pub use create::{MAX_KEY_LEN, StartRequest, canonical};
-use events::collect_inbox;
-pub use events::{AttemptStatus, PauseKind, RunEvent, RunEventKind};
+pub use events::{AttemptStatus, PauseKind, RunEvent, RunEventKind, RunWatch};
+use events::{EventBus, collect_inbox};
 use scheduler::{Done, Scheduler, Unit};
 pub use signal::{cancel_request, check_signal};
 use transitions::{
@@ -232,7 +232,7 @@ pub struct Executor {
     /// This executor's id, the holder of the leases it takes.
     id: String,
     metrics: Arc<Metrics>,
-    events: tokio::sync::broadcast::Sender<RunEvent>,
+    events: EventBus,
     /// See [`Executor::parking`].
     park: bool,
     /// See [`Executor::stop`].
@@ -306,7 +306,7 @@ impl Executor {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             id: format!("executor-{}", uuid::Uuid::now_v7()),
             metrics: Arc::new(Metrics::new()),
-            events: tokio::sync::broadcast::channel(1024).0,
+            events: EventBus::new(1024),
             park: false,
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             max_interruptions: u32::MAX,
@@ -366,6 +366,13 @@ impl Executor {
     /// Events of every run this executor executes, from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RunEvent> {
         self.events.subscribe()
+    }
+
+    /// A watch on run `run_id`'s events, from now on: for a caller that
+    /// waits for one run and looks at it again after each of its events,
+    /// woken by that run's events only (see [`RunWatch`]).
+    pub fn watch_run(&self, run_id: &str) -> RunWatch {
+        self.events.watch(run_id)
     }
 
     /// Counts into `metrics` (one registry a `/metrics` endpoint serves).

@@ -97,7 +97,7 @@ pub(super) struct Scheduler<'a> {
     /// This process's span of the run.
     pub(super) span: tracing::Span,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) events: tokio::sync::broadcast::Sender<RunEvent>,
+    pub(super) events: EventBus,
     /// Whether a run that only waits goes back to the caller.
     pub(super) park: bool,
     /// Set when the host stops: nothing new starts.

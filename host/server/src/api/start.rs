@@ -366,7 +366,9 @@ pub(super) async fn wait_for(
     run_id: &str,
     wait: Duration,
 ) -> Result<RunRecord, Problem> {
-    let mut events = state.dispatcher.executor().subscribe();
+    // This run's events only: a subscription to all of them would wake
+    // every waiting request on each event of every other run.
+    let watch = state.dispatcher.executor().watch_run(run_id);
     let shutdown = state.dispatcher.shutdown_token();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -377,12 +379,9 @@ pub(super) async fn wait_for(
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {}
             () = shutdown.cancelled() => return load_run(state, run_id),
+            // A run another process finished sends no event here.
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            event = events.recv() => {
-                if let Ok(event) = event && event.run_id != run_id {
-                    continue;
-                }
-            }
+            () = watch.changed() => {}
         }
     }
 }
