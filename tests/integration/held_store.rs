@@ -102,13 +102,23 @@ fn runs_list_show_logs_and_signal_work_while_a_waiting_run_holds_the_store() {
     assert_eq!(step(&shown, "approve")["status"], "waiting");
     assert_eq!(step(&shown, "request")["status"], "succeeded");
 
-    let logs = sandbox.run(&["logs", &run_id[..13]]);
-    assert_exit(&logs, 0);
-    assert!(
-        stdout(&logs).contains("waiting for a signal"),
-        "{}",
-        stdout(&logs)
-    );
+    // Run log lines reach the store every 100 ms (a writer thread of the
+    // holder's), so the line the holder has just printed may still be on
+    // its way.
+    let start = Instant::now();
+    loop {
+        let logs = sandbox.run(&["logs", &run_id[..13]]);
+        assert_exit(&logs, 0);
+        if stdout(&logs).contains("waiting for a signal") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            stdout(&logs)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_exit(&sandbox.run(&["metrics"]), 0);
     assert_exit(&sandbox.run(&["audit", "--json"]), 0);
 
@@ -186,13 +196,23 @@ fn runs_list_show_logs_and_signal_work_while_plait_serve_holds_the_store() {
     line_with(&server_lines, " on http://");
     let pid = format!("pid {}", server.id());
 
-    let listed = sandbox.run(&["runs", "list"]);
-    assert_exit(&listed, 0);
-    assert!(
-        stdout(&listed).contains(&run_id) && stdout(&listed).contains("waiting"),
-        "{}",
-        stdout(&listed)
-    );
+    // The server takes the unfinished run up as it starts (`running`) and
+    // parks it again at its approval (`waiting`): list until it has.
+    let start = Instant::now();
+    loop {
+        let listed = sandbox.run(&["runs", "list"]);
+        assert_exit(&listed, 0);
+        assert!(stdout(&listed).contains(&run_id), "{}", stdout(&listed));
+        if stdout(&listed).contains("waiting") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the run never waited again under the server: {}",
+            stdout(&listed)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let shown = sandbox.run(&["runs", "show", &run_id]);
     assert_exit(&shown, 0);
     assert!(
