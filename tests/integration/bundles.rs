@@ -392,7 +392,22 @@ fn versions_install_side_by_side_run_by_name_serve_and_are_removed_only_when_unu
         &["bundle", "remove", "echo-bundle@0.1.0"],
         &["unfinished runs", &run_id],
     );
-    plait_ok(&sandbox, &["cancel", &run_id]);
+    // The killed process's claim on the run may have reached the disk: the
+    // cancel is then recorded, and carried out by a cancel made once the
+    // claim has lapsed (30 s).
+    let start = Instant::now();
+    loop {
+        plait_ok(&sandbox, &["cancel", &run_id]);
+        let shown = plait_ok(&sandbox, &["runs", "show", &run_id, "--json"]);
+        if serde_json::from_str::<Value>(&shown).unwrap()["status"] == "cancelled" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(45),
+            "the run was never cancelled: {shown}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     plait_ok(&sandbox, &["bundle", "remove", "echo-bundle@0.1.0"]);
     let listed = plait_ok(&sandbox, &["bundle", "list"]);
     assert!(

@@ -96,26 +96,33 @@ impl Executor {
                 status: run.status.as_str(),
             });
         }
-        if self.store.cancel_request(run_id)?.is_some() {
-            return Ok(Cancelled::AlreadyRequested);
-        }
-        let request = cancel_request(run_id, reason, origin);
-        let stored = request.to_signal();
-        self.store.commit(Commit {
-            signal: Some(&stored),
-            audit: Some(&stored.audit()),
-            ..Commit::default()
-        })?;
-        let steps_total = self.store.steps(run_id)?.len();
-        self.note(
-            &run,
-            steps_total,
-            RunEventKind::CancelRequested {
-                reason: reason.map(str::to_owned),
-            },
-        );
+        // A request already made stands (its requester and reason); it is
+        // carried out now if nobody executes the run any more: the process
+        // that held it may have died with its lease, which has lapsed since.
+        let (request, already) = match self.store.cancel_request(run_id)? {
+            Some(request) => (request, true),
+            None => {
+                let request = cancel_request(run_id, reason, origin);
+                let stored = request.to_signal();
+                self.store.commit(Commit {
+                    signal: Some(&stored),
+                    audit: Some(&stored.audit()),
+                    ..Commit::default()
+                })?;
+                let steps_total = self.store.steps(run_id)?.len();
+                self.note(
+                    &run,
+                    steps_total,
+                    RunEventKind::CancelRequested {
+                        reason: reason.map(str::to_owned),
+                    },
+                );
+                (request, false)
+            }
+        };
         let lease = match self.store.acquire_lease(run_id, &self.id, LEASE_TTL_MS) {
             Ok(lease) => lease,
+            Err(StoreError::LeaseHeld { .. }) if already => return Ok(Cancelled::AlreadyRequested),
             Err(StoreError::LeaseHeld { .. }) => return Ok(Cancelled::Requested),
             Err(error) => return Err(error.into()),
         };

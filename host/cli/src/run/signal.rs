@@ -96,11 +96,13 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Cancelled::Requested => {
-            eprintln!("cancel requested; the process running {run_id} stops it within a second")
-        }
+        Cancelled::Requested => eprintln!(
+            "cancel requested; the process running {run_id} stops it within a second \
+             (if that process has died, its claim on the run lapses within 30 s: cancel again then)"
+        ),
         Cancelled::AlreadyRequested => eprintln!(
-            "a cancel of run {run_id} was already requested; it stops when the process running it next looks"
+            "a cancel of run {run_id} was already requested; it stops when the process running it next looks \
+             (if that process has died, its claim on the run lapses within 30 s: cancel again then)"
         ),
     }
     Ok(ExitCode::SUCCESS)
