@@ -565,13 +565,15 @@ async fn a_run_pins_the_component_bytes_its_plan_loaded_not_the_file_as_it_is_no
     assert_eq!(digest(&original), report.steps[0].component_digest);
 }
 
-/// `durable` means on disk: sled's own flush is `sync_file_range`, which
-/// flushes neither the drive's cache nor the file's size, so Plait
-/// `fdatasync`s the journal after it. A power cut cannot be staged here,
+/// `durable` means on disk: every commit is appended to the journal's
+/// write-ahead log (`journal/wal/`) and `fdatasync`ed before it returns
+/// (sled's own flush is `sync_file_range`, which flushes neither the
+/// drive's cache nor the file's size). A power cut cannot be staged here,
 /// so the test watches the syscalls (strace, installed by `scripts/test`):
 /// a 3-step run commits at least once per step plus its start and its end,
 /// each commit waits for its own sync (one run, nothing to group with),
-/// and every `fdatasync` names a file of the journal.
+/// every sync succeeds, and the folders the log's files and sled's files
+/// were created in are synced too.
 #[test]
 fn every_commit_of_a_durable_run_is_fdatasynced_to_the_journal() {
     let sandbox = Sandbox::new();
@@ -596,11 +598,11 @@ fn every_commit_of_a_durable_run_is_fdatasynced_to_the_journal() {
     let journal = journal.to_str().unwrap();
     let log_syncs: Vec<&str> = trace
         .lines()
-        .filter(|line| line.contains("fdatasync(") && line.contains(&format!("{journal}/db>")))
+        .filter(|line| line.contains("fdatasync(") && line.contains(&format!("{journal}/wal/")))
         .collect();
     assert!(
         log_syncs.len() >= 5,
-        "{} fdatasync of the journal's log for a 3-step run:\n{trace}",
+        "{} fdatasync of the journal's write-ahead log for a 3-step run:\n{trace}",
         log_syncs.len()
     );
     assert!(
@@ -609,16 +611,26 @@ fn every_commit_of_a_durable_run_is_fdatasynced_to_the_journal() {
             .all(|line| line.trim_end().ends_with("= 0")),
         "a sync failed:\n{trace}"
     );
-    // The folder the journal's files were created in is synced too.
+    // The folders the journal's files were created in are synced too, and
+    // sled's own log at the checkpoints (opening and closing the store).
+    for synced in [format!("{journal}>"), format!("{journal}/wal>")] {
+        assert!(
+            trace
+                .lines()
+                .any(|line| line.contains("fsync(") && line.contains(&synced)),
+            "`{synced}` is never synced:\n{trace}"
+        );
+    }
     assert!(
         trace
             .lines()
-            .any(|line| line.contains("fsync(") && line.contains(&format!("{journal}>"))),
-        "the journal's folder is never synced:\n{trace}"
+            .any(|line| line.contains("fdatasync(") && line.contains(&format!("{journal}/db>"))),
+        "sled's log is never synced:\n{trace}"
     );
 }
 
-/// `fdatasync`s of the journal's log while `plait run` runs `file`.
+/// `fdatasync`s of the journal's write-ahead log while `plait run` runs
+/// `file`.
 fn log_syncs(sandbox: &Sandbox, file: &str) -> usize {
     let trace = sandbox.dir.path().join(format!("{file}.trace"));
     let output = sandbox
@@ -631,7 +643,7 @@ fn log_syncs(sandbox: &Sandbox, file: &str) -> usize {
     assert_exit(&output, 0);
     assert_eq!(json(&output)["status"], "succeeded");
     let journal = sandbox.store().join("journal");
-    let log = format!("{}/db>", journal.to_str().unwrap());
+    let log = format!("{}/wal/", journal.to_str().unwrap());
     std::fs::read_to_string(&trace)
         .unwrap()
         .lines()

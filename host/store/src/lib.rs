@@ -17,7 +17,7 @@ pub use records::{
     RunRecord, RunStatus, Signal, StepRecord, StepStatus, TriggerMark, WorkflowRef,
 };
 pub use sled_store::{
-    BATCH_INTERVAL_MS, Durability, SledStore, WriteWatch, inbox_dir, post_signal,
+    BATCH_INTERVAL_MS, Durability, SledStore, WalError, WriteWatch, inbox_dir, post_signal,
 };
 
 // The shared vocabulary, under the names this crate's modules use.
@@ -78,6 +78,15 @@ pub enum StoreError {
         /// sled's error.
         #[source]
         source: sled::Error,
+    },
+    /// The write-ahead log of `durable` mode failed, or is damaged.
+    #[error("the store at `{path}` failed")]
+    Log {
+        /// The store directory.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: WalError,
     },
     /// A record could not be decoded (the store is damaged).
     #[error("a record under `{key}` in the store is damaged")]

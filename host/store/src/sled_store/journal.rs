@@ -4,9 +4,10 @@
 use super::*;
 
 impl SledStore {
-    /// Applies a commit's transaction under the commit lock; durable mode's
-    /// sync comes after, outside it (see [`SledStore::durable`]).
-    fn apply(&self, commit: Commit<'_>) -> Result<(), StoreError> {
+    /// Applies a commit's transaction under the commit lock and logs its
+    /// writes; durable mode's sync comes after, outside it (see
+    /// [`SledStore::durable`]). Returns the ticket to wait on (durable mode).
+    fn apply(&self, commit: Commit<'_>) -> Result<Option<u64>, StoreError> {
         let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let _writing = WriteMark::new(&self.writing_since_ms);
         // Encode outside the transaction closure, which sled may re-run.
@@ -37,6 +38,22 @@ impl SledStore {
             .cache
             .map(|(key, entry)| (key.to_owned(), encode(entry)));
         let fence = commit.fence;
+        // A blob is written once: content-addressed, one already there is
+        // the same bytes (and is not logged again).
+        let mut blobs_new = Vec::with_capacity(commit.blobs.len());
+        for &(digest, bytes) in &commit.blobs {
+            if !self
+                .blobs
+                .contains_key(digest)
+                .map_err(|error| self.database(error))?
+                && !blobs_new.iter().any(|(known, _)| *known == digest)
+            {
+                blobs_new.push((digest, bytes));
+            }
+        }
+        // The frame this commit becomes, recorded in sled with it: how far a
+        // crash let sled's own files get (see `wal.rs`).
+        let seq = self.wal.as_ref().map(|wal| wal.next_seq().to_be_bytes());
         // Keyed by time, then a uuid: oldest first, never two alike.
         let audit = commit.audit.map(|record| {
             let mut key = record.at_ms.to_be_bytes().to_vec();
@@ -53,9 +70,21 @@ impl SledStore {
             &self.cache,
             &self.leases,
             &self.audit,
+            &self.meta,
         )
             .transaction(
-                |(runs, steps_tree, blobs, logs_tree, signals, keys, cache, leases, audit_tree)| {
+                |(
+                    runs,
+                    steps_tree,
+                    blobs,
+                    logs_tree,
+                    signals,
+                    keys,
+                    cache,
+                    leases,
+                    audit_tree,
+                    meta,
+                )| {
                     // First: a lost lease or a taken key aborts the whole
                     // commit.
                     if let Some(fence) = fence {
@@ -80,10 +109,8 @@ impl SledStore {
                     if let Some((key, value)) = &signal {
                         signals.insert(key.as_bytes(), value.as_slice())?;
                     }
-                    for (digest, bytes) in &commit.blobs {
-                        if blobs.get(digest)?.is_none() {
-                            blobs.insert(*digest, *bytes)?;
-                        }
+                    for (digest, bytes) in &blobs_new {
+                        blobs.insert(*digest, *bytes)?;
                     }
                     for (key, value) in &steps {
                         steps_tree.insert(key.as_bytes(), value.as_slice())?;
@@ -96,6 +123,9 @@ impl SledStore {
                     }
                     if let Some((key, value)) = &audit {
                         audit_tree.insert(key.as_slice(), value.as_slice())?;
+                    }
+                    if let Some(seq) = &seq {
+                        meta.insert(wal::APPLIED_KEY, seq)?;
                     }
                     Ok::<(), ConflictableTransactionError<Abort>>(())
                 },
@@ -112,17 +142,88 @@ impl SledStore {
                 return Err(StoreError::Fenced(run_id.to_owned()));
             }
         }
+        if self.wal.is_none() {
+            return Ok(None);
+        }
+        // The same writes, in the transaction's order, as one frame.
+        let mut writes = Writes::default();
+        if let Some((key, value)) = &idempotency {
+            writes.put("idempotency", key.as_bytes(), value);
+        }
+        if let Some((key, value)) = &cached {
+            writes.put("cache", key.as_bytes(), value);
+        }
+        if let Some((key, value)) = &signal {
+            writes.put("signals", key.as_bytes(), value);
+        }
+        for (digest, bytes) in &blobs_new {
+            writes.put("blobs", digest.as_bytes(), bytes);
+        }
+        for (key, value) in &steps {
+            writes.put("steps", key.as_bytes(), value);
+        }
+        if let Some((key, value)) = &logs {
+            writes.put("logs", key.as_bytes(), value);
+        }
+        if let Some((key, value)) = &run {
+            writes.put("runs", key.as_bytes(), value);
+        }
+        if let Some((key, value)) = &audit {
+            writes.put("audit", key, value);
+        }
+        if let Some(seq) = &seq {
+            writes.put("meta", wal::APPLIED_KEY.as_bytes(), seq);
+        }
+        Ok(self.log(&writes, true))
+    }
+}
+
+impl SledStore {
+    /// A write outside a commit that must be durable before it returns (a
+    /// webhook delivery, a trigger mark).
+    fn put_durably(
+        &self,
+        name: &str,
+        tree: &sled::Tree,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let ticket = {
+            let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _writing = WriteMark::new(&self.writing_since_ms);
+            tree.insert(key, value)
+                .map_err(|error| self.database(error))?;
+            let mut writes = Writes::default();
+            writes.put(name, key, value);
+            self.log(&writes, true)
+        };
+        if let Some(ticket) = ticket {
+            self.durable(ticket)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a lease, with the commit lock held. Not synced on its own:
+    /// the run's next commit covers it, and a lease lost in a crash lapses
+    /// when the store is opened again.
+    fn put_lease(&self, run_id: &str, lease: &Lease) -> Result<(), StoreError> {
+        let value = encode(lease);
+        self.leases
+            .insert(run_id, value.as_slice())
+            .map_err(|e| self.database(e))?;
+        let mut writes = Writes::default();
+        writes.put("leases", run_id.as_bytes(), &value);
+        self.log(&writes, false);
         Ok(())
     }
 }
 
 impl RunStore for SledStore {
     fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
-        self.apply(commit)?;
         // Durable before the caller moves on: the next step must never start
         // on an output that a power cut could take back.
-        if self.durability == Durability::Durable {
-            self.durable(self.group.ticket())?;
+        if let Some(ticket) = self.apply(commit)? {
+            self.durable(ticket)?;
         }
         Ok(())
     }
@@ -180,27 +281,30 @@ impl RunStore for SledStore {
             run_id: run_id.into(),
             event: event.clone(),
         };
+        let key = format!("{run_id}/{seq:020}");
+        let value = encode(&record);
+        // Under the commit lock like every write, so that the log holds
+        // writes in the order sled applied them.
+        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.events
-            .insert(format!("{run_id}/{seq:020}"), encode(&record))
+            .insert(key.as_bytes(), value.as_slice())
             .map_err(|error| self.database(error))?;
+        if self.wal.is_some() {
+            let mut writes = Writes::default();
+            writes.put("events", key.as_bytes(), &value);
+            self.log(&writes, false);
+        }
         Ok(seq)
     }
 
     fn put_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
-        {
-            let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let _writing = WriteMark::new(&self.writing_since_ms);
-            self.webhooks
-                .insert(
-                    format!("{}/{}", delivery.run_id, delivery.id),
-                    encode(delivery),
-                )
-                .map_err(|error| self.database(error))?;
-        }
-        if self.durability == Durability::Durable {
-            self.durable(self.group.ticket())?;
-        }
-        Ok(())
+        let key = format!("{}/{}", delivery.run_id, delivery.id);
+        self.put_durably(
+            "webhooks",
+            &self.webhooks,
+            key.as_bytes(),
+            &encode(delivery),
+        )
     }
 
     fn trigger_mark(&self, key: &str) -> Result<Option<TriggerMark>, StoreError> {
@@ -215,17 +319,7 @@ impl RunStore for SledStore {
     }
 
     fn put_trigger_mark(&self, key: &str, mark: &TriggerMark) -> Result<(), StoreError> {
-        {
-            let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let _writing = WriteMark::new(&self.writing_since_ms);
-            self.triggers
-                .insert(key, encode(mark))
-                .map_err(|error| self.database(error))?;
-        }
-        if self.durability == Durability::Durable {
-            self.durable(self.group.ticket())?;
-        }
-        Ok(())
+        self.put_durably("triggers", &self.triggers, key.as_bytes(), &encode(mark))
     }
 
     fn deliveries(&self, run_id: &str) -> Result<Vec<Delivery>, StoreError> {
@@ -341,11 +435,7 @@ impl RunStore for SledStore {
             released: false,
             abandoned: None,
         };
-        // Not flushed on its own: the run's next commit flushes it, and a
-        // lease lost in a crash lapses when the store is opened again.
-        self.leases
-            .insert(run_id, encode(&lease))
-            .map_err(|e| self.database(e))?;
+        self.put_lease(run_id, &lease)?;
         Ok(Lease { abandoned, ..lease })
     }
 
@@ -367,9 +457,7 @@ impl RunStore for SledStore {
             renewed_at_ms: now,
             ..lease.clone()
         };
-        self.leases
-            .insert(run_id, encode(&renewed))
-            .map_err(|e| self.database(e))?;
+        self.put_lease(run_id, &renewed)?;
         Ok(renewed)
     }
 
@@ -383,9 +471,7 @@ impl RunStore for SledStore {
                     released: true,
                     ..current
                 };
-                self.leases
-                    .insert(run_id, encode(&released))
-                    .map_err(|e| self.database(e))?;
+                self.put_lease(run_id, &released)?;
             }
         }
         Ok(())

@@ -6,7 +6,9 @@
 //! for an item of a fan-out → [`AttemptLogs`]), `signals` (`<run id>/<step
 //! id>` → [`Signal`]) and `meta` (the format marker). Signals sent while
 //! another process holds the store wait as files in its `inbox/` folder
-//! until that process collects them. Records are JSON. Indexes are zero-padded so that a prefix scan
+//! until that process collects them. In durable mode every write is also
+//! logged in `wal/` (see `wal.rs`), which is what a commit waits for.
+//! Records are JSON. Indexes are zero-padded so that a prefix scan
 //! returns steps and attempts in order.
 
 use std::path::{Path, PathBuf};
@@ -24,15 +26,22 @@ use super::{
 };
 
 /// The value of `meta/format`; bump it when records change incompatibly.
-const FORMAT: &str = "plait-journal/1";
+/// Format 2 added the write-ahead log (`wal.rs`): a Plait that reads only
+/// format 1 would open the store without replaying it, so it is refused.
+const FORMAT: &str = "plait-journal/2";
+
+/// The format before the write-ahead log, which this version upgrades in
+/// place (nothing in sled's trees changed).
+const FORMAT_1: &str = "plait-journal/1";
 
 /// When a commit reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Every commit is on disk before `commit` returns: flushed by sled and
-    /// then `fdatasync`ed (log, blob files, their folder), so a step's
-    /// output survives a power cut before the next step starts. Concurrent
-    /// commits share syncs (group commit, see `sync.rs`). The default.
+    /// Every commit is on disk before `commit` returns: its writes are
+    /// appended to the store's write-ahead log and `fdatasync`ed (see
+    /// `wal.rs`), so a step's output survives a power cut before the next
+    /// step starts. Concurrent commits share syncs (group commit, see
+    /// `sync.rs`); sled's own files are synced at checkpoints. The default.
     #[default]
     Durable,
     /// Commits are flushed and synced together in the background every
@@ -52,17 +61,17 @@ const CACHE_BYTES: u64 = 64 << 20;
 /// The flush interval of [`Durability::Batched`], in milliseconds.
 pub const BATCH_INTERVAL_MS: u64 = 50;
 
-/// A [`RunStore`] in an embedded sled database.
+/// A [`RunStore`] in an embedded sled database, with a write-ahead log of
+/// its own in durable mode (`wal.rs`).
 ///
-/// Commits are serialized by `commit_lock`, and every flush (a durable
-/// commit's group sync, or batched mode's thread) runs under that same
-/// lock rather than on sled's background flusher. The benchmark found why: with sled 0.34, a
+/// Writes are serialized by `commit_lock`, and every sled flush (a
+/// checkpoint, or batched mode's thread) runs under that same lock rather
+/// than on sled's background flusher. The benchmark found why: with sled 0.34, a
 /// transaction that must wait for log space while sled's flusher waits for
 /// the transaction's lock deadlocks the store (64 concurrent runs in batched
 /// mode hung). Flushes and transactions never overlap here.
 pub struct SledStore {
     path: PathBuf,
-    durability: Durability,
     commit_lock: Arc<Mutex<()>>,
     /// When the write in progress started (ms since the epoch), 0 when
     /// none is: what a watchdog reads to tell a stuck store from a busy one.
@@ -73,7 +82,11 @@ pub struct SledStore {
     disk: Arc<DiskFiles>,
     /// Durable mode's group commit.
     group: GroupSync,
+    /// Durable mode's write-ahead log; `None` in batched mode.
+    wal: Option<Wal>,
     db: sled::Db,
+    /// The format marker and the last logged frame sled's files hold.
+    meta: sled::Tree,
     runs: sled::Tree,
     steps: sled::Tree,
     blobs: sled::Tree,
@@ -93,6 +106,13 @@ pub struct SledStore {
 
 impl Drop for SledStore {
     fn drop(&mut self) {
+        // A last checkpoint, so that the next open has no log to replay;
+        // if it fails the log stays, and the next open replays it.
+        if self.wal.is_some()
+            && let Err(error) = self.checkpoint(true)
+        {
+            tracing::warn!(target: "plait::store::sled_store", %error, "the journal's last checkpoint failed; its write-ahead log is replayed when it is opened again");
+        }
         // sled flushes when its trees are dropped, after this body, and
         // that flush never returns if the disk refuses the write: mark it
         // as a write in progress (never cleared) so a watchdog can tell.
@@ -165,6 +185,10 @@ impl SledStore {
         let meta = db.open_tree("meta").map_err(database)?;
         match meta.get("format").map_err(database)? {
             Some(format) if format.as_ref() == FORMAT.as_bytes() => {}
+            Some(format) if format.as_ref() == FORMAT_1.as_bytes() => {
+                meta.insert("format", FORMAT).map_err(database)?;
+                db.flush().map_err(database)?;
+            }
             Some(format) => {
                 return Err(StoreError::Foreign {
                     path: path.to_owned(),
@@ -192,6 +216,14 @@ impl SledStore {
         }
         let disk = Arc::new(DiskFiles::open(path).map_err(|error| database(error.into()))?);
         disk.sync_log().map_err(|error| database(error.into()))?;
+        let log_error = |source| StoreError::Log {
+            path: path.to_owned(),
+            source,
+        };
+        let seq = replay_log(&db, &meta, path).map_err(|error| match error {
+            Replay::Log(error) => log_error(error),
+            Replay::Database(error) => database(error),
+        })?;
         let commit_lock = Arc::new(Mutex::new(()));
         // sled lets one process open the store, so every lease in it was
         // held by a process that is gone: they lapse now, and this host
@@ -208,7 +240,36 @@ impl SledStore {
                 leases.insert(key, encode(&lease)).map_err(database)?;
             }
         }
+        // What the replay and the lapsed leases changed reaches sled's own
+        // files before a new log starts and the old ones go.
+        let wal = match durability {
+            Durability::Durable => {
+                db.flush().map_err(database)?;
+                disk.sync_blobs().map_err(|error| database(error.into()))?;
+                disk.sync_log().map_err(|error| database(error.into()))?;
+                let wal =
+                    Wal::create(&wal::dir(path), seq).map_err(|error| log_error(error.into()))?;
+                wal.restart(false)
+                    .map_err(|error| log_error(error.into()))?;
+                Some(wal)
+            }
+            Durability::Batched => {
+                if !wal::segments(&wal::dir(path))
+                    .map_err(|error| log_error(error.into()))?
+                    .is_empty()
+                {
+                    db.flush().map_err(database)?;
+                    disk.sync_blobs().map_err(|error| database(error.into()))?;
+                    disk.sync_log().map_err(|error| database(error.into()))?;
+                    std::fs::remove_dir_all(wal::dir(path))
+                        .map_err(|error| log_error(error.into()))?;
+                }
+                None
+            }
+        };
         Ok(SledStore {
+            wal,
+            meta,
             leases,
             runs: db.open_tree("runs").map_err(database)?,
             steps: db.open_tree("steps").map_err(database)?,
@@ -222,7 +283,6 @@ impl SledStore {
             webhooks: db.open_tree("webhooks").map_err(database)?,
             triggers: db.open_tree("triggers").map_err(database)?,
             path: path.to_owned(),
-            durability,
             _flusher: (durability == Durability::Batched)
                 .then(|| Flusher::spawn(db.clone(), commit_lock.clone(), disk.clone())),
             disk,
@@ -265,57 +325,69 @@ impl SledStore {
     /// signals, its lease and the idempotency keys that name it.
     pub(crate) fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {
         let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writes = Writes::default();
         let prefix = format!("{run_id}/");
-        for tree in [
-            &self.steps,
-            &self.logs,
-            &self.signals,
-            &self.events,
-            &self.webhooks,
+        for (name, tree) in [
+            ("steps", &self.steps),
+            ("logs", &self.logs),
+            ("signals", &self.signals),
+            ("events", &self.events),
+            ("webhooks", &self.webhooks),
         ] {
             for key in tree.scan_prefix(&prefix).keys() {
                 let key = key.map_err(|error| self.database(error))?;
-                tree.remove(key).map_err(|error| self.database(error))?;
+                tree.remove(&key).map_err(|error| self.database(error))?;
+                writes.remove(name, &key);
             }
         }
         for entry in self.idempotency.iter() {
             let (key, value) = entry.map_err(|error| self.database(error))?;
             if decode::<IdempotencyRecord>(&key, &value)?.run_id == run_id {
                 self.idempotency
-                    .remove(key)
+                    .remove(&key)
                     .map_err(|error| self.database(error))?;
+                writes.remove("idempotency", &key);
             }
         }
         self.leases
             .remove(run_id)
             .map_err(|error| self.database(error))?;
+        writes.remove("leases", run_id.as_bytes());
         // The run record last: an interrupted collection leaves a run whose
         // leftovers the next one finds again.
         self.runs
             .remove(run_id)
             .map_err(|error| self.database(error))?;
+        writes.remove("runs", run_id.as_bytes());
+        self.log(&writes, false);
         Ok(())
     }
 
     /// Removes cache entries.
     pub(crate) fn delete_cache_entries(&self, keys: &[String]) -> Result<(), StoreError> {
         let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writes = Writes::default();
         for key in keys {
             self.cache
                 .remove(key)
                 .map_err(|error| self.database(error))?;
+            writes.remove("cache", key.as_bytes());
         }
+        self.log(&writes, false);
         Ok(())
     }
 
     /// Removes blobs.
     pub(crate) fn delete_blobs(&self, digests: &[String]) -> Result<(), StoreError> {
         let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writes = Writes::default();
         for digest in digests {
             self.blobs
                 .remove(digest)
                 .map_err(|error| self.database(error))?;
+            writes.remove("blobs", digest.as_bytes());
         }
+        self.log(&writes, false);
         Ok(())
     }
 
@@ -337,11 +409,8 @@ impl SledStore {
 
     /// A value of the `meta` tree.
     pub(crate) fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let meta = self
-            .db
-            .open_tree("meta")
-            .map_err(|error| self.database(error))?;
-        Ok(meta
+        Ok(self
+            .meta
             .get(key)
             .map_err(|error| self.database(error))?
             .map(|value| value.to_vec()))
@@ -349,18 +418,68 @@ impl SledStore {
 
     /// Sets a value of the `meta` tree.
     pub(crate) fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let meta = self
-            .db
-            .open_tree("meta")
+        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.meta
+            .insert(key, value)
             .map_err(|error| self.database(error))?;
-        meta.insert(key, value)
-            .map_err(|error| self.database(error))?;
+        let mut writes = Writes::default();
+        writes.put("meta", key.as_bytes(), value);
+        self.log(&writes, false);
         Ok(())
     }
 
-    /// Flushes and syncs everything to disk, whatever the durability.
+    /// Flushes and syncs everything to disk, whatever the durability: in
+    /// durable mode a checkpoint.
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
-        self.sync_to_disk().map(|_| ())
+        match self.wal {
+            Some(_) => self.checkpoint(false).map(|_| ()),
+            None => self.sync_to_disk().map(|_| ()),
+        }
+    }
+
+    /// Logs `writes`, just applied to sled under the commit lock (which the
+    /// caller holds), as the next frame. With `durable`, returns the ticket
+    /// to wait on; otherwise the frame rides on the next sync. Does nothing
+    /// in batched mode.
+    fn log(&self, writes: &Writes, durable: bool) -> Option<u64> {
+        let wal = self.wal.as_ref()?;
+        if writes.is_empty() && !durable {
+            return None;
+        }
+        let mut ticket = None;
+        wal.append(writes, || {
+            if durable {
+                ticket = Some(self.group.ticket());
+            }
+        });
+        ticket
+    }
+
+    /// sled's files brought up to every write applied so far (flush, then
+    /// `fdatasync` of its log, blob files and their folder, under the
+    /// commit lock since sled's flush must not overlap a transaction), then
+    /// a fresh write-ahead log (none with `last`). Returns the last ticket
+    /// it covers: all of them.
+    fn checkpoint(&self, last: bool) -> Result<u64, StoreError> {
+        let io = |error: std::io::Error| self.database(error.into());
+        let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _writing = WriteMark::new(&self.writing_since_ms);
+        let covered = self.group.issued();
+        self.db.flush().map_err(|error| self.database(error))?;
+        self.disk.sync_blobs().map_err(io)?;
+        self.disk.sync_log().map_err(io)?;
+        if let Some(wal) = &self.wal {
+            wal.restart(last)
+                .map_err(|error| self.log_error(error.into()))?;
+        }
+        Ok(covered)
+    }
+
+    fn log_error(&self, source: WalError) -> StoreError {
+        StoreError::Log {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Returns once the write that took `ticket` is on disk, sharing the
@@ -375,11 +494,25 @@ impl SledStore {
         self.group.syncs()
     }
 
-    /// One sync: sled's flush and the new blob files under the commit lock
-    /// (no transaction may run during sled's flush, and no blob is then
-    /// half-written), then `fdatasync` of the log outside it, so commits
-    /// apply meanwhile. Returns the last ticket it covers.
+    /// One sync. Durable mode: the write-ahead log's waiting frames written
+    /// and `fdatasync`ed, and a checkpoint when the log has grown past
+    /// [`wal::CHECKPOINT_BYTES`]. Batched mode's flush: sled's flush and
+    /// the new blob files under the commit lock (no transaction may run
+    /// during sled's flush, and no blob is then half-written), then
+    /// `fdatasync` of sled's log outside it, so commits apply meanwhile.
+    /// Returns the last ticket it covers.
     fn sync_to_disk(&self) -> Result<u64, StoreError> {
+        if let Some(wal) = &self.wal {
+            let _writing = WriteMark::new(&self.writing_since_ms);
+            let (covered, full) = wal
+                .sync(|| self.group.issued())
+                .map_err(|error| self.log_error(error))?;
+            return if full {
+                self.checkpoint(false)
+            } else {
+                Ok(covered)
+            };
+        }
         let io = |error: std::io::Error| self.database(error.into());
         let covered = {
             let _serialized = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -451,13 +584,78 @@ impl Drop for Flusher {
     }
 }
 
+/// Why the log could not be replayed.
+enum Replay {
+    Log(WalError),
+    Database(sled::Error),
+}
+
+impl From<std::io::Error> for Replay {
+    fn from(error: std::io::Error) -> Replay {
+        Replay::Log(error.into())
+    }
+}
+
+/// Applies the frames of the write-ahead log that sled's own files do not
+/// hold yet, in order (see `wal.rs`), and returns the last sequence number
+/// the log or sled holds, after which new frames are numbered.
+fn replay_log(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<u64, Replay> {
+    let applied = match meta.get(wal::APPLIED_KEY).map_err(Replay::Database)? {
+        Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
+        None => 0,
+    };
+    let mut last = applied;
+    let mut trees: std::collections::HashMap<String, sled::Tree> = Default::default();
+    let mut tree = |name: &str| -> std::io::Result<sled::Tree> {
+        if let Some(tree) = trees.get(name) {
+            return Ok(tree.clone());
+        }
+        let tree = db.open_tree(name).map_err(std::io::Error::other)?;
+        trees.insert(name.to_owned(), tree.clone());
+        Ok(tree)
+    };
+    for file in wal::segments(&wal::dir(path))? {
+        let bytes = std::fs::read(&file)?;
+        let replayed = wal::replay(&file, &bytes, applied, |write| {
+            match write {
+                wal::Write::Put {
+                    tree: name,
+                    key,
+                    value,
+                } => {
+                    tree(name)?
+                        .insert(key, value)
+                        .map_err(std::io::Error::other)?;
+                }
+                wal::Write::Remove { tree: name, key } => {
+                    tree(name)?.remove(key).map_err(std::io::Error::other)?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(Replay::Log)?;
+        if replayed.frames > 0 || replayed.torn_bytes > 0 {
+            tracing::info!(target: "plait::store::sled_store", file = %file.display(), frames = replayed.frames, skipped = replayed.skipped, torn_bytes = replayed.torn_bytes, "replayed the journal's write-ahead log");
+        }
+        last = last.max(replayed.last_seq);
+    }
+    if last > applied {
+        meta.insert(wal::APPLIED_KEY, &last.to_be_bytes())
+            .map_err(Replay::Database)?;
+    }
+    Ok(last)
+}
+
 mod inbox;
 mod journal;
 mod keys;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod wal;
 
 pub use inbox::{inbox_dir, post_signal};
 use keys::{decode, encode, logs_key, signal_key, step_key};
 use sync::{DiskFiles, GroupSync};
+pub use wal::WalError;
+use wal::{Wal, Writes};

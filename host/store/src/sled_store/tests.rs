@@ -328,3 +328,114 @@ fn a_damaged_record_is_reported_with_its_key() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+/// Copies the store's folder as it is on disk while the store is open:
+/// what a crash at this moment would leave (sled's files, the write-ahead
+/// log), minus sled's lock, which belongs to the open process.
+fn crash_copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            crash_copy(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_crash_after_durable_commits_loses_none_of_them_and_the_log_replays_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let store = SledStore::open(&live).unwrap();
+    let records: Vec<RunRecord> = (0..50).map(|n| run(&format!("r{n:02}"))).collect();
+    let mut finished = run("r00");
+    finished.status = RunStatus::Succeeded;
+    for record in &records {
+        store
+            .commit(Commit {
+                run: Some(record),
+                ..Commit::default()
+            })
+            .unwrap();
+    }
+    // An event has no sync of its own: it is durable with the next commit.
+    store
+        .append_event("r00", &serde_json::json!({"kind": "run.succeeded"}))
+        .unwrap();
+    store
+        .commit(Commit {
+            run: Some(&finished),
+            ..Commit::default()
+        })
+        .unwrap();
+    // No checkpoint has run (the log is far below its size): the commits
+    // are in the log, whatever sled has written of its own.
+    let log = wal::segments(&wal::dir(&live)).unwrap();
+    assert_eq!(log.len(), 1);
+    assert!(std::fs::metadata(&log[0]).unwrap().len() > 50 * 100);
+
+    let crashed = dir.path().join("crashed");
+    crash_copy(&live, &crashed);
+    // A write the crash cut short, after the last acknowledged one.
+    let mut torn = std::fs::OpenOptions::new()
+        .append(true)
+        .open(wal::segments(&wal::dir(&crashed)).unwrap()[0].clone())
+        .unwrap();
+    std::io::Write::write_all(&mut torn, &[200, 0, 0, 0, 1, 2, 3]).unwrap();
+    drop(torn);
+    drop(store);
+
+    let reopened = SledStore::open(&crashed).unwrap();
+    let runs = reopened.runs().unwrap();
+    assert_eq!(runs.len(), 50);
+    assert_eq!(runs[0], finished, "the later commit of r00 wins");
+    assert_eq!(runs[1..], records[1..]);
+    assert_eq!(reopened.events("r00", None).unwrap().len(), 1);
+    // The replay ended in a checkpoint: one fresh, empty log file.
+    let log = wal::segments(&wal::dir(&crashed)).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(std::fs::metadata(&log[0]).unwrap().len(), 0);
+    // New commits go on, numbered after the replayed ones, and survive a
+    // second crash.
+    reopened
+        .commit(Commit {
+            run: Some(&run("r99")),
+            ..Commit::default()
+        })
+        .unwrap();
+    let again = dir.path().join("again");
+    crash_copy(&crashed, &again);
+    drop(reopened);
+    let store = SledStore::open(&again).unwrap();
+    assert_eq!(store.runs().unwrap().len(), 51);
+    // A clean close leaves no log to replay.
+    drop(store);
+    let store = reopen(&again);
+    drop(store);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(wal::segments(&wal::dir(&again)).unwrap().is_empty());
+}
+
+#[test]
+fn a_store_of_format_1_is_upgraded_in_place_to_the_format_an_older_plait_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .commit(Commit {
+                run: Some(&run("r1")),
+                ..Commit::default()
+            })
+            .unwrap();
+        store.meta_set("format", FORMAT_1.as_bytes()).unwrap();
+    }
+    let store = reopen(dir.path());
+    assert_eq!(store.run("r1").unwrap(), Some(run("r1")));
+    assert_eq!(
+        store.meta_get("format").unwrap().as_deref(),
+        Some(FORMAT.as_bytes())
+    );
+}
