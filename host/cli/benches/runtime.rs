@@ -4,6 +4,8 @@
 //! - `cargo bench -p plait-cli --bench runtime`: the full run (minutes).
 //! - `cargo test -p plait-cli --bench runtime` or `-- --quick`: a quick run with
 //!   small counts, which CI uses to check that the benchmark works.
+//! - `cargo bench -p plait-cli --bench runtime -- --throughput`: only the
+//!   throughput table (3-step runs at 1–64 in flight), at full counts.
 //!
 //! Results and their analysis live in `docs/benchmarks.md`.
 
@@ -80,6 +82,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if args.iter().any(|a| a == "--throughput") {
+        // Only the throughput table (issue 22's figures), at full counts.
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = support::engine(None);
+            let floor = Floor::new(&engine);
+            let floor3 = floor_chain(&floor, 3, &[], FULL.floor_iterations / 3).await;
+            throughput_table(&engine, dir.path(), &FULL, &floor3).await;
+        });
+        return;
+    }
     if args.iter().any(|a| a == "--profile-steps") {
         // A steady loop of runs and nothing else, for `perf record` or
         // `valgrind --tool=callgrind` of the executor's own per-step cost:
@@ -276,48 +289,9 @@ async fn report(scale: &Scale) {
         );
     }
 
-    println!("\n## Throughput: 3-step no-op runs\n");
-    println!(
-        "| mode | concurrency | runs/s | p50 latency | p99 latency | CPU s / 1000 runs | p50 ÷ floor |\n|---|---|---|---|---|---|---|"
-    );
-    println!(
-        "| floor: 3 wasmtime calls in a row, no executor or store | 1 | {:.0} | {} | {} | | 1.0× |",
-        1.0 / floor3.median().as_secs_f64().max(1e-9),
-        ms(floor3.median()),
-        ms(floor3.p99())
-    );
+    let (summary_latency, summary_cpu, best_durable_rate) =
+        throughput_table(&engine, dir.path(), scale, &floor3).await;
     let plan3 = support::noop_plan(&engine, dir.path(), 3).await;
-    let (mut summary_latency, mut summary_cpu, mut best_durable_rate) =
-        (Duration::ZERO, 0.0f64, 0.0f64);
-    for (name, durability) in [
-        ("durable", Durability::Durable),
-        ("batched", Durability::Batched),
-    ] {
-        let executor =
-            support::executor(&dir.path().join(format!("throughput-{name}")), durability);
-        for concurrency in [1usize, 2, 8, 64] {
-            if scale.quick && concurrency == 64 {
-                continue;
-            }
-            let total = scale.runs_per_worker * concurrency.max(4);
-            let (rate, latencies, cpu_per_1000) =
-                throughput(&executor, &plan3, concurrency, total).await;
-            println!(
-                "| {name} | {concurrency} | {rate:.0} | {} | {} | {:.2} | {} |",
-                ms(latencies.median()),
-                ms(latencies.p99()),
-                cpu_per_1000,
-                ratio(latencies.median(), floor3.median())
-            );
-            if durability == Durability::Durable {
-                if concurrency == 1 {
-                    summary_latency = latencies.median();
-                    summary_cpu = cpu_per_1000;
-                }
-                best_durable_rate = best_durable_rate.max(rate);
-            }
-        }
-    }
 
     println!("\n## Scaling\n");
     println!(
@@ -533,6 +507,60 @@ async fn report(scale: &Scale) {
             "cpu_seconds_per_1000_executions": (summary_cpu * 1000.0).round() / 1000.0,
         })
     );
+}
+
+/// The throughput table: 3-step no-op runs at 1, 2, 8 and 64 in flight,
+/// durable and batched, beside the floor. Returns the durable run's median
+/// latency and CPU ms at concurrency 1 and the best durable rate.
+async fn throughput_table(
+    engine: &plait::engine::Engine,
+    dir: &std::path::Path,
+    scale: &Scale,
+    floor3: &Samples,
+) -> (Duration, f64, f64) {
+    println!("\n## Throughput: 3-step no-op runs\n");
+    println!(
+        "| mode | concurrency | runs/s | p50 latency | p99 latency | CPU s / 1000 runs | p50 ÷ floor |\n|---|---|---|---|---|---|---|"
+    );
+    println!(
+        "| floor: 3 wasmtime calls in a row, no executor or store | 1 | {:.0} | {} | {} | | 1.0× |",
+        1.0 / floor3.median().as_secs_f64().max(1e-9),
+        ms(floor3.median()),
+        ms(floor3.p99())
+    );
+    let plan3 = support::noop_plan(engine, dir, 3).await;
+    let (mut summary_latency, mut summary_cpu, mut best_durable_rate) =
+        (Duration::ZERO, 0.0f64, 0.0f64);
+    for (name, durability) in [
+        ("durable", Durability::Durable),
+        ("batched", Durability::Batched),
+    ] {
+        let executor = support::executor(&dir.join(format!("throughput-{name}")), durability);
+        for concurrency in [1usize, 2, 8, 64] {
+            if scale.quick && concurrency == 64 {
+                continue;
+            }
+            let total = scale.runs_per_worker * concurrency.max(4);
+            let (rate, latencies, cpu_per_1000) =
+                throughput(&executor, &plan3, concurrency, total).await;
+            println!(
+                "| {name} | {concurrency} | {rate:.0} | {} | {} | {:.2} | {} |",
+                ms(latencies.median()),
+                ms(latencies.p99()),
+                cpu_per_1000,
+                ratio(latencies.median(), floor3.median())
+            );
+            if durability == Durability::Durable {
+                if concurrency == 1 {
+                    summary_latency = latencies.median();
+                    summary_cpu = cpu_per_1000;
+                }
+                best_durable_rate = best_durable_rate.max(rate);
+            }
+        }
+    }
+
+    (summary_latency, summary_cpu, best_durable_rate)
 }
 
 /// Runs `total` 3-step runs with `concurrency` workers; returns runs per
