@@ -38,7 +38,7 @@ impl Scheduler<'_> {
                     StepKind::Sleep { .. } => {
                         self.pause((index, None), PauseKind::Sleep);
                         if transitions::pause_over(self.steps[index].wake_at_ms, now) {
-                            self.succeed(index, Value::Null, Vec::new())?;
+                            self.succeed(index, Value::Null, Vec::new()).await?;
                         }
                     }
                     StepKind::Wait { timeout, default } => {
@@ -54,9 +54,9 @@ impl Scheduler<'_> {
                         ) {
                             Wait::Signalled(data) => {
                                 tracing::info!(step = %id, "signal received");
-                                self.succeed(index, data, Vec::new())?;
+                                self.succeed(index, data, Vec::new()).await?;
                             }
-                            Wait::Defaulted(data) => self.succeed(index, data, Vec::new())?,
+                            Wait::Defaulted(data) => self.succeed(index, data, Vec::new()).await?,
                             Wait::TimedOut => {
                                 let waited = timeout.map(humantime::format_duration);
                                 let failure = StepFailure {
@@ -68,7 +68,7 @@ impl Scheduler<'_> {
                                     ),
                                     details: None,
                                 };
-                                self.fail_for_good(index, None, failure)?;
+                                self.fail_for_good(index, None, failure).await?;
                             }
                             Wait::Waits => {}
                         }
@@ -104,7 +104,7 @@ impl Scheduler<'_> {
                             self.ready.insert(unit);
                         }
                     }
-                    self.complete_fan_out(index)?;
+                    self.complete_fan_out(index).await?;
                 }
             }
         }
@@ -143,7 +143,7 @@ impl Scheduler<'_> {
                 Ok(Value::Bool(false)) => {
                     transitions::skip(&mut self.steps[index], now);
                     tracing::info!(step = %self.steps[index].id, status = "skipped", latency_ms = 0u64, "step skipped: its `if` is false");
-                    self.commit_step(index)?;
+                    self.commit_step(index).await?;
                     return Ok(());
                 }
                 Ok(other) => {
@@ -151,14 +151,16 @@ impl Scheduler<'_> {
                         "`if: {shown}` must yield true or false, but yielded {}",
                         short(&other)
                     ));
-                    return Ok(self.fail_for_good(index, None, failure)?);
+                    return Ok(self.fail_for_good(index, None, failure).await?);
                 }
                 Err(error) => {
-                    return Ok(self.fail_for_good(
-                        index,
-                        None,
-                        fatal(format!("the step's `if` failed: {error}")),
-                    )?);
+                    return Ok(self
+                        .fail_for_good(
+                            index,
+                            None,
+                            fatal(format!("the step's `if` failed: {error}")),
+                        )
+                        .await?);
                 }
             }
         }
@@ -166,11 +168,11 @@ impl Scheduler<'_> {
         match &definition.kind {
             StepKind::Sleep { duration } => {
                 transitions::begin_sleep(&mut self.steps[index], *duration, now);
-                self.commit_step(index)?;
+                self.commit_step(index).await?;
             }
             StepKind::Wait { timeout, .. } => {
                 transitions::begin_wait(&mut self.steps[index], *timeout, now);
-                self.commit_step(index)?;
+                self.commit_step(index).await?;
             }
             StepKind::Component => match definition.for_each.clone() {
                 None => {
@@ -186,19 +188,19 @@ impl Scheduler<'_> {
                                 "`for_each: {shown}` must yield an array, but yielded {}",
                                 short(&other)
                             ));
-                            return Ok(self.fail_for_good(index, None, failure)?);
+                            return Ok(self.fail_for_good(index, None, failure).await?);
                         }
                         Err(error) => {
                             let failure = fatal(format!("the step's `for_each` failed: {error}"));
-                            return Ok(self.fail_for_good(index, None, failure)?);
+                            return Ok(self.fail_for_good(index, None, failure).await?);
                         }
                     };
                     let count = transitions::fan_out(&mut self.steps[index], items, now);
-                    self.commit_step(index)?;
+                    self.commit_step(index).await?;
                     self.ready
                         .extend((0..count).map(|item| (index, Some(item))));
                     // An empty fan-out succeeds with `[]` right away.
-                    self.complete_fan_out(index)?;
+                    self.complete_fan_out(index).await?;
                 }
             },
         }
@@ -227,9 +229,17 @@ impl Scheduler<'_> {
             let Ok(run_permit) = self.run_slots.clone().try_acquire_owned() else {
                 break;
             };
-            let Ok(host_permit) = self.slots.clone().try_acquire_owned() else {
-                blocked = true;
-                break;
+            // The slot the run waited for in its queue, if it holds one;
+            // else a free one.
+            let host_permit = match self.slot.take() {
+                Some(permit) => permit,
+                None => match self.slots.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        blocked = true;
+                        break;
+                    }
+                },
             };
             self.ready.remove(&unit);
             match self.input(unit).await {
@@ -245,16 +255,17 @@ impl Scheduler<'_> {
                         })
                         && self.blobs_present(&entry.output_blobs)?
                     {
-                        self.reuse(unit, key.clone(), entry)?;
+                        self.reuse(unit, key.clone(), entry).await?;
                         continue;
                     }
                     let cache_key = cache_key.map(|(_, key)| key);
-                    self.invoke(unit, payload, cache_key, [run_permit, host_permit])?
+                    self.invoke(unit, payload, cache_key, [run_permit, host_permit])
+                        .await?
                 }
                 Err(failure) => {
                     // The input could not be built: a fatal failure of the
                     // unit, recorded without invoking anything.
-                    self.failed(unit, 0, failure, None)?;
+                    self.failed(unit, 0, failure, None).await?;
                 }
             }
             if self.failing.is_some() {

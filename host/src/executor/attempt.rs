@@ -20,7 +20,7 @@ use super::transitions::{self, AfterFailure, Failed};
 impl Scheduler<'_> {
     /// Marks the unit running with its next attempt, commits, and starts
     /// the invocation.
-    pub(super) fn invoke(
+    pub(super) async fn invoke(
         &mut self,
         unit: Unit,
         payload: Payload,
@@ -36,7 +36,8 @@ impl Scheduler<'_> {
             run: Some(&self.run),
             steps: vec![&self.steps[index]],
             ..Commit::default()
-        })?;
+        })
+        .await?;
         let planned = &self.plan.steps[index];
         let step_id = planned.definition.id.to_string();
         let idempotency_key = match item {
@@ -111,7 +112,7 @@ impl Scheduler<'_> {
     }
 
     /// Records what an invocation returned.
-    pub(super) fn completed(&mut self, done: Done) -> Result<(), StoreError> {
+    pub(super) async fn completed(&mut self, done: Done) -> Result<(), StoreError> {
         let Done {
             unit,
             cache_key,
@@ -122,7 +123,7 @@ impl Scheduler<'_> {
         } = done;
         self.in_flight.remove(&unit);
         // One success at a time waits for the next commit.
-        self.write_unwritten()?;
+        self.write_unwritten().await?;
         let (index, item) = unit;
         let invoked_stats = (invoked.instantiation, invoked.fuel_consumed);
         let logs = invoked.logs;
@@ -218,7 +219,7 @@ impl Scheduler<'_> {
                     // the same commit as the output.
                     None => {
                         *self.unwritten.lock().unwrap_or_else(|p| p.into_inner()) = unwritten;
-                        self.write_unwritten()?;
+                        self.write_unwritten().await?;
                     }
                     Some(key) => {
                         let entry = CacheEntry {
@@ -232,22 +233,23 @@ impl Scheduler<'_> {
                         self.commit(Commit {
                             cache: Some((key, &entry)),
                             ..Commit::default()
-                        })?;
+                        })
+                        .await?;
                     }
                 }
                 tracing::debug!(step = %self.steps[index].id, item, "step succeeded");
                 if item.is_some() {
-                    self.complete_fan_out(index)?;
+                    self.complete_fan_out(index).await?;
                 }
                 Ok(())
             }
-            Err(failure) => self.failed(unit, attempt, failure, Some(&logs)),
+            Err(failure) => self.failed(unit, attempt, failure, Some(&logs)).await,
         }
     }
 
     /// A unit's attempt failed: retry it after its backoff if the failure
     /// and the policy allow, else fail it for good.
-    pub(super) fn failed(
+    pub(super) async fn failed(
         &mut self,
         unit: Unit,
         attempt: u32,
@@ -285,21 +287,23 @@ impl Scheduler<'_> {
                     logs: logs_entry(&self.run.id),
                     ..Commit::default()
                 })
+                .await
             }
             AfterFailure::ForGood => {
                 if let Some(entry) = logs_entry(&self.run.id) {
                     self.commit(Commit {
                         logs: Some(entry),
                         ..Commit::default()
-                    })?;
+                    })
+                    .await?;
                 }
-                self.fail_for_good(index, item, failure)
+                self.fail_for_good(index, item, failure).await
             }
         }
     }
 
     /// A unit failed with no retry left: apply the step's `on_error`.
-    pub(super) fn fail_for_good(
+    pub(super) async fn fail_for_good(
         &mut self,
         index: usize,
         item: Option<u32>,
@@ -310,10 +314,10 @@ impl Scheduler<'_> {
         let id = self.steps[index].id.clone();
         let failed =
             transitions::fail_unit(&mut self.steps[index], item, &failure, on_error, now_ms());
-        self.commit_step(index)?;
+        self.commit_step(index).await?;
         if let Some(item) = item {
             if failed == Failed::Continue {
-                return self.complete_fan_out(index);
+                return self.complete_fan_out(index).await;
             }
             self.failing = Some(format!("step `{id}` failed on item {item}: {failure}"));
             return Ok(());
@@ -325,7 +329,7 @@ impl Scheduler<'_> {
                 // the same way.
                 if let Some(primary) = self.fallback_of[index] {
                     transitions::continue_past(&mut self.steps[primary]);
-                    self.commit_step(primary)?;
+                    self.commit_step(primary).await?;
                 }
             }
             Failed::Fallback => {
@@ -348,15 +352,15 @@ impl Scheduler<'_> {
 
     /// Ends a fan-out whose items are all done (see
     /// [`transitions::complete_fan_out`]), and commits it.
-    pub(super) fn complete_fan_out(&mut self, index: usize) -> Result<(), StoreError> {
+    pub(super) async fn complete_fan_out(&mut self, index: usize) -> Result<(), StoreError> {
         if transitions::complete_fan_out(&mut self.steps[index], now_ms()) {
-            self.commit_step(index)?;
+            self.commit_step(index).await?;
         }
         Ok(())
     }
 
     /// Sets built-in step `index` succeeded with `output`, its pause over.
-    pub(super) fn succeed(
+    pub(super) async fn succeed(
         &mut self,
         index: usize,
         output: Value,
@@ -364,6 +368,6 @@ impl Scheduler<'_> {
     ) -> Result<(), StoreError> {
         self.pauses.remove(&(index, None));
         transitions::end_pause(&mut self.steps[index], output, blobs, now_ms());
-        self.commit_step(index)
+        self.commit_step(index).await
     }
 }

@@ -113,7 +113,7 @@ impl Executor {
     ) -> Result<RunReport, ExecutorError> {
         let origin = request.origin.clone();
         let key = request.idempotency_key.clone();
-        let (run, new, span) = self.create(plan, request, RunStatus::Running)?;
+        let (run, new, span, pending) = self.create(plan, request, RunStatus::Running)?;
         if !new {
             tracing::info!(target: "plait::executor", parent: &span, key = key.as_deref().unwrap_or(""), "idempotency key already used; the same run");
             drop(span);
@@ -126,7 +126,7 @@ impl Executor {
         let lease = self.store.acquire_lease(&run.id, &self.id, LEASE_TTL_MS)?;
         let steps = self.store.steps(&run.id)?;
         tracing::info!(target: "plait::executor", parent: &span, "run started");
-        self.execute(plan, run, steps, lease, span).await
+        self.execute(plan, run, steps, lease, span, pending).await
     }
 
     /// Checks `request` and records a new run of `plan` as `queued`,
@@ -140,7 +140,7 @@ impl Executor {
         plan: &Plan,
         request: StartRequest,
     ) -> Result<(RunRecord, bool), ExecutorError> {
-        let (run, new, span) = self.create(plan, request, RunStatus::Queued)?;
+        let (run, new, span, _) = self.create(plan, request, RunStatus::Queued)?;
         if new {
             tracing::info!(target: "plait::executor", parent: &span, "run queued");
             self.note(&run, plan.steps.len(), RunEventKind::RunQueued);
@@ -150,20 +150,25 @@ impl Executor {
 
     /// Checks `request` and records a new run (`status`) under its run
     /// span, whose trace continues the origin's; returns the run, whether
-    /// it is new (`false`: the idempotency key's earlier run), and the span.
+    /// it is new (`false`: the idempotency key's earlier run), the span,
+    /// and for a run created `running` the ticket of its commit, which the
+    /// run's execution waits for (see [`Executor::execute`]). A queued
+    /// run's commit is durable when this returns: the caller is answered
+    /// at once.
+    #[allow(clippy::type_complexity)]
     fn create(
         &self,
         plan: &Plan,
         request: StartRequest,
         status: RunStatus,
-    ) -> Result<(RunRecord, bool, tracing::Span), ExecutorError> {
+    ) -> Result<(RunRecord, bool, tracing::Span, Option<u64>), ExecutorError> {
         let span = run_span(plan, false);
         let parent = request.origin.trace_parent.as_ref();
         let root = TraceContext::enter_trace(&span, parent);
         let trace = crate::telemetry::run_trace(&root, parent);
-        let (run, new) = self.record_new(plan, request, trace, status)?;
+        let (run, new, pending) = self.record_new(plan, request, trace, status)?;
         span.record("run_id", run.id.as_str());
-        Ok((run, new, span))
+        Ok((run, new, span, pending))
     }
 
     /// The checks and the commit of a new run: blobs named once and all
@@ -176,7 +181,7 @@ impl Executor {
         request: StartRequest,
         trace: RunTrace,
         status: RunStatus,
-    ) -> Result<(RunRecord, bool), ExecutorError> {
+    ) -> Result<(RunRecord, bool, Option<u64>), ExecutorError> {
         let StartRequest {
             input,
             blobs,
@@ -213,7 +218,7 @@ impl Executor {
         if let Some((key, digest)) = &request
             && let Some(existing) = self.existing(key, digest)?
         {
-            return Ok((existing, false));
+            return Ok((existing, false, None));
         }
         // Pin what the run executes: the definition's text and every
         // component's bytes go into the content-addressed blob store, so a
@@ -301,7 +306,7 @@ impl Executor {
                 None => Value::Null,
             },
         };
-        let committed = self.store.commit(Commit {
+        let commit = Commit {
             audit: Some(&audit),
             run: Some(&run),
             steps: steps.iter().collect(),
@@ -312,17 +317,22 @@ impl Executor {
                 .collect(),
             idempotency: claim.as_ref().map(|(key, record)| (*key, record)),
             ..Commit::default()
-        });
+        };
+        let committed = if status == RunStatus::Queued {
+            self.store.commit(commit).map(|()| None)
+        } else {
+            self.store.commit_pending(commit)
+        };
         match committed {
-            Ok(()) => {
+            Ok(pending) => {
                 self.metrics.run_started(&run.workflow.name);
-                Ok((run, true))
+                Ok((run, true, pending))
             }
             // Another start with the key won the race: its run is the one.
             Err(StoreError::KeyTaken(key)) => {
                 let digest = &request.as_ref().expect("a key was claimed").1;
                 match self.existing(&key, digest)? {
-                    Some(existing) => Ok((existing, false)),
+                    Some(existing) => Ok((existing, false, None)),
                     None => Err(StoreError::KeyTaken(key).into()),
                 }
             }

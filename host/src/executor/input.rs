@@ -193,7 +193,7 @@ impl Scheduler<'_> {
     }
 
     /// Completes a unit with a cached output instead of running it.
-    pub(super) fn reuse(
+    pub(super) async fn reuse(
         &mut self,
         unit: Unit,
         key: String,
@@ -228,9 +228,9 @@ impl Scheduler<'_> {
                 item.cache_hit = Some(hit);
             }
         }
-        self.commit_step(index)?;
+        self.commit_step(index).await?;
         if item.is_some() {
-            self.complete_fan_out(index)?;
+            self.complete_fan_out(index).await?;
         }
         Ok(())
     }

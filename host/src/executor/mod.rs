@@ -239,9 +239,6 @@ pub struct Executor {
     stopping: Arc<std::sync::atomic::AtomicBool>,
     /// See [`Executor::with_max_interruptions`].
     max_interruptions: u32,
-    /// How many runs this executor coordinates at this moment (see
-    /// `ActiveRun::blocking`).
-    active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub use plait_policy::DEFAULT_MAX_INTERRUPTIONS;
@@ -310,7 +307,6 @@ impl Executor {
             park: false,
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             max_interruptions: u32::MAX,
-            active: Arc::default(),
         }
     }
 
@@ -391,6 +387,16 @@ impl Executor {
         &self.store
     }
 
+    /// Coordinates `run` until it ends or only waits. `pending` is the
+    /// ticket of the commit that just made the run runnable (its creation,
+    /// or its claim by a resume), applied but not waited for: nothing
+    /// outside this process has acted on it, and the run's first commit
+    /// that changes a step (a `running` mark, before any invocation) waits
+    /// for a sync that covers it, since the journal's log is ordered. So a
+    /// 3-step run pays 4 syncs, not 5. Whatever the run did, the ticket is
+    /// durable before this returns, so no caller is answered on a commit a
+    /// crash could take back (a crash before then loses a run nobody was
+    /// told of, and a retry with its idempotency key starts it anew).
     async fn execute(
         &self,
         plan: &Plan,
@@ -398,6 +404,7 @@ impl Executor {
         steps: Vec<StepRecord>,
         lease: Lease,
         span: tracing::Span,
+        pending: Option<u64>,
     ) -> Result<RunReport, ExecutorError> {
         let mut scheduler = Scheduler::new(self, plan, run, steps, lease, span.clone());
         self.metrics.run_active(true);
@@ -410,6 +417,9 @@ impl Executor {
         let _ = self
             .store
             .release_lease(&scheduler.run.id, &scheduler.lease);
+        if let Some(ticket) = pending {
+            crate::store::durable(self.store.as_ref(), ticket).await?;
+        }
         result
     }
 }
@@ -440,56 +450,6 @@ fn short(value: &Value) -> String {
 }
 
 /// References to `blobs` plus their contents keyed by digest.
-/// One run being coordinated, counted in its executor's `active` while it
-/// lives.
-pub(crate) struct ActiveRun(Arc<std::sync::atomic::AtomicUsize>);
-
-impl ActiveRun {
-    fn new(active: &Arc<std::sync::atomic::AtomicUsize>) -> ActiveRun {
-        active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        ActiveRun(active.clone())
-    }
-
-    /// Whether other runs are coordinated beside this one.
-    fn shared(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Acquire) > 1
-    }
-
-    /// Runs a store call that may wait for the disk (a durable commit
-    /// waits for a sync) without holding up the other runs.
-    ///
-    /// Journal calls are synchronous and a durable commit blocks until a
-    /// sync covers it. Called straight from a task, it parks a runtime
-    /// worker, and with as many workers as cores (two here) at most two
-    /// commits could ever wait at once: group commit would have almost
-    /// nothing to group, and every other run on those workers would stall
-    /// behind the sync. On the multi-threaded runtime `block_in_place`
-    /// hands the worker's other tasks to another thread while this one
-    /// waits, so the commits of every run in flight reach the journal
-    /// together and share its syncs. Measured on the 3-step durable
-    /// benchmark: 309 → 493 runs/s at 8 runs in flight. With no other run
-    /// in flight the handoff only costs (a thread wake per commit, 250 →
-    /// 211 runs/s at one run), so a lone run calls the store directly, as
-    /// does a current-thread runtime, which has no other thread.
-    fn blocking<T>(&self, call: impl FnOnce() -> T) -> T {
-        if !self.shared() {
-            return call();
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(call)
-            }
-            _ => call(),
-        }
-    }
-}
-
-impl Drop for ActiveRun {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
 fn blob_refs(blobs: &[Blob]) -> (Vec<BlobRef>, Vec<(Digest, &[u8])>) {
     let mut refs = Vec::with_capacity(blobs.len());
     let mut contents = Vec::with_capacity(blobs.len());

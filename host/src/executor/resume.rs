@@ -146,7 +146,8 @@ impl Executor {
             workflow: Some(run.workflow.name.clone()),
             detail: json!({"was": if failed_before { "failed" } else { "interrupted" }}),
         };
-        self.store.commit(Commit {
+        // Not waited for here: see `pending` at [`Executor::execute`].
+        let pending = self.store.commit_pending(Commit {
             run: Some(&run),
             steps: changed.iter().map(|&index| &steps[index]).collect(),
             fence: Some(Fence::of(run_id, &lease)),
@@ -160,7 +161,7 @@ impl Executor {
         } else {
             tracing::info!(target: "plait::executor", parent: &span, "run resumed");
         }
-        self.execute(plan, run, steps, lease, span).await
+        self.execute(plan, run, steps, lease, span, pending).await
     }
 
     /// Fails run `run`, whose host died [`RunRecord::interruptions`]

@@ -82,6 +82,13 @@ pub(super) struct Scheduler<'a> {
     pub(super) in_flight: HashSet<Unit>,
     pub(super) tasks: JoinSet<Done>,
     pub(super) run_slots: Arc<Semaphore>,
+    /// A host slot this run waited for and got, not yet used: the next
+    /// unit to start takes it. Runs that find every slot taken queue for
+    /// one on the host's semaphore, which hands freed slots out first come,
+    /// first served, rather than polling for one (a run could then lose
+    /// every race for 200 ms polls on end: seconds of tail latency at 64
+    /// runs over 8 slots).
+    pub(super) slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Why the run fails, once a step failed for good: nothing new starts,
     /// what runs is let finish.
     pub(super) failing: Option<String>,
@@ -116,8 +123,6 @@ pub(super) struct Scheduler<'a> {
     /// lock (never contended) because commits are made through `&self`
     /// while the records they carry are borrowed from `self.steps`.
     pub(super) unwritten: std::sync::Mutex<Unwritten>,
-    /// This run, counted among its executor's runs in flight.
-    pub(super) active: ActiveRun,
 }
 
 impl<'a> Scheduler<'a> {
@@ -180,6 +185,7 @@ impl<'a> Scheduler<'a> {
             ready: BTreeSet::new(),
             in_flight: HashSet::new(),
             tasks: JoinSet::new(),
+            slot: None,
             failing: None,
             progress: false,
             announced: HashSet::new(),
@@ -196,7 +202,6 @@ impl<'a> Scheduler<'a> {
             inbox_at_ms: 0,
             steps_done: 0,
             unwritten: std::sync::Mutex::default(),
-            active: ActiveRun::new(&executor.active),
         }
     }
 
@@ -215,14 +220,27 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Commits under the run's lease (refused if another executor took the
-    /// run over), with whatever a success left [`Unwritten`].
-    pub(super) fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
+    /// run over), with whatever a success left [`Unwritten`], and waits
+    /// until it is durable. The wait holds no thread (see
+    /// [`crate::store::commit_async`]): the commits of every run in flight
+    /// reach the journal together and share its syncs.
+    pub(super) async fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
+        let ticket = self.apply(commit)?;
+        match ticket {
+            Some(ticket) => crate::store::durable(self.store.as_ref(), ticket).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`Scheduler::commit`] up to the wait: the ticket to wait for.
+    fn apply(&self, commit: Commit<'_>) -> Result<Option<u64>, StoreError> {
         let mut unwritten = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
         if commit.logs.is_some() && unwritten.logs.is_some() {
             // One attempt's logs per commit: the unwritten success first.
+            // Its ticket needs no wait of its own: the later one covers it.
             drop(unwritten);
-            self.write_unwritten()?;
-            return self.commit(commit);
+            self.apply(Commit::default())?;
+            return self.apply(commit);
         }
         let mut commit = Commit {
             fence: Some(Fence::of(&self.run.id, &self.lease)),
@@ -254,13 +272,13 @@ impl<'a> Scheduler<'a> {
         if logs.is_some() {
             commit.logs = logs;
         }
-        self.active.blocking(|| self.store.commit(commit))?;
+        let ticket = self.store.commit_pending(commit)?;
         *unwritten = Unwritten::default();
-        Ok(())
+        Ok(ticket)
     }
 
     /// Commits what a success left [`Unwritten`], if anything.
-    pub(super) fn write_unwritten(&self) -> Result<(), StoreError> {
+    pub(super) async fn write_unwritten(&self) -> Result<(), StoreError> {
         let empty = self
             .unwritten
             .lock()
@@ -269,7 +287,7 @@ impl<'a> Scheduler<'a> {
         if empty {
             return Ok(());
         }
-        self.commit(Commit::default())
+        self.commit(Commit::default()).await
     }
 
     /// Extends the lease when it is due.
@@ -284,12 +302,13 @@ impl<'a> Scheduler<'a> {
         Ok(())
     }
 
-    pub(super) fn commit_step(&mut self, index: usize) -> Result<(), StoreError> {
+    pub(super) async fn commit_step(&mut self, index: usize) -> Result<(), StoreError> {
         self.progress = true;
         self.commit(Commit {
             steps: vec![&self.steps[index]],
             ..Commit::default()
         })
+        .await
     }
 
     pub(super) async fn run(&mut self) -> Result<RunReport, ExecutorError> {
@@ -335,6 +354,8 @@ impl<'a> Scheduler<'a> {
             {
                 self.spawn_ready().await?
             } else {
+                // Nothing new starts: a slot waited for goes back.
+                self.slot = None;
                 false
             };
             let queued = self.ready.len() as i64;
@@ -350,9 +371,9 @@ impl<'a> Scheduler<'a> {
             {
                 return Ok(report);
             }
-            self.mark_waiting()?;
+            self.mark_waiting().await?;
             // Nothing waits with a success unwritten (see `Unwritten`).
-            self.write_unwritten()?;
+            self.write_unwritten().await?;
             let stopping = self.stopping.load(std::sync::atomic::Ordering::Acquire);
             if self.tasks.is_empty() && (stopping || self.parks()) {
                 if stopping {
@@ -369,7 +390,7 @@ impl<'a> Scheduler<'a> {
             let mut wake = self.next_wake();
             // A signal is waited for, or a slot: look often. Otherwise look
             // for a cancel request once a second.
-            let poll = if self.waits_for_signal() || blocked {
+            let poll = if self.waits_for_signal() {
                 SIGNAL_POLL
             } else {
                 CANCEL_POLL
@@ -399,13 +420,18 @@ impl<'a> Scheduler<'a> {
             tokio::select! {
                 joined = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     match joined {
-                        Some(Ok(done)) => self.completed(done)?,
+                        Some(Ok(done)) => self.completed(done).await?,
                         Some(Err(error)) if error.is_panic() => {
                             // The invocation task panicked: a host bug.
                             self.failing = Some(format!("an invocation task panicked: {error}"));
                         }
                         _ => {}
                     }
+                }
+                permit = self.slots.clone().acquire_owned(), if blocked => {
+                    // Closed only if the executor's semaphore is, which it
+                    // never is; then the loop simply looks again.
+                    self.slot = permit.ok();
                 }
                 () = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {}
             }
@@ -457,7 +483,7 @@ impl<'a> Scheduler<'a> {
 
     /// Records `waiting` on the run while nothing runs and something waits,
     /// and `running` again when work resumes.
-    pub(super) fn mark_waiting(&mut self) -> Result<(), StoreError> {
+    pub(super) async fn mark_waiting(&mut self) -> Result<(), StoreError> {
         let idle = self.tasks.is_empty() && self.ready.is_empty();
         let waiting = idle
             && self.failing.is_none()
@@ -479,7 +505,8 @@ impl<'a> Scheduler<'a> {
             self.commit(Commit {
                 run: Some(&self.run),
                 ..Commit::default()
-            })?;
+            })
+            .await?;
         }
         // Once the records say so: whoever reads this finds the run waiting.
         if status == RunStatus::Waiting {
@@ -507,7 +534,7 @@ impl<'a> Scheduler<'a> {
     /// done. `None` while steps still wait or are ready.
     pub(super) async fn finish(&mut self) -> Result<Option<RunReport>, ExecutorError> {
         if let Some(error) = self.failing.clone() {
-            return Ok(Some(self.conclude(RunStatus::Failed, Some(error))?));
+            return Ok(Some(self.conclude(RunStatus::Failed, Some(error)).await?));
         }
         // Fallbacks whose step did not fail are not needed.
         for index in 0..self.steps.len() {
@@ -517,7 +544,7 @@ impl<'a> Scheduler<'a> {
                 && self.steps[primary].status != StepStatus::Failed
             {
                 self.steps[index].status = StepStatus::Skipped;
-                self.commit_step(index)?;
+                self.commit_step(index).await?;
             }
         }
         if !self.ready.is_empty() || !self.steps.iter().all(finished) {
@@ -542,7 +569,7 @@ impl<'a> Scheduler<'a> {
                     Ok(output) => (output, Vec::new()),
                     Err(error) => {
                         let error = format!("the workflow's `output` mapping failed: {error}");
-                        return Ok(Some(self.conclude(RunStatus::Failed, Some(error))?));
+                        return Ok(Some(self.conclude(RunStatus::Failed, Some(error)).await?));
                     }
                 }
             }
@@ -558,12 +585,12 @@ impl<'a> Scheduler<'a> {
         };
         self.run.output = Some(output);
         self.run.output_blobs = output_blobs;
-        Ok(Some(self.conclude(RunStatus::Succeeded, None)?))
+        Ok(Some(self.conclude(RunStatus::Succeeded, None).await?))
     }
 
     /// Ends the run with `status` (and `error`): commits it, logs the line
     /// that closes the run's log, counts it, and returns the report.
-    pub(super) fn conclude(
+    pub(super) async fn conclude(
         &mut self,
         status: RunStatus,
         error: Option<String>,
@@ -574,7 +601,8 @@ impl<'a> Scheduler<'a> {
         self.commit(Commit {
             run: Some(&self.run),
             ..Commit::default()
-        })?;
+        })
+        .await?;
         self.ended();
         Ok(self.report())
     }
@@ -597,9 +625,9 @@ impl<'a> Scheduler<'a> {
         let message = request.message();
         let changed = abandon(&mut self.steps, &message, now_ms());
         for index in changed {
-            self.commit_step(index)?;
+            self.commit_step(index).await?;
         }
-        Ok(self.conclude(RunStatus::Cancelled, Some(message))?)
+        Ok(self.conclude(RunStatus::Cancelled, Some(message)).await?)
     }
 
     /// The run's `timeout` passed: stops what runs and fails the run.
@@ -620,7 +648,7 @@ impl<'a> Scheduler<'a> {
         let units: Vec<Unit> = self.in_flight.drain().collect();
         for (index, item) in units {
             transitions::time_out_unit(&mut self.steps[index], item, &failure, now_ms());
-            self.commit_step(index)?;
+            self.commit_step(index).await?;
         }
         self.failing = Some(format!(
             "the run did not finish within its timeout of {limit}"

@@ -204,11 +204,49 @@ pub struct AttemptLogs {
     pub logs: StepLogs,
 }
 
+/// Commits `commit` and waits, without holding the thread, until it is
+/// durable: [`RunStore::commit`] for async callers, whose task waits for
+/// another caller's group sync rather than blocking a runtime worker.
+pub async fn commit_async(store: &dyn RunStore, commit: Commit<'_>) -> Result<(), StoreError> {
+    match store.commit_pending(commit)? {
+        Some(ticket) => durable(store, ticket).await,
+        None => Ok(()),
+    }
+}
+
+/// Waits until a ticket of [`RunStore::commit_pending`] is durable.
+pub async fn durable(store: &dyn RunStore, ticket: u64) -> Result<(), StoreError> {
+    std::future::poll_fn(|cx| store.poll_durable(ticket, cx)).await
+}
+
 /// Storage for runs, behind which another backend (Postgres) can sit
 /// without the executor changing.
 pub trait RunStore: Send + Sync {
     /// Applies `commit` atomically and durably.
     fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError>;
+    /// Applies `commit` atomically, as [`RunStore::commit`] does, and
+    /// returns before it is durable: a ticket to wait for with
+    /// [`RunStore::poll_durable`] (or [`commit_async`]), or `None` when
+    /// the commit is as durable as it will get already. Readers see the
+    /// commit at once; nothing may act on it (start the next step, answer
+    /// a caller) before the ticket is durable. Stores without a cheaper
+    /// path commit in full here.
+    fn commit_pending(&self, commit: Commit<'_>) -> Result<Option<u64>, StoreError> {
+        self.commit(commit).map(|()| None)
+    }
+    /// Whether a ticket of [`RunStore::commit_pending`] is on disk: `Ready`
+    /// once it is (the store may run the sync on the calling thread to get
+    /// there), `Pending` while another caller's sync that will cover it
+    /// runs, with `cx`'s waker woken when that sync ends. Tickets are
+    /// ordered: one durable means every earlier one is.
+    fn poll_durable(
+        &self,
+        ticket: u64,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), StoreError>> {
+        let _ = (ticket, cx);
+        std::task::Poll::Ready(Ok(()))
+    }
     /// The run with this id.
     fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
     /// The run's steps, in definition order.

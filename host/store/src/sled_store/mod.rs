@@ -150,12 +150,6 @@ impl WriteWatch {
     }
 }
 
-/// Why a commit transaction aborted.
-enum Abort {
-    KeyTaken,
-    Fenced,
-}
-
 impl SledStore {
     /// Opens (creating if needed) the journal in directory `path`, in
     /// [`Durability::Durable`] mode.

@@ -15,12 +15,16 @@
 //! concurrent runs pay for a few syncs, not 64. A sync that fails is
 //! reported to its leader, and every waiter it would have covered tries
 //! again itself: no commit is acknowledged without a sync that succeeded.
+//! A waiting thread blocks on a condvar ([`GroupSync::wait`]); a waiting
+//! task ([`GroupSync::poll`], behind `RunStore::poll_durable`) leaves its
+//! waker and yields its worker thread until the sync it waits for ends.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
 
 /// The files of a sled database that must reach the disk, and how to make
 /// them.
@@ -121,6 +125,9 @@ struct SyncState {
     synced: u64,
     /// A sync is running.
     leader: bool,
+    /// The tasks that wait for the running sync ([`GroupSync::poll`]):
+    /// woken when it ends, to return or to lead the next one.
+    wakers: Vec<Waker>,
 }
 
 impl GroupSync {
@@ -130,6 +137,7 @@ impl GroupSync {
             state: Mutex::new(SyncState {
                 synced: 0,
                 leader: false,
+                wakers: Vec::new(),
             }),
             done: Condvar::new(),
             syncs: AtomicU64::new(0),
@@ -164,18 +172,69 @@ impl GroupSync {
                 state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            state.leader = true;
-            drop(state);
-            let result = sync();
-            self.syncs.fetch_add(1, Ordering::Relaxed);
+            let result = self.lead(state, &sync);
             state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.leader = false;
-            self.done.notify_all();
-            match result {
-                Ok(covered) => state.synced = state.synced.max(covered),
-                Err(error) => return Err(error),
+            result?;
+        }
+    }
+
+    /// What [`GroupSync::wait`] does, for a task: `Ready` once `ticket` is
+    /// on disk, after leading a sync (run on the polling thread: a device
+    /// sync, a fraction of a millisecond) if none is running; `Pending`
+    /// while another caller's sync runs, and woken when it ends. A waiting
+    /// commit then holds no thread: at 64 runs in flight on two workers
+    /// the runs' tasks wait without a thread handoff each.
+    pub(super) fn poll<E>(
+        &self,
+        ticket: u64,
+        cx: &mut Context<'_>,
+        sync: impl Fn() -> Result<u64, E>,
+    ) -> Poll<Result<(), E>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if state.synced >= ticket {
+                return Poll::Ready(Ok(()));
+            }
+            if state.leader {
+                if !state.wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+                    state.wakers.push(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            let result = self.lead(state, &sync);
+            state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(error) = result {
+                return Poll::Ready(Err(error));
             }
         }
+    }
+
+    /// Runs one sync as the leader (`state` is the lock, released during
+    /// the sync) and wakes everyone who waited for it, threads and tasks.
+    fn lead<E>(
+        &self,
+        mut state: std::sync::MutexGuard<'_, SyncState>,
+        sync: &impl Fn() -> Result<u64, E>,
+    ) -> Result<(), E> {
+        state.leader = true;
+        drop(state);
+        let result = sync();
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.leader = false;
+        let covered = result.as_ref().ok().copied();
+        if let Some(covered) = covered {
+            state.synced = state.synced.max(covered);
+        }
+        let wakers = std::mem::take(&mut state.wakers);
+        drop(state);
+        self.done.notify_all();
+        // A failed sync wakes them too: each tries again itself, so no
+        // commit is acknowledged without a sync that succeeded.
+        for waker in wakers {
+            waker.wake();
+        }
+        result.map(|_| ())
     }
 }
 
@@ -220,6 +279,88 @@ mod tests {
             "{} syncs for 800 commits: none shared",
             group.syncs()
         );
+    }
+
+    /// Counts wake-ups: the waker a task hands to [`GroupSync::poll`].
+    struct Wakes(AtomicU64);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A task that polls while another caller's sync runs is `Pending`,
+    /// woken when that sync ends, and `Ready` only after a sync that
+    /// covers its own ticket: the running one covered only what was
+    /// issued when it started, so the task leads the next one itself.
+    #[test]
+    fn a_polling_task_waits_for_the_running_sync_and_then_for_its_own() {
+        let group = Arc::new(GroupSync::new());
+        let first = group.ticket();
+        let (started, in_sync) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let leader = {
+            let group = group.clone();
+            std::thread::spawn(move || {
+                group.wait(first, || {
+                    let covered = group.issued();
+                    started.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok::<u64, ()>(covered)
+                })
+            })
+        };
+        in_sync.recv().unwrap();
+        let second = group.ticket();
+        let wakes = Arc::new(Wakes(AtomicU64::new(0)));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let sync = || Ok::<u64, ()>(group.issued());
+        assert!(group.poll(second, &mut cx, sync).is_pending());
+        // Polled twice while the same sync runs: one waker, one wake-up.
+        assert!(group.poll(second, &mut cx, sync).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        release.send(()).unwrap();
+        assert_eq!(leader.join().unwrap(), Ok(()));
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "woken once, when it ended"
+        );
+        assert_eq!(group.syncs(), 1);
+        assert_eq!(
+            group.poll(second, &mut cx, sync),
+            std::task::Poll::Ready(Ok(()))
+        );
+        assert_eq!(group.syncs(), 2, "the task led a sync of its own");
+        // Already covered: ready without another sync.
+        assert_eq!(
+            group.poll(first, &mut cx, sync),
+            std::task::Poll::Ready(Ok(()))
+        );
+        assert_eq!(group.syncs(), 2);
+    }
+
+    /// A task whose sync fails gets the error, and one that waited for a
+    /// sync that failed is woken and syncs again itself: neither is
+    /// acknowledged by a failed sync.
+    #[test]
+    fn a_failed_sync_acknowledges_no_polling_task() {
+        let group = GroupSync::new();
+        let ticket = group.ticket();
+        let wakes = Arc::new(Wakes(AtomicU64::new(0)));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert_eq!(
+            group.poll(ticket, &mut cx, || Err::<u64, _>("no space left on device")),
+            std::task::Poll::Ready(Err("no space left on device"))
+        );
+        assert_eq!(
+            group.poll(ticket, &mut cx, || Ok::<u64, &str>(group.issued())),
+            std::task::Poll::Ready(Ok(()))
+        );
+        assert_eq!(group.syncs(), 2);
     }
 
     #[test]

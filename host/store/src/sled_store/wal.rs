@@ -16,11 +16,20 @@
 //!
 //! Every write to the store, not only commits, is logged in the order it
 //! was applied to sled (all of them under the store's commit lock), and
-//! each frame carries a consecutive sequence number. A commit's sled
-//! transaction also records its frame's number in the `meta` tree
-//! ([`APPLIED_KEY`]), so after a crash the store knows how far sled's own
-//! files got: sled recovers a prefix of its writes, and the log's frames
-//! past that prefix are applied again, in order ([`replay`]). When sled got
+//! each frame carries a consecutive sequence number. A commit also writes
+//! its frame's number to the `meta` tree ([`APPLIED_KEY`]), as its last
+//! write, so after a crash the store knows how far sled's own files got:
+//! sled recovers a prefix of its writes, and the log's frames past that
+//! prefix are applied again, in order ([`replay`]). That is also what
+//! makes a durable commit atomic without a sled transaction (whose
+//! `pin_log` writes sled's buffer out twice per commit, each with a
+//! waiting `sync_file_range`): a commit's writes go to sled one by one, in
+//! an order of which every prefix is harmless (blobs before the records
+//! that name them, steps before their run, the run before the idempotency
+//! key that points at it, the frame number last), and a commit that a
+//! crash cut in two has no marker, so its whole frame is applied again
+//! over the half sled kept, or, when its frame never reached the log, it
+//! was never acknowledged. When sled got
 //! further than the log (possible only after an OS crash or a power cut,
 //! for writes never acknowledged), nothing is replayed over it.
 //!
