@@ -930,6 +930,66 @@ fn shutdown_lets_a_running_step_finish_and_the_next_start_continues_the_run() {
     assert_eq!(run["status"], "succeeded");
 }
 
+/// A run the server answered for is on disk, whatever happens next: the
+/// server dispatches a queued run before its record's sync ends and
+/// awaits that sync before it answers, so a SIGKILL right after a burst of
+/// `202`s finds every answered run recorded (the journal's log holds what
+/// sled had not flushed).
+#[test]
+fn every_run_answered_with_202_survives_a_sigkill_right_after() {
+    let sandbox = Sandbox::new();
+    write_workflow(
+        &sandbox,
+        "slow.yaml",
+        &format!(
+            "name: slow\nsteps:\n  - id: slow\n    uses: {}\n    config:\n      sleep_ms: 600000\n",
+            yaml_path(SLOW_COUNTER_COMPONENT),
+        ),
+    );
+    // A few rounds: the unsynced window after an answer is short.
+    for round in 0..5 {
+        let mut server = Served::start(&sandbox, &[]);
+        let ids: Vec<String> = std::thread::scope(|scope| {
+            let server = &server;
+            let clients: Vec<_> = (0..4)
+                .map(|client| {
+                    scope.spawn(move || {
+                        (0..8)
+                            .map(|n| {
+                                let started = server.post(
+                                "/v1/workflows/slow/runs",
+                                None,
+                                &[],
+                                Some(json!({"input": {"round": round, "client": client, "n": n}})),
+                            );
+                                assert_eq!(started.status, 202, "{}", started.text);
+                                started.json["id"].as_str().unwrap().to_owned()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            clients
+                .into_iter()
+                .flat_map(|client| client.join().unwrap())
+                .collect()
+        });
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        assert_eq!(ids.len(), 32);
+        for id in &ids {
+            let shown = sandbox.run(&["runs", "show", id, "--json"]);
+            assert_exit(&shown, 0);
+            let run = json(&shown);
+            assert_eq!(run["run_id"], id.as_str(), "{run}");
+            assert!(
+                matches!(run["status"].as_str(), Some("queued" | "running")),
+                "{run}"
+            );
+        }
+    }
+}
+
 /// A request a receiver got: path, headers (lowercase names), body.
 type Request = (String, Vec<(String, String)>, String);
 

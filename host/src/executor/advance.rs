@@ -137,6 +137,9 @@ impl Scheduler<'_> {
         let definition = &self.plan.steps[index].definition;
         if let Some(condition) = definition.condition.clone() {
             let shown = condition.text().to_owned();
+            if crate::expressions::needs_worker(&condition) {
+                self.settle().await?;
+            }
             let ctx = self.context(index, None);
             match crate::expressions::run(&condition, ctx).await {
                 Ok(Value::Bool(true)) => {}
@@ -180,6 +183,9 @@ impl Scheduler<'_> {
                 }
                 Some(for_each) => {
                     let shown = for_each.text().to_owned();
+                    if crate::expressions::needs_worker(&for_each) {
+                        self.settle().await?;
+                    }
                     let context = self.context(index, None);
                     let items = match crate::expressions::run(&for_each, context).await {
                         Ok(Value::Array(items)) => items,
@@ -242,6 +248,12 @@ impl Scheduler<'_> {
                 },
             };
             self.ready.remove(&unit);
+            if self
+                .input_template(index)
+                .is_some_and(crate::expressions::template_needs_worker)
+            {
+                self.settle().await?;
+            }
             match self.input(unit).await {
                 Ok(payload) => {
                     let cache_key = self.plan.steps[index]

@@ -51,6 +51,31 @@ pub fn canonical(value: &Value) -> Value {
     }
 }
 
+/// A run [`Executor::enqueue_pending`] recorded, whose commit may not be
+/// on disk yet.
+#[derive(Debug)]
+#[must_use = "a queued run is not durable until `durable` is awaited"]
+pub struct Queued {
+    /// The run (the key's earlier run when `new` is false).
+    pub run: RunRecord,
+    /// Whether this call created it.
+    pub new: bool,
+    ticket: Option<u64>,
+}
+
+impl Queued {
+    /// Waits until the run's record is on disk (at once for an earlier
+    /// run of the same key, or a store that commits in full). An error
+    /// means the store could not sync: the run may be lost, so nobody may
+    /// be told of it.
+    pub async fn durable(&self, executor: &Executor) -> Result<(), ExecutorError> {
+        if let Some(ticket) = self.ticket {
+            crate::store::durable(executor.store().as_ref(), ticket).await?;
+        }
+        Ok(())
+    }
+}
+
 /// What starting a run asks for: the one request [`Executor::start`] and
 /// [`Executor::enqueue`] take, whichever edge (CLI, HTTP API, trigger,
 /// embedder) it comes from.
@@ -135,26 +160,44 @@ impl Executor {
     /// [`Executor::resume_with`] executes it (after a restart too). With an
     /// idempotency key already used for the same request, returns that run
     /// and `false`.
-    pub fn enqueue(
+    /// Returns once the run's record is durable.
+    pub async fn enqueue(
         &self,
         plan: &Plan,
         request: StartRequest,
     ) -> Result<(RunRecord, bool), ExecutorError> {
-        let (run, new, span, _) = self.create(plan, request, RunStatus::Queued)?;
+        let queued = self.enqueue_pending(plan, request)?;
+        queued.durable(self).await?;
+        Ok((queued.run, queued.new))
+    }
+
+    /// [`Executor::enqueue`] without waiting for the sync: the run is
+    /// recorded and readable, and [`Queued::durable`] must be awaited
+    /// before anyone outside this process is told of it. It may be handed
+    /// to [`Executor::resume_with`] before then: the run's first commit
+    /// that changes a step waits for a sync, and the journal's log is
+    /// ordered, so that sync covers the creation too. This is how a server
+    /// answering a request has the creation and the first step's start
+    /// share one sync instead of waiting for two in a row.
+    pub fn enqueue_pending(
+        &self,
+        plan: &Plan,
+        request: StartRequest,
+    ) -> Result<Queued, ExecutorError> {
+        let (run, new, span, ticket) = self.create(plan, request, RunStatus::Queued)?;
         if new {
             tracing::info!(target: "plait::executor", parent: &span, "run queued");
             self.note(&run, plan.steps.len(), RunEventKind::RunQueued);
         }
-        Ok((run, new))
+        Ok(Queued { run, new, ticket })
     }
 
     /// Checks `request` and records a new run (`status`) under its run
     /// span, whose trace continues the origin's; returns the run, whether
     /// it is new (`false`: the idempotency key's earlier run), the span,
-    /// and for a run created `running` the ticket of its commit, which the
-    /// run's execution waits for (see [`Executor::execute`]). A queued
-    /// run's commit is durable when this returns: the caller is answered
-    /// at once.
+    /// and the ticket of its commit, applied but not yet durable: a run
+    /// started at once waits for it at its end (see `Executor::execute`),
+    /// a queued one before its caller is answered ([`Queued::durable`]).
     #[allow(clippy::type_complexity)]
     fn create(
         &self,
@@ -318,12 +361,7 @@ impl Executor {
             idempotency: claim.as_ref().map(|(key, record)| (*key, record)),
             ..Commit::default()
         };
-        let committed = if status == RunStatus::Queued {
-            self.store.commit(commit).map(|()| None)
-        } else {
-            self.store.commit_pending(commit)
-        };
-        match committed {
+        match self.store.commit_pending(commit) {
             Ok(pending) => {
                 self.metrics.run_started(&run.workflow.name);
                 Ok((run, true, pending))

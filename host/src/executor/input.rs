@@ -52,19 +52,32 @@ impl Scheduler<'_> {
         context
     }
 
-    /// Builds the input of a unit: its `input:` mapping (or the default),
-    /// its blobs, checked against the component's input schema.
-    pub(super) async fn input(&self, unit: Unit) -> Result<Payload, StepFailure> {
-        let (index, item) = unit;
-        // A fallback runs in its step's place, on its step's input unless
-        // it says otherwise.
-        let source = match (
+    /// The step whose `input:` a unit of step `index` is built from: a
+    /// fallback runs in its step's place, on its step's input unless it
+    /// says otherwise.
+    fn input_source(&self, index: usize) -> usize {
+        match (
             &self.plan.steps[index].definition.input,
             self.fallback_of[index],
         ) {
             (None, Some(primary)) => primary,
             _ => index,
-        };
+        }
+    }
+
+    /// The `input:` mapping a unit of step `index` is built from, if any.
+    pub(super) fn input_template(&self, index: usize) -> Option<&crate::definition::Template> {
+        self.plan.steps[self.input_source(index)]
+            .definition
+            .input
+            .as_ref()
+    }
+
+    /// Builds the input of a unit: its `input:` mapping (or the default),
+    /// its blobs, checked against the component's input schema.
+    pub(super) async fn input(&self, unit: Unit) -> Result<Payload, StepFailure> {
+        let (index, item) = unit;
+        let source = self.input_source(index);
         let definition = &self.plan.steps[source].definition;
         let json = match &definition.input {
             Some(template) => {

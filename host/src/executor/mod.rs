@@ -25,7 +25,7 @@ mod scheduler;
 mod signal;
 mod transitions;
 
-pub use create::{MAX_KEY_LEN, StartRequest, canonical};
+pub use create::{MAX_KEY_LEN, Queued, StartRequest, canonical};
 pub use events::{AttemptStatus, PauseKind, RunEvent, RunEventKind, RunWatch};
 use events::{EventBus, collect_inbox};
 use scheduler::{Done, Scheduler, Unit};
@@ -393,7 +393,11 @@ impl Executor {
     /// outside this process has acted on it, and the run's first commit
     /// that changes a step (a `running` mark, before any invocation) waits
     /// for a sync that covers it, since the journal's log is ordered. So a
-    /// 3-step run pays 4 syncs, not 5. Whatever the run did, the ticket is
+    /// 3-step run pays 4 syncs, not 5. Before the run waits on anything
+    /// else first (a host slot, a timer) or evaluates an expression in a
+    /// worker (up to its deadline), it waits for the ticket itself
+    /// (`Scheduler::settle`): a run logged as started is not left in
+    /// memory only while time passes. Whatever the run did, the ticket is
     /// durable before this returns, so no caller is answered on a commit a
     /// crash could take back (a crash before then loses a run nobody was
     /// told of, and a retry with its idempotency key starts it anew).
@@ -407,6 +411,7 @@ impl Executor {
         pending: Option<u64>,
     ) -> Result<RunReport, ExecutorError> {
         let mut scheduler = Scheduler::new(self, plan, run, steps, lease, span.clone());
+        scheduler.creation = pending;
         self.metrics.run_active(true);
         let result = scheduler.run().instrument(span).await;
         self.metrics.run_active(false);
@@ -417,9 +422,7 @@ impl Executor {
         let _ = self
             .store
             .release_lease(&scheduler.run.id, &scheduler.lease);
-        if let Some(ticket) = pending {
-            crate::store::durable(self.store.as_ref(), ticket).await?;
-        }
+        scheduler.settle().await?;
         result
     }
 }

@@ -123,6 +123,12 @@ pub(super) struct Scheduler<'a> {
     /// lock (never contended) because commits are made through `&self`
     /// while the records they carry are borrowed from `self.steps`.
     pub(super) unwritten: std::sync::Mutex<Unwritten>,
+    /// The ticket of the commit that made the run runnable (its creation,
+    /// or a resume's claim) while no awaited sync may have covered it:
+    /// the run's first awaited commit covers it (the journal's log is
+    /// ordered), and [`Scheduler::settle`] waits for it before anything
+    /// that can take time, so a run does not wait in memory only.
+    pub(super) creation: Option<u64>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -202,6 +208,7 @@ impl<'a> Scheduler<'a> {
             inbox_at_ms: 0,
             steps_done: 0,
             unwritten: std::sync::Mutex::default(),
+            creation: None,
         }
     }
 
@@ -275,6 +282,19 @@ impl<'a> Scheduler<'a> {
         let ticket = self.store.commit_pending(commit)?;
         *unwritten = Unwritten::default();
         Ok(ticket)
+    }
+
+    /// Waits for the run's creation commit to be durable, if no awaited
+    /// commit has covered it yet: before the run waits (for a host slot,
+    /// a timer, an invocation) or evaluates an expression in a worker,
+    /// which may take seconds, so that a run that was logged as started
+    /// and then waits is on disk. At once when a later commit's sync
+    /// covered it.
+    pub(super) async fn settle(&mut self) -> Result<(), StoreError> {
+        match self.creation.take() {
+            Some(ticket) => crate::store::durable(self.store.as_ref(), ticket).await,
+            None => Ok(()),
+        }
     }
 
     /// Commits what a success left [`Unwritten`], if anything.
@@ -372,8 +392,10 @@ impl<'a> Scheduler<'a> {
                 return Ok(report);
             }
             self.mark_waiting().await?;
-            // Nothing waits with a success unwritten (see `Unwritten`).
+            // Nothing waits with a success unwritten (see `Unwritten`),
+            // nor with the run's creation not on disk.
             self.write_unwritten().await?;
+            self.settle().await?;
             let stopping = self.stopping.load(std::sync::atomic::Ordering::Acquire);
             if self.tasks.is_empty() && (stopping || self.parks()) {
                 if stopping {
@@ -565,6 +587,9 @@ impl<'a> Scheduler<'a> {
                     "steps": steps,
                     "run": {"id": self.run.id, "workflow": self.run.workflow.name},
                 });
+                if crate::expressions::template_needs_worker(template) {
+                    self.settle().await?;
+                }
                 match crate::expressions::evaluate("output", template, context).await {
                     Ok(output) => (output, Vec::new()),
                     Err(error) => {

@@ -34,6 +34,19 @@ use crate::definition::{Jq, JqEvalError, Template, follow};
 pub use pool::{WORKER_ENV, WORKER_PROGRAM_ENV, set_worker_program};
 pub use worker::{MEMORY_LIMIT_MIB, STACK_MIB, serve_worker_if_requested};
 
+/// Whether evaluating `jq` may go to an expression worker (anything but a
+/// plain path): it may then take up to the worker's deadline, so the
+/// scheduler makes what it holds durable before it starts one.
+pub fn needs_worker(jq: &Jq) -> bool {
+    jq.plain_path().is_none()
+}
+
+/// Whether one of `template`'s expressions needs a worker (see
+/// [`needs_worker`]).
+pub fn template_needs_worker(template: &Template) -> bool {
+    template.expressions().into_iter().any(needs_worker)
+}
+
 /// Runs `jq` on `context`; it must produce exactly one value.
 ///
 /// # Errors
