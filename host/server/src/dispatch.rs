@@ -118,23 +118,31 @@ impl Dispatcher {
 
     /// Starts a run of `plan`: records it `queued` (with an idempotency
     /// key, the same request gives back the same run and `false`),
-    /// subscribes its own `webhook`, and dispatches it. What every start
-    /// does: the API, a webhook trigger, a schedule and a watched folder.
-    pub fn start(
+    /// subscribes its own `webhook`, and dispatches it; returns once the
+    /// run's record is on disk. What every start does: the API, a webhook
+    /// trigger, a schedule and a watched folder.
+    ///
+    /// The run is dispatched before its record's sync ends, and the task
+    /// awaits that sync without holding a worker thread: the run's first
+    /// step cannot start before a later sync, which covers the record too,
+    /// so the two share one (a blocking wait here held one of the
+    /// runtime's few workers through every request's sync).
+    pub async fn start(
         self: &Arc<Self>,
         plan: Arc<Plan>,
         request: StartRequest,
         webhook: Option<&str>,
     ) -> Result<(RunRecord, bool), ExecutorError> {
-        let (run, new) = self.executor.enqueue(&plan, request)?;
-        if new {
+        let queued = self.executor.enqueue_pending(&plan, request)?;
+        if queued.new {
             // Before the run can end, so that its end is told.
             if let Some(url) = webhook {
-                super::webhooks::subscribe(self.executor.store().as_ref(), &run.id, url)?;
+                super::webhooks::subscribe(self.executor.store().as_ref(), &queued.run.id, url)?;
             }
-            self.dispatch(&run.id, Some(plan));
+            self.dispatch(&queued.run.id, Some(plan));
         }
-        Ok((run, new))
+        queued.durable(&self.executor).await?;
+        Ok((queued.run, queued.new))
     }
 
     /// Executes run `run_id` (with `plan`, if the caller has it) as soon as

@@ -101,7 +101,10 @@ pub(super) async fn start_run(
         .blobs(blobs)
         .idempotency_key(key)
         .origin(origin);
-    let (run, new) = state.dispatcher.start(plan, request, webhook.as_deref())?;
+    let (run, new) = state
+        .dispatcher
+        .start(plan, request, webhook.as_deref())
+        .await?;
     let run = match wait {
         Some(wait) if !run.status.is_finished() => wait_for(&state, &run.id, wait).await?,
         _ => run,

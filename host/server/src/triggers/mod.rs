@@ -99,7 +99,7 @@ impl Starter {
                 actor: Some(trigger.actor()),
                 trace_parent: None,
             });
-        Ok(self.dispatcher.start(plan, request, None)?)
+        Ok(self.dispatcher.start(plan, request, None).await?)
     }
 
     /// Sleeps `duration`; false if the server began stopping meanwhile.

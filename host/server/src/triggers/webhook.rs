@@ -337,6 +337,7 @@ async fn fire(
     let (run, new) = state
         .dispatcher
         .start(plan, request, None)
+        .await
         .map_err(|error| Problem::from(error).into_response())?;
     if new {
         tracing::info!(target: "plait::trigger", trigger = %trigger.name, run_id = %run.id, "webhook started a run");
