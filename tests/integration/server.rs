@@ -45,11 +45,16 @@ impl Served {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split(" on http://").nth(1) {
-                    let address = rest.split_whitespace().next().unwrap_or("").to_owned();
+                // Kept before the address is sent, so a caller woken by the
+                // address finds the `serving …` line (and all before it) in the log.
+                let address = line
+                    .split(" on http://")
+                    .nth(1)
+                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned());
+                kept.lock().unwrap().push(line);
+                if let Some(address) = address {
                     let _ = address_tx.send(address);
                 }
-                kept.lock().unwrap().push(line);
             }
         });
         let child = KillOnDrop(child);
