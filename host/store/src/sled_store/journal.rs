@@ -1,6 +1,6 @@
 //! The journal itself: [`RunStore`] on sled's trees, every commit applied
-//! whole under the commit lock (one write-ahead log frame in durable mode,
-//! one sled transaction in batched mode).
+//! whole under the commit lock, in an order of which every prefix is
+//! harmless (and as one write-ahead log frame in durable mode).
 
 use super::*;
 
@@ -16,10 +16,11 @@ impl SledStore {
     /// transaction seals and writes its log buffer before and after
     /// (`pin_log`), a `pwrite` and a waiting `sync_file_range` each, two per
     /// commit on sled's threads, which the profile put at a fifth of a
-    /// run's CPU. Atomicity comes from the write-ahead log instead: sled
-    /// recovers a prefix of its writes, the frame's number goes in last,
-    /// and open replays every frame past it (`wal.rs`). Batched mode has no
-    /// log of its own and keeps sled's transaction.
+    /// run's CPU. In durable mode atomicity comes from the write-ahead log
+    /// instead: sled recovers a prefix of its writes, the frame's number
+    /// goes in last, and open replays every frame past it (`wal.rs`).
+    /// Batched mode, which may lose its last interval anyway, may also keep
+    /// a harmless prefix of the last commit it kept.
     fn apply(&self, commit: Commit<'_>) -> Result<Option<u64>, StoreError> {
         // Encoded before the commit lock, which other commits wait for.
         let run = commit.run.map(|run| (run.id.clone(), encode(run)));
@@ -127,13 +128,15 @@ impl SledStore {
         if let Some(seq) = &seq {
             ops.push((Tree::Meta, wal::APPLIED_KEY.as_bytes(), seq));
         }
-        if self.wal.is_none() {
-            return self.apply_in_transaction(&ops).map(|()| None);
-        }
-        // No sled transaction here: the log makes the commit atomic (a
-        // prefix in sled is completed from its frame on open), and sled
-        // 0.34's transactions write their buffer out twice, with waiting
-        // `sync_file_range`s, on every commit.
+        // No sled transaction, in either mode: a sled 0.34 transaction seals
+        // and writes sled's log buffer out at every commit, each write with
+        // a waiting `sync_file_range` (about 2 per commit, measured: a
+        // batched step cost 0.44 ms with them, see docs/benchmarks.md). The
+        // order above keeps every prefix harmless, and sled recovers a
+        // prefix of its writes, so a crash leaves a commit whole, absent, or
+        // cut to such a prefix; in durable mode the log then applies an
+        // acknowledged one again whole (`wal.rs`).
+        let logged = self.wal.is_some();
         let mut writes = Writes::default();
         for &(tree, key, value) in &ops {
             if let Err(error) = self.tree(tree).insert(key, value) {
@@ -143,48 +146,11 @@ impl SledStore {
                 self.log(&writes, false);
                 return Err(self.database(error));
             }
-            writes.put(tree.name(), key, value);
+            if logged {
+                writes.put(tree.name(), key, value);
+            }
         }
         Ok(self.log(&writes, true))
-    }
-
-    /// Batched mode's commit: `ops` in one sled transaction.
-    fn apply_in_transaction(&self, ops: &[(Tree, &[u8], &[u8])]) -> Result<(), StoreError> {
-        let result: Result<(), TransactionError<()>> = (
-            &self.runs,
-            &self.steps,
-            &self.blobs,
-            &self.logs,
-            &self.signals,
-            &self.idempotency,
-            &self.cache,
-            &self.audit,
-            &self.meta,
-        )
-            .transaction(
-                |(runs, steps, blobs, logs, signals, idempotency, cache, audit, meta)| {
-                    for &(tree, key, value) in ops {
-                        let tree = match tree {
-                            Tree::Runs => runs,
-                            Tree::Steps => steps,
-                            Tree::Blobs => blobs,
-                            Tree::Logs => logs,
-                            Tree::Signals => signals,
-                            Tree::Idempotency => idempotency,
-                            Tree::Cache => cache,
-                            Tree::Audit => audit,
-                            Tree::Meta => meta,
-                        };
-                        tree.insert(key, value)?;
-                    }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(error)) => Err(self.database(error)),
-            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
-        }
     }
 
     fn tree(&self, tree: Tree) -> &sled::Tree {

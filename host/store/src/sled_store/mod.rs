@@ -17,8 +17,6 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
     Abandoned, AttemptLogs, AuditRecord, CacheEntry, Commit, Delivery, EventRecord,
@@ -68,8 +66,10 @@ pub const BATCH_INTERVAL_MS: u64 = 50;
 /// checkpoint, or batched mode's thread) runs under that same lock rather
 /// than on sled's background flusher. The benchmark found why: with sled 0.34, a
 /// transaction that must wait for log space while sled's flusher waits for
-/// the transaction's lock deadlocks the store (64 concurrent runs in batched
-/// mode hung). Flushes and transactions never overlap here.
+/// the transaction's lock deadlocked the store (64 concurrent runs in batched
+/// mode hung). The journal no longer uses sled transactions at all
+/// (`journal.rs` says why), and a flush still never runs between two writes
+/// of one commit.
 pub struct SledStore {
     path: PathBuf,
     commit_lock: Arc<Mutex<()>>,
@@ -451,7 +451,7 @@ impl SledStore {
 
     /// sled's files brought up to every write applied so far (flush, then
     /// `fdatasync` of its log, blob files and their folder, under the
-    /// commit lock since sled's flush must not overlap a transaction), then
+    /// commit lock so that no commit is half applied when sled flushes), then
     /// a fresh write-ahead log (none with `last`). Returns the last ticket
     /// it covers: all of them.
     fn checkpoint(&self, last: bool) -> Result<u64, StoreError> {
@@ -491,7 +491,7 @@ impl SledStore {
     /// One sync. Durable mode: the write-ahead log's waiting frames written
     /// and `fdatasync`ed, and a checkpoint when the log has grown past
     /// [`wal::CHECKPOINT_BYTES`]. Batched mode's flush: sled's flush and
-    /// the new blob files under the commit lock (no transaction may run
+    /// the new blob files under the commit lock (no commit is half applied
     /// during sled's flush, and no blob is then half-written), then
     /// `fdatasync` of sled's log outside it, so commits apply meanwhile.
     /// Returns the last ticket it covers.
