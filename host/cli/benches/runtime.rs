@@ -494,7 +494,9 @@ async fn report(scale: &Scale) {
     );
 
     println!("\n## AI steps\n");
-    println!("OCR and classify: not measured yet; the AI reference steps have not landed.\n");
+    println!(
+        "OCR and classify: `cargo bench -p plait-cli --bench ai` (its own command: it needs the pinned models).\n"
+    );
 
     println!(
         "## Summary record (3-step workflow, durable: latency and CPU at concurrency 1, throughput at the best concurrency)\n"
